@@ -1,0 +1,732 @@
+//! Configuration: one TOML file, parsed into typed structs and validated at load.
+//!
+//! In: the text of a config file (or the built-in default, `deploy/palisade.toml`).
+//! Out: a [`Config`] whose every field has been checked, or a [`ConfigError`] naming the file,
+//! the line and column, and what to change. Unknown keys are errors (`deny_unknown_fields`): a
+//! typo must not silently fall back to a default.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
+use indexmap::IndexMap;
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The built-in configuration used when no `--config` is given.
+pub const DEFAULT_CONFIG: &str = include_str!("../deploy/palisade.toml");
+/// The name under which errors in the built-in configuration are reported.
+pub const DEFAULT_CONFIG_NAME: &str = "deploy/palisade.toml (built in)";
+
+/// A configuration problem, located in its file.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    /// The file the problem is in.
+    pub file: String,
+    /// 1-based line, 0 when the problem is not tied to a place in the file.
+    pub line: usize,
+    /// 1-based column, 0 when unknown.
+    pub column: usize,
+    /// What is wrong and what to change.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.line, self.column) {
+            (0, _) => write!(f, "{}: {}", self.file, self.message),
+            (l, 0) => write!(f, "{}:{}: {}", self.file, l, self.message),
+            (l, c) => write!(f, "{}:{}:{}: {}", self.file, l, c, self.message),
+        }
+    }
+}
+
+/// The whole configuration of one palisade process.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Kafka connection and the topics palisade writes.
+    pub kafka: KafkaConfig,
+    /// Batching and channel bounds.
+    #[serde(default)]
+    pub pipeline: PipelineConfig,
+    /// Where detectors are loaded from.
+    pub detectors: DetectorsConfig,
+    /// The HTTP endpoint for /metrics, /healthz and /readyz.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    /// How personal fields are pseudonymised.
+    #[serde(default)]
+    pub privacy: PrivacyConfig,
+    /// The telemetry streams palisade reads.
+    pub streams: Vec<StreamConfig>,
+    /// Directory relative paths in this file are resolved against.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+    /// Where this configuration came from, for messages.
+    #[serde(skip)]
+    pub origin: String,
+}
+
+/// Kafka connection settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// `bootstrap.servers`: comma-separated `host:port` list.
+    pub brokers: String,
+    /// Consumer group id; instances sharing it split the partitions.
+    pub group_id: String,
+    /// Topic alerts are written to, keyed by entity.
+    pub alerts_topic: String,
+    /// Topic undecodable records are written to, with their reason.
+    pub dead_letter_topic: String,
+    /// Partitions used when palisade creates a missing output or simulator topic.
+    #[serde(default = "default_partitions")]
+    pub create_partitions: i32,
+    /// Extra librdkafka properties for every client (security, timeouts, ...), passed as is.
+    #[serde(default)]
+    pub client: IndexMap<String, String>,
+}
+
+fn default_partitions() -> i32 {
+    3
+}
+
+/// Micro-batching and backpressure.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// A batch is cut once it holds this many records.
+    #[serde(default = "default_batch_rows")]
+    pub batch_rows: Spanned<usize>,
+    /// ... or this many milliseconds after its first record arrived.
+    #[serde(default = "default_linger_ms")]
+    pub linger_ms: u64,
+    /// Capacity, in batches, of each channel between stages.
+    #[serde(default = "default_channel_batches")]
+    pub channel_batches: Spanned<usize>,
+    /// Upper bound on evidence rows carried by one alert.
+    #[serde(default = "default_max_evidence")]
+    pub max_evidence_rows: usize,
+}
+
+fn default_batch_rows() -> Spanned<usize> {
+    Spanned::new(0..0, 8192)
+}
+fn default_linger_ms() -> u64 {
+    50
+}
+fn default_channel_batches() -> Spanned<usize> {
+    Spanned::new(0..0, 4)
+}
+fn default_max_evidence() -> usize {
+    16
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            batch_rows: default_batch_rows(),
+            linger_ms: default_linger_ms(),
+            channel_batches: default_channel_batches(),
+            max_evidence_rows: default_max_evidence(),
+        }
+    }
+}
+
+/// Detector sources.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectorsConfig {
+    /// Folders searched recursively for `*.sql` detectors.
+    pub rules: Vec<Spanned<PathBuf>>,
+}
+
+/// The metrics and health endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Listen address; port 0 picks a free port.
+    pub listen: Spanned<String>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            listen: Spanned::new(0..0, "127.0.0.1:9464".to_string()),
+        }
+    }
+}
+
+/// Pseudonymisation of personal fields.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivacyConfig {
+    /// Environment variable holding the pseudonymisation key.
+    pub key_env: String,
+}
+
+impl Default for PrivacyConfig {
+    fn default() -> Self {
+        PrivacyConfig {
+            key_env: "PALISADE_PSEUDONYM_KEY".to_string(),
+        }
+    }
+}
+
+/// What happens to a personal field in everything that leaves palisade.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PrivacyAction {
+    /// Replaced by a keyed hash: still joinable across alerts, not readable.
+    Pseudonymise,
+    /// Removed from evidence.
+    Drop,
+}
+
+/// Wire format of a stream's records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// One JSON object per Kafka record (or per line in replay files).
+    Json,
+}
+
+/// One telemetry stream: a set of topics sharing a schema.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamConfig {
+    /// Name detectors refer to (the SQL table name).
+    pub name: Spanned<String>,
+    /// Kafka topics carrying this stream.
+    pub topics: Vec<String>,
+    /// Wire format of the records.
+    pub format: Format,
+    /// Field holding the event time (a `timestamp` field of the schema).
+    pub event_time: Spanned<String>,
+    /// Field(s) naming the entity an event is about (a host, user, asset...).
+    pub entity: Spanned<Vec<String>>,
+    /// Field name to type, in order. Types: see [`parse_type`].
+    pub schema: Spanned<IndexMap<String, Spanned<String>>>,
+    /// Personal fields and what to do with them.
+    #[serde(default)]
+    pub privacy: IndexMap<String, Spanned<PrivacyAction>>,
+    /// The Arrow schema, built from `schema` at load.
+    #[serde(skip)]
+    pub arrow_schema: Option<SchemaRef>,
+}
+
+impl StreamConfig {
+    /// The Arrow schema of this stream (built during validation).
+    pub fn arrow_schema(&self) -> SchemaRef {
+        self.arrow_schema
+            .clone()
+            .expect("validated config has arrow schemas")
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.display().to_string(),
+            line: 0,
+            column: 0,
+            message: format!("cannot read config file: {e}"),
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Config::parse(&text, &path.display().to_string(), &base)
+    }
+
+    /// The built-in default configuration.
+    pub fn builtin() -> Config {
+        let base = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy");
+        Config::parse(DEFAULT_CONFIG, DEFAULT_CONFIG_NAME, &base)
+            .expect("the built-in configuration is valid (tested)")
+    }
+
+    /// Parses and validates config text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str, base_dir: &Path) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| {
+            let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
+            ConfigError {
+                file: origin.to_string(),
+                line,
+                column,
+                message: e.message().to_string(),
+            }
+        })?;
+        config.base_dir = base_dir.to_path_buf();
+        config.origin = origin.to_string();
+        config.validate(text)?;
+        Ok(config)
+    }
+
+    fn validate(&mut self, text: &str) -> Result<(), ConfigError> {
+        let origin = self.origin.clone();
+        let err = |span: Range<usize>, message: String| {
+            let (line, column) = if span.end == 0 {
+                (0, 0)
+            } else {
+                line_col(text, span.start)
+            };
+            ConfigError {
+                file: origin.clone(),
+                line,
+                column,
+                message,
+            }
+        };
+        let rows = &self.pipeline.batch_rows;
+        if !(1..=1_000_000).contains(rows.get_ref()) {
+            return Err(err(
+                rows.span(),
+                "`batch_rows` must be between 1 and 1000000".into(),
+            ));
+        }
+        let cap = &self.pipeline.channel_batches;
+        if !(1..=1024).contains(cap.get_ref()) {
+            return Err(err(
+                cap.span(),
+                "`channel_batches` must be between 1 and 1024".into(),
+            ));
+        }
+        if self.pipeline.linger_ms == 0 || self.pipeline.linger_ms > 60_000 {
+            return Err(err(
+                0..0,
+                "[pipeline] `linger_ms` must be between 1 and 60000".into(),
+            ));
+        }
+        if self.metrics.listen.get_ref().parse::<SocketAddr>().is_err() {
+            return Err(err(
+                self.metrics.listen.span(),
+                format!(
+                    "`listen` = {:?} is not a socket address; write it as \"IP:PORT\", e.g. \"127.0.0.1:9464\"",
+                    self.metrics.listen.get_ref()
+                ),
+            ));
+        }
+        if self.streams.is_empty() {
+            return Err(err(
+                0..0,
+                "no [[streams]] declared; palisade needs at least one".into(),
+            ));
+        }
+        let mut names = Vec::new();
+        let mut topics = Vec::new();
+        for stream in &mut self.streams {
+            let name = stream.name.get_ref();
+            if names.contains(name) {
+                return Err(err(
+                    stream.name.span(),
+                    format!("stream `{name}` is declared twice"),
+                ));
+            }
+            if !is_identifier(name) {
+                return Err(err(
+                    stream.name.span(),
+                    format!("stream name `{name}` must be a SQL identifier (letters, digits, `_`)"),
+                ));
+            }
+            names.push(name.clone());
+            if stream.topics.is_empty() {
+                return Err(err(
+                    stream.name.span(),
+                    format!("stream `{name}` lists no topics"),
+                ));
+            }
+            for topic in &stream.topics {
+                if topics.contains(topic) {
+                    return Err(err(
+                        stream.name.span(),
+                        format!("topic `{topic}` belongs to two streams; a topic feeds one stream"),
+                    ));
+                }
+                topics.push(topic.clone());
+            }
+            let mut fields = Vec::new();
+            for (field, ty) in stream.schema.get_ref() {
+                let data_type = parse_type(ty.get_ref()).map_err(|m| {
+                    err(
+                        ty.span(),
+                        format!("field `{field}` of stream `{name}`: {m}"),
+                    )
+                })?;
+                fields.push(Field::new(field, data_type, true));
+            }
+            if fields.is_empty() {
+                return Err(err(
+                    stream.schema.span(),
+                    format!("stream `{name}` has an empty schema"),
+                ));
+            }
+            let schema = Arc::new(Schema::new(fields));
+            let time = stream.event_time.get_ref();
+            match schema.field_with_name(time) {
+                Ok(f) if matches!(f.data_type(), DataType::Timestamp(_, _)) => {}
+                Ok(f) => {
+                    return Err(err(
+                        stream.event_time.span(),
+                        format!(
+                            "event-time field `{time}` is `{}`; declare it as \"timestamp\" in [streams.schema]",
+                            f.data_type()
+                        ),
+                    ));
+                }
+                Err(_) => {
+                    return Err(err(
+                        stream.event_time.span(),
+                        format!(
+                            "event-time field `{time}` is not in the schema of stream `{name}`"
+                        ),
+                    ));
+                }
+            }
+            if stream.entity.get_ref().is_empty() {
+                return Err(err(
+                    stream.entity.span(),
+                    "`entity` needs at least one field".into(),
+                ));
+            }
+            for field in stream.entity.get_ref() {
+                if schema.field_with_name(field).is_err() {
+                    return Err(err(
+                        stream.entity.span(),
+                        format!("entity field `{field}` is not in the schema of stream `{name}`"),
+                    ));
+                }
+            }
+            for (field, action) in &stream.privacy {
+                if schema.field_with_name(field).is_err() {
+                    return Err(err(
+                        action.span(),
+                        format!("privacy field `{field}` is not in the schema of stream `{name}`"),
+                    ));
+                }
+            }
+            stream.arrow_schema = Some(schema);
+        }
+        if self.detectors.rules.is_empty() {
+            return Err(err(0..0, "[detectors] `rules` lists no folder".into()));
+        }
+        Ok(())
+    }
+
+    /// The metrics listen address (validated at load).
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics
+            .listen
+            .get_ref()
+            .parse()
+            .expect("validated at load")
+    }
+
+    /// Rule folders, resolved: relative to the config file's folder if that exists there,
+    /// else relative to the current directory.
+    pub fn rule_dirs(&self) -> Vec<PathBuf> {
+        self.detectors
+            .rules
+            .iter()
+            .map(|p| {
+                let p = p.get_ref();
+                let beside = self.base_dir.join(p);
+                if p.is_relative() && beside.exists() {
+                    beside
+                } else {
+                    p.clone()
+                }
+            })
+            .collect()
+    }
+
+    /// Index of the stream a topic belongs to.
+    pub fn stream_of_topic(&self, topic: &str) -> Option<usize> {
+        self.streams
+            .iter()
+            .position(|s| s.topics.iter().any(|t| t == topic))
+    }
+
+    /// Index of the stream with this name.
+    pub fn stream_index(&self, name: &str) -> Option<usize> {
+        self.streams.iter().position(|s| s.name.get_ref() == name)
+    }
+
+    /// Every topic palisade consumes.
+    pub fn input_topics(&self) -> Vec<String> {
+        self.streams
+            .iter()
+            .flat_map(|s| s.topics.iter().cloned())
+            .collect()
+    }
+}
+
+fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// 1-based line and column of a byte offset.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rfind('\n').map_or(offset, |nl| offset - nl - 1) + 1;
+    (line, column)
+}
+
+/// Parses a schema type: `string`, `bool`, `int8`..`int64`, `uint8`..`uint64`, `float32`,
+/// `float64`, `timestamp` (milliseconds, UTC; accepts RFC 3339 strings and epoch numbers),
+/// `timestamp_us`, `timestamp_ns`, `date`, `list<T>`, `struct<name: T, ...>`.
+pub fn parse_type(text: &str) -> Result<DataType, String> {
+    let mut parser = TypeParser {
+        s: text.as_bytes(),
+        pos: 0,
+    };
+    let ty = parser.ty()?;
+    parser.skip_ws();
+    if parser.pos != parser.s.len() {
+        return Err(format!(
+            "unexpected `{}` after the type `{}`",
+            &text[parser.pos..],
+            &text[..parser.pos]
+        ));
+    }
+    Ok(ty)
+}
+
+struct TypeParser<'a> {
+    s: &'a [u8],
+    pos: usize,
+}
+
+const TYPE_HELP: &str = "expected one of string, bool, int8, int16, int32, int64, uint8, uint16, \
+     uint32, uint64, float32, float64, timestamp, timestamp_us, timestamp_ns, date, list<T>, \
+     struct<name: T, ...>";
+
+impl TypeParser<'_> {
+    fn skip_ws(&mut self) {
+        while self.pos < self.s.len() && self.s[self.pos].is_ascii_whitespace() {
+            self.pos += 1;
+        }
+    }
+
+    fn word(&mut self) -> &str {
+        self.skip_ws();
+        let start = self.pos;
+        while self.pos < self.s.len()
+            && (self.s[self.pos].is_ascii_alphanumeric() || self.s[self.pos] == b'_')
+        {
+            self.pos += 1;
+        }
+        std::str::from_utf8(&self.s[start..self.pos]).unwrap_or("")
+    }
+
+    fn expect(&mut self, c: u8) -> Result<(), String> {
+        self.skip_ws();
+        if self.s.get(self.pos) == Some(&c) {
+            self.pos += 1;
+            Ok(())
+        } else {
+            Err(format!(
+                "expected `{}` at position {}",
+                c as char,
+                self.pos + 1
+            ))
+        }
+    }
+
+    fn ty(&mut self) -> Result<DataType, String> {
+        let word = self.word().to_ascii_lowercase();
+        Ok(match word.as_str() {
+            "string" | "utf8" | "str" => DataType::Utf8,
+            "bool" | "boolean" => DataType::Boolean,
+            "int8" => DataType::Int8,
+            "int16" => DataType::Int16,
+            "int32" | "int" => DataType::Int32,
+            "int64" | "long" => DataType::Int64,
+            "uint8" => DataType::UInt8,
+            "uint16" => DataType::UInt16,
+            "uint32" => DataType::UInt32,
+            "uint64" => DataType::UInt64,
+            "float32" | "float" => DataType::Float32,
+            "float64" | "double" => DataType::Float64,
+            "timestamp" | "timestamp_ms" => {
+                DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
+            }
+            "timestamp_us" => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            "timestamp_ns" => DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
+            "date" => DataType::Date32,
+            "list" => {
+                self.expect(b'<')?;
+                let item = self.ty()?;
+                self.expect(b'>')?;
+                DataType::new_list(item, true)
+            }
+            "struct" => {
+                self.expect(b'<')?;
+                let mut fields = Vec::new();
+                loop {
+                    let name = self.word().to_string();
+                    if name.is_empty() {
+                        return Err(format!(
+                            "expected a field name at position {}",
+                            self.pos + 1
+                        ));
+                    }
+                    self.expect(b':')?;
+                    let ty = self.ty()?;
+                    fields.push(Field::new(name, ty, true));
+                    self.skip_ws();
+                    match self.s.get(self.pos) {
+                        Some(b',') => self.pos += 1,
+                        Some(b'>') => {
+                            self.pos += 1;
+                            break;
+                        }
+                        _ => {
+                            return Err(format!("expected `,` or `>` at position {}", self.pos + 1));
+                        }
+                    }
+                }
+                DataType::Struct(Fields::from(fields))
+            }
+            "" => return Err(format!("missing type; {TYPE_HELP}")),
+            other => return Err(format!("unknown type `{other}`; {TYPE_HELP}")),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check_err(text: &str, expected: &str) {
+        let err = Config::parse(text, "test.toml", Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, expected);
+    }
+
+    const MINIMAL: &str = r#"
+[kafka]
+brokers = "b:9092"
+group_id = "g"
+alerts_topic = "a"
+dead_letter_topic = "d"
+
+[detectors]
+rules = ["rules"]
+
+[[streams]]
+name = "flows"
+topics = ["t"]
+format = "json"
+event_time = "ts"
+entity = ["src"]
+[streams.schema]
+ts = "timestamp"
+src = "string"
+"#;
+
+    #[test]
+    fn builtin_config_is_valid() {
+        let config = Config::builtin();
+        assert_eq!(config.streams.len(), 5);
+        assert_eq!(
+            config.stream_of_topic("city.scada"),
+            config.stream_index("scada")
+        );
+        let auth = &config.streams[config.stream_index("auth").unwrap()];
+        let geo = auth
+            .arrow_schema()
+            .field_with_name("geo")
+            .unwrap()
+            .data_type()
+            .clone();
+        assert!(matches!(geo, DataType::Struct(ref f) if f.len() == 2));
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let config = Config::parse(MINIMAL, "test.toml", Path::new(".")).unwrap();
+        assert_eq!(*config.pipeline.batch_rows.get_ref(), 8192);
+        assert_eq!(config.pipeline.linger_ms, 50);
+        assert_eq!(config.metrics_addr().port(), 9464);
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_column() {
+        let text = MINIMAL.replace("group_id = \"g\"", "group_id = \"g\"\ngroupid = \"x\"");
+        let err = Config::parse(&text, "test.toml", Path::new(".")).unwrap_err();
+        assert_eq!(
+            (err.file.as_str(), err.line, err.column),
+            ("test.toml", 5, 1)
+        );
+        assert!(
+            err.message.contains("unknown field `groupid`"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn bad_type_is_located_and_explained() {
+        let text = MINIMAL.replace("src = \"string\"", "src = \"strin\"");
+        check_err(
+            &text,
+            &format!(
+                "test.toml:19:7: field `src` of stream `flows`: unknown type `strin`; {TYPE_HELP}"
+            ),
+        );
+    }
+
+    #[test]
+    fn event_time_must_be_a_timestamp() {
+        let text = MINIMAL.replace("ts = \"timestamp\"", "ts = \"int64\"");
+        check_err(
+            &text,
+            "test.toml:15:14: event-time field `ts` is `Int64`; declare it as \"timestamp\" in [streams.schema]",
+        );
+    }
+
+    #[test]
+    fn missing_entity_field_is_reported() {
+        let text = MINIMAL.replace("entity = [\"src\"]", "entity = [\"dst\"]");
+        check_err(
+            &text,
+            "test.toml:16:10: entity field `dst` is not in the schema of stream `flows`",
+        );
+    }
+
+    #[test]
+    fn bad_listen_address_is_reported() {
+        let text = format!("{MINIMAL}\n[metrics]\nlisten = \"localhost\"\n");
+        let err = Config::parse(&text, "test.toml", Path::new(".")).unwrap_err();
+        assert_eq!(err.line, 22);
+        assert!(
+            err.message.contains("not a socket address"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn types_parse_nested() {
+        let ty = parse_type("struct<a: int64, b: list<struct<c: string>>>").unwrap();
+        let DataType::Struct(fields) = ty else {
+            panic!("not a struct")
+        };
+        assert_eq!(fields[0].data_type(), &DataType::Int64);
+        assert!(matches!(fields[1].data_type(), DataType::List(_)));
+        assert!(
+            parse_type("struct<a int64>")
+                .unwrap_err()
+                .contains("expected `:`")
+        );
+        assert!(parse_type("int64 x").unwrap_err().contains("unexpected"));
+    }
+}

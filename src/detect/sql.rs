@@ -1,0 +1,891 @@
+//! SQL detectors: a header and a DataFusion query; each row the query returns is an alert.
+//!
+//! ```sql
+//! -- id: scada.setpoint_unknown_host
+//! -- title: Setpoint written from a host that is not an engineering workstation
+//! -- severity: critical
+//! -- stream: scada
+//! -- tags: attack.ics.t0836
+//! -- description: Only ews-01 and ews-02 may change setpoints.
+//! SELECT * FROM scada WHERE action = 'setpoint_write' AND host NOT IN ('ews-01', 'ews-02')
+//! ```
+//!
+//! The query is parsed, optimised and turned into a physical plan once, at load. The plan's
+//! leaf is a [`SlotExec`] that reads whatever batch is in its stream's [`BatchSlot`]; per
+//! batch, the detector puts the batch in the slot and executes the same plan again. Nothing
+//! is planned per batch.
+
+use std::any::Any;
+use std::fmt;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::json::LineDelimitedWriter;
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::datasource::TableType;
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::TaskContext;
+use datafusion::logical_expr::Expr;
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::memory::MemoryStream;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning,
+    PlanProperties, ReplaceChildrenOptions, SendableRecordBatchStream,
+};
+use datafusion::prelude::{SessionConfig, SessionContext};
+use futures::TryStreamExt;
+use serde_json::value::RawValue;
+
+use super::{DetectError, Detector, EvalContext, RuleError, RuleMeta};
+use crate::alert::{Alert, RuleRef, SCHEMA, Severity, format_time_ms};
+use crate::config::{Config, PrivacyAction};
+
+/// The batch a stream's plans read on their next execution.
+#[derive(Debug, Default)]
+pub struct BatchSlot(Mutex<Option<RecordBatch>>);
+
+impl BatchSlot {
+    fn set(&self, batch: Option<RecordBatch>) {
+        *self
+            .0
+            .lock()
+            .expect("slot lock is never poisoned: no panics while held") = batch;
+    }
+
+    fn get(&self) -> Option<RecordBatch> {
+        self.0
+            .lock()
+            .expect("slot lock is never poisoned: no panics while held")
+            .clone()
+    }
+}
+
+/// The table a stream appears as in SQL: its scan is a [`SlotExec`].
+#[derive(Debug)]
+struct StreamTable {
+    schema: SchemaRef,
+    slot: Arc<BatchSlot>,
+}
+
+#[async_trait]
+impl TableProvider for StreamTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        Ok(Arc::new(SlotExec::new(
+            Arc::clone(&self.schema),
+            projection.cloned(),
+            Arc::clone(&self.slot),
+        )?))
+    }
+}
+
+/// Plan leaf producing the batch currently in the slot (projected), once per execution.
+#[derive(Debug)]
+pub struct SlotExec {
+    slot: Arc<BatchSlot>,
+    projection: Option<Vec<usize>>,
+    schema: SchemaRef,
+    properties: Arc<PlanProperties>,
+}
+
+impl SlotExec {
+    fn new(
+        table: SchemaRef,
+        projection: Option<Vec<usize>>,
+        slot: Arc<BatchSlot>,
+    ) -> DfResult<SlotExec> {
+        let schema = match &projection {
+            Some(p) => Arc::new(table.project(p)?),
+            None => table,
+        };
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new(Arc::clone(&schema)),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        );
+        Ok(SlotExec {
+            slot,
+            projection,
+            schema,
+            properties: Arc::new(properties),
+        })
+    }
+}
+
+impl DisplayAs for SlotExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "SlotExec: projection={:?}", self.projection)
+    }
+}
+
+impl ExecutionPlan for SlotExec {
+    fn name(&self) -> &'static str {
+        "SlotExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+        _options: ReplaceChildrenOptions,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn execute(
+        &self,
+        _partition: usize,
+        _context: Arc<TaskContext>,
+    ) -> DfResult<SendableRecordBatchStream> {
+        let batches = match self.slot.get() {
+            Some(batch) => vec![match &self.projection {
+                Some(p) => batch.project(p)?,
+                None => batch,
+            }],
+            None => vec![],
+        };
+        Ok(Box::pin(MemoryStream::try_new(
+            batches,
+            Arc::clone(&self.schema),
+            None,
+        )?))
+    }
+}
+
+/// Compiles rule files against the configured streams.
+pub struct Compiler<'a> {
+    config: &'a Config,
+    /// One context per stream holding only that stream's table, so a rule cannot read a
+    /// stream its header does not name.
+    contexts: Vec<(SessionContext, Arc<BatchSlot>)>,
+}
+
+impl<'a> Compiler<'a> {
+    /// A compiler for `config`'s streams.
+    pub fn new(config: &'a Config) -> Compiler<'a> {
+        let contexts = config
+            .streams
+            .iter()
+            .map(|s| {
+                let ctx = SessionContext::new_with_config(session_config());
+                let slot = Arc::new(BatchSlot::default());
+                let table = StreamTable {
+                    schema: s.arrow_schema(),
+                    slot: Arc::clone(&slot),
+                };
+                ctx.register_table(s.name.get_ref().as_str(), Arc::new(table))
+                    .expect("a fresh context accepts a table");
+                (ctx, slot)
+            })
+            .collect();
+        Compiler { config, contexts }
+    }
+
+    /// Loads and plans one rule file.
+    pub async fn compile_file(&self, path: &Path) -> Result<SqlDetector, RuleError> {
+        let text = std::fs::read_to_string(path).map_err(|e| RuleError {
+            file: path.to_path_buf(),
+            line: 0,
+            message: format!("cannot read rule: {e}"),
+        })?;
+        self.compile(path, &text).await
+    }
+
+    /// Plans one rule from its text; `path` names it in errors.
+    pub async fn compile(&self, path: &Path, text: &str) -> Result<SqlDetector, RuleError> {
+        let err = |line: usize, message: String| RuleError {
+            file: path.to_path_buf(),
+            line,
+            message,
+        };
+        let header = parse_header(text).map_err(|(line, m)| err(line, m))?;
+        let stream_idx = self.config.stream_index(&header.stream).ok_or_else(|| {
+            let names: Vec<_> = self
+                .config
+                .streams
+                .iter()
+                .map(|s| s.name.get_ref().as_str())
+                .collect();
+            err(
+                header.stream_line,
+                format!(
+                    "unknown stream `{}`; configured streams: {}",
+                    header.stream,
+                    names.join(", ")
+                ),
+            )
+        })?;
+        let stream = &self.config.streams[stream_idx];
+        let (ctx, slot) = &self.contexts[stream_idx];
+        let query = &text[header.query_offset..];
+        if query.trim().is_empty() {
+            return Err(err(
+                header.query_line,
+                "the rule has a header but no SQL query".into(),
+            ));
+        }
+        let plan_err = |e: DataFusionError| {
+            let (line, message) = locate(e, header.query_line, query);
+            err(line, message)
+        };
+        let df = ctx.sql(query).await.map_err(plan_err)?;
+        let plan = df.create_physical_plan().await.map_err(plan_err)?;
+        if plan.output_partitioning().partition_count() != 1 {
+            return Err(err(
+                header.query_line,
+                "internal: plan has more than one partition".into(),
+            ));
+        }
+        let out_schema = plan.schema();
+
+        let time_col = match out_schema.index_of("event_time") {
+            Ok(i) => i,
+            Err(_) => out_schema.index_of(stream.event_time.get_ref()).map_err(|_| {
+                err(
+                    header.query_line,
+                    format!(
+                        "the query must return the event time: select `{0}` or alias a timestamp `AS event_time` (e.g. `max({0}) AS event_time`)",
+                        stream.event_time.get_ref()
+                    ),
+                )
+            })?,
+        };
+        if !matches!(
+            out_schema.field(time_col).data_type(),
+            DataType::Timestamp(_, _)
+        ) {
+            return Err(err(
+                header.query_line,
+                format!(
+                    "column `{}` must be a timestamp, it is {}",
+                    out_schema.field(time_col).name(),
+                    out_schema.field(time_col).data_type()
+                ),
+            ));
+        }
+        let entity_names = header
+            .entity
+            .clone()
+            .unwrap_or_else(|| stream.entity.get_ref().clone());
+        let mut entity_cols = Vec::new();
+        for name in &entity_names {
+            let i = out_schema.index_of(name).map_err(|_| {
+                err(
+                    header.entity_line.unwrap_or(header.query_line),
+                    format!("the query must return the entity column `{name}` (or name another with `-- entity:`)"),
+                )
+            })?;
+            entity_cols.push(i);
+        }
+        let privacy = out_schema
+            .fields()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, f)| stream.privacy.get(f.name()).map(|a| (i, *a.get_ref())))
+            .collect();
+
+        let meta = RuleMeta {
+            id: header.id,
+            title: header.title,
+            severity: header.severity,
+            description: header.description,
+            stream: header.stream,
+            tags: header.tags,
+            file: path.to_path_buf(),
+        };
+        Ok(SqlDetector {
+            rule: RuleRef {
+                id: meta.id.clone(),
+                title: meta.title.clone(),
+                kind: "sql".into(),
+            },
+            meta,
+            slot: Arc::clone(slot),
+            plan,
+            task_ctx: ctx.task_ctx(),
+            time_col,
+            entity_cols,
+            privacy,
+        })
+    }
+}
+
+fn session_config() -> SessionConfig {
+    // One partition and no repartitioning: the plan runs on the calling thread, and can be
+    // polled to completion synchronously (nothing in it spawns tasks).
+    SessionConfig::new()
+        .with_target_partitions(1)
+        .with_repartition_aggregations(false)
+        .with_repartition_joins(false)
+        .with_repartition_windows(false)
+        .with_repartition_sorts(false)
+        .with_coalesce_batches(false)
+        .with_information_schema(false)
+}
+
+/// Turns a DataFusion error into (file line, message), mapping the parser's
+/// "Line: N, Column: M" into the file's numbering; an error at the end of the query is put on
+/// its last line.
+fn locate(e: DataFusionError, query_line: usize, query: &str) -> (usize, String) {
+    let message = e.strip_backtrace();
+    let mut line = query_line;
+    if message.contains("found: EOF") {
+        line = query_line + query.trim_end().lines().count().saturating_sub(1);
+    }
+    if let Some(at) = message.find("Line: ") {
+        let digits: String = message[at + 6..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        if let Ok(n) = digits.parse::<usize>() {
+            line = query_line + n.saturating_sub(1);
+        }
+    }
+    (line, message)
+}
+
+struct Header {
+    id: String,
+    title: String,
+    severity: Severity,
+    stream: String,
+    stream_line: usize,
+    description: String,
+    tags: Vec<String>,
+    entity: Option<Vec<String>>,
+    entity_line: Option<usize>,
+    query_offset: usize,
+    query_line: usize,
+}
+
+/// Parses the leading `-- key: value` lines.
+fn parse_header(text: &str) -> Result<Header, (usize, String)> {
+    let (mut id, mut title, mut severity, mut stream) = (None, None, None, None);
+    let (mut description, mut tags, mut entity) = (String::new(), Vec::new(), None);
+    let mut offset = 0;
+    let mut line_no = 0;
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim();
+        if !(trimmed.starts_with("--") || trimmed.is_empty()) {
+            break;
+        }
+        line_no += 1;
+        offset += line.len();
+        let Some(body) = trimmed.strip_prefix("--") else {
+            continue;
+        };
+        let Some((key, value)) = body.split_once(':') else {
+            continue;
+        };
+        let (key, value) = (key.trim(), value.trim());
+        if key.contains(' ') {
+            continue; // a prose comment that happens to contain a colon
+        }
+        match key {
+            "id" => id = Some(value.to_string()),
+            "title" => title = Some(value.to_string()),
+            "severity" | "level" => {
+                severity = Some(Severity::parse(value).ok_or_else(|| {
+                    (
+                        line_no,
+                        format!(
+                            "unknown severity `{value}`; use info, low, medium, high or critical"
+                        ),
+                    )
+                })?)
+            }
+            "stream" => stream = Some((value.to_string(), line_no)),
+            "description" => description = value.to_string(),
+            "tags" => {
+                tags = value
+                    .split(',')
+                    .map(|t| t.trim().to_string())
+                    .filter(|t| !t.is_empty())
+                    .collect()
+            }
+            "entity" => {
+                entity = Some((
+                    value
+                        .split(',')
+                        .map(|t| t.trim().to_string())
+                        .filter(|t| !t.is_empty())
+                        .collect::<Vec<_>>(),
+                    line_no,
+                ))
+            }
+            other => {
+                return Err((
+                    line_no,
+                    format!(
+                        "unknown header key `{other}`; expected id, title, severity, stream, tags, description or entity"
+                    ),
+                ));
+            }
+        }
+    }
+    let missing = |what: &str| (1, format!("missing `-- {what}: ...` in the header"));
+    let id = id.filter(|s| !s.is_empty()).ok_or_else(|| missing("id"))?;
+    let (stream, stream_line) = stream.ok_or_else(|| missing("stream"))?;
+    Ok(Header {
+        id,
+        title: title.ok_or_else(|| missing("title"))?,
+        severity: severity.ok_or_else(|| missing("severity"))?,
+        stream,
+        stream_line,
+        description,
+        tags,
+        entity_line: entity.as_ref().map(|(_, l)| *l),
+        entity: entity.map(|(e, _)| e),
+        query_offset: offset,
+        query_line: line_no + 1,
+    })
+}
+
+/// A compiled SQL detector.
+pub struct SqlDetector {
+    meta: RuleMeta,
+    rule: RuleRef,
+    /// Where its stream's current batch is put before executing `plan`.
+    slot: Arc<BatchSlot>,
+    /// The physical plan, built once.
+    plan: Arc<dyn ExecutionPlan>,
+    task_ctx: Arc<TaskContext>,
+    /// Output column with the event time.
+    time_col: usize,
+    /// Output columns naming the entity.
+    entity_cols: Vec<usize>,
+    /// Output columns holding personal fields.
+    privacy: Vec<(usize, PrivacyAction)>,
+}
+
+impl SqlDetector {
+    /// Executes the plan over `batch` and returns the rows it selects.
+    pub fn run(&self, batch: &RecordBatch) -> DfResult<Vec<RecordBatch>> {
+        self.slot.set(Some(batch.clone()));
+        let result = self
+            .plan
+            .execute(0, Arc::clone(&self.task_ctx))
+            .and_then(|stream| futures::executor::block_on(stream.try_collect::<Vec<_>>()));
+        self.slot.set(None);
+        result
+    }
+
+    /// Applies the privacy policy to an output batch.
+    fn protect(&self, batch: &RecordBatch, ctx: &EvalContext) -> DfResult<RecordBatch> {
+        if self.privacy.is_empty() {
+            return Ok(batch.clone());
+        }
+        let schema = batch.schema();
+        let mut fields: Vec<Field> = Vec::new();
+        let mut columns: Vec<ArrayRef> = Vec::new();
+        for (i, field) in schema.fields().iter().enumerate() {
+            match self.privacy.iter().find(|(c, _)| *c == i).map(|(_, a)| *a) {
+                Some(PrivacyAction::Drop) => continue,
+                Some(PrivacyAction::Pseudonymise) => {
+                    let formatter = ArrayFormatter::try_new(
+                        batch.column(i).as_ref(),
+                        &FormatOptions::default(),
+                    )?;
+                    let col = batch.column(i);
+                    let values: StringArray = (0..batch.num_rows())
+                        .map(|r| {
+                            (!col.is_null(r)).then(|| {
+                                ctx.pseudonymiser.pseudonym(&formatter.value(r).to_string())
+                            })
+                        })
+                        .collect();
+                    fields.push(Field::new(field.name(), DataType::Utf8, true));
+                    columns.push(Arc::new(values));
+                }
+                None => {
+                    fields.push(field.as_ref().clone());
+                    columns.push(Arc::clone(batch.column(i)));
+                }
+            }
+        }
+        Ok(RecordBatch::try_new(
+            Arc::new(Schema::new(fields)),
+            columns,
+        )?)
+    }
+
+    fn alerts_from(
+        &self,
+        raw: &RecordBatch,
+        ctx: &EvalContext,
+        out: &mut Vec<Alert>,
+    ) -> DfResult<()> {
+        let rows = raw.num_rows();
+        if rows == 0 {
+            return Ok(());
+        }
+        let protected = self.protect(raw, ctx)?;
+        // Evidence: each output row as one JSON object.
+        let mut writer = LineDelimitedWriter::new(Vec::new());
+        writer.write(&protected)?;
+        writer.finish()?;
+        let json = writer.into_inner();
+        let lines: Vec<&[u8]> = json
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .collect();
+
+        let time_ms = timestamp_millis(raw.column(self.time_col).as_ref());
+        let options = FormatOptions::default().with_null("-");
+        // Entity from the protected columns, so a personal entity is pseudonymised too.
+        let entity_cols: Vec<ArrayRef> = self
+            .entity_cols
+            .iter()
+            .map(|&c| {
+                let name = raw.schema().field(c).name().clone();
+                protected
+                    .column_by_name(&name)
+                    .map(Arc::clone)
+                    .unwrap_or_else(|| {
+                        Arc::new(StringArray::from(vec![Some("redacted"); rows])) as ArrayRef
+                    })
+            })
+            .collect();
+        let entity_fmt: Vec<ArrayFormatter> = entity_cols
+            .iter()
+            .map(|col| ArrayFormatter::try_new(col.as_ref(), &options))
+            .collect::<Result<_, _>>()?;
+        let detected_at = format_time_ms(ctx.now_ms);
+        for row in 0..rows {
+            let entity = entity_fmt
+                .iter()
+                .map(|f| f.value(row).to_string())
+                .collect::<Vec<_>>()
+                .join("/");
+            let event_ms = time_ms.get(row).copied().flatten().unwrap_or(ctx.now_ms);
+            let evidence = match lines.get(row) {
+                Some(line) => vec![
+                    RawValue::from_string(String::from_utf8_lossy(line).into_owned())
+                        .map_err(|e| DataFusionError::External(Box::new(e)))?,
+                ],
+                None => Vec::new(),
+            };
+            out.push(Alert {
+                schema: SCHEMA.to_string(),
+                id: Alert::compute_id(&self.meta.id, &entity, event_ms, &evidence),
+                rule: self.rule.clone(),
+                severity: self.meta.severity,
+                event_time: format_time_ms(event_ms),
+                detected_at: detected_at.clone(),
+                stream: self.meta.stream.clone(),
+                entity,
+                tags: self.meta.tags.clone(),
+                description: self.meta.description.clone(),
+                evidence,
+                evidence_truncated: 0,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Milliseconds since the epoch of each value of a timestamp column.
+fn timestamp_millis(col: &dyn Array) -> Vec<Option<i64>> {
+    let scale = |unit: &TimeUnit, v: i64| match unit {
+        TimeUnit::Second => v * 1000,
+        TimeUnit::Millisecond => v,
+        TimeUnit::Microsecond => v / 1000,
+        TimeUnit::Nanosecond => v / 1_000_000,
+    };
+    let DataType::Timestamp(unit, _) = col.data_type() else {
+        return vec![None; col.len()];
+    };
+    let values: Vec<Option<i64>> = match unit {
+        TimeUnit::Second => col
+            .as_primitive::<datafusion::arrow::datatypes::TimestampSecondType>()
+            .iter()
+            .collect(),
+        TimeUnit::Millisecond => col
+            .as_primitive::<datafusion::arrow::datatypes::TimestampMillisecondType>()
+            .iter()
+            .collect(),
+        TimeUnit::Microsecond => col
+            .as_primitive::<datafusion::arrow::datatypes::TimestampMicrosecondType>()
+            .iter()
+            .collect(),
+        TimeUnit::Nanosecond => col
+            .as_primitive::<datafusion::arrow::datatypes::TimestampNanosecondType>()
+            .iter()
+            .collect(),
+    };
+    values
+        .into_iter()
+        .map(|v| v.map(|v| scale(unit, v)))
+        .collect()
+}
+
+impl Detector for SqlDetector {
+    fn meta(&self) -> &RuleMeta {
+        &self.meta
+    }
+
+    fn evaluate(
+        &mut self,
+        batch: &RecordBatch,
+        ctx: &EvalContext,
+        out: &mut Vec<Alert>,
+    ) -> Result<(), DetectError> {
+        let fail = |e: DataFusionError| DetectError {
+            rule: self.meta.id.clone(),
+            message: e.strip_backtrace(),
+        };
+        for result in self.run(batch).map_err(fail)? {
+            self.alerts_from(&result, ctx, out).map_err(fail)?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for SqlDetector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqlDetector")
+            .field("rule", &self.meta.id)
+            .finish()
+    }
+}
+
+/// Lets tests and tools see the plan.
+impl SqlDetector {
+    /// The physical plan, indented.
+    pub fn plan_text(&self) -> String {
+        datafusion::physical_plan::displayable(self.plan.as_ref())
+            .indent(false)
+            .to_string()
+    }
+
+    /// As `Any`, for downcasting in tools.
+    pub fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::privacy::Pseudonymiser;
+    use datafusion::arrow::json::ReaderBuilder;
+
+    const CONFIG: &str = r#"
+[kafka]
+brokers = "b:9092"
+group_id = "g"
+alerts_topic = "a"
+dead_letter_topic = "d"
+[detectors]
+rules = ["rules"]
+[[streams]]
+name = "scada"
+topics = ["t"]
+format = "json"
+event_time = "ts"
+entity = ["host"]
+[streams.schema]
+ts = "timestamp"
+host = "string"
+operator = "string"
+value = "float64"
+[streams.privacy]
+operator = "pseudonymise"
+"#;
+
+    fn config() -> Config {
+        Config::parse(CONFIG, "test.toml", Path::new(".")).unwrap()
+    }
+
+    fn batch(config: &Config, lines: &str) -> RecordBatch {
+        let mut d = ReaderBuilder::new(config.streams[0].arrow_schema())
+            .build_decoder()
+            .unwrap();
+        d.decode(lines.as_bytes()).unwrap();
+        d.flush().unwrap().unwrap()
+    }
+
+    fn ctx() -> EvalContext {
+        EvalContext {
+            now_ms: 0,
+            max_evidence_rows: 16,
+            pseudonymiser: Pseudonymiser::new(b"k"),
+        }
+    }
+
+    const HEADER: &str =
+        "-- id: r1\n-- title: T\n-- severity: high\n-- stream: scada\n-- tags: a, b\n";
+
+    /// Compiles `sql` under the standard header, or returns the error as `line: message`.
+    async fn compile(sql: &str) -> Result<SqlDetector, String> {
+        let config = config();
+        let text = format!("{HEADER}{sql}");
+        Compiler::new(&config)
+            .compile(Path::new("r.sql"), &text)
+            .await
+            .map_err(|e| format!("{}: {}", e.line, e.message))
+    }
+
+    #[tokio::test]
+    async fn each_returned_row_is_an_alert_with_pseudonymised_personal_fields() {
+        let config = config();
+        let mut det = compile("SELECT ts, host, operator, value FROM scada WHERE value > 5")
+            .await
+            .unwrap();
+        let b = batch(
+            &config,
+            r#"{"ts":"2026-01-05T02:30:00Z","host":"h1","operator":"alice","value":9}
+{"ts":"2026-01-05T02:30:01Z","host":"h2","operator":"bob","value":1}
+{"ts":"2026-01-05T02:30:02Z","host":"h3","operator":"carol","value":7}"#,
+        );
+        let mut out = Vec::new();
+        // Twice through the same plan: nothing is consumed by the first execution.
+        det.evaluate(&b, &ctx(), &mut out).unwrap();
+        det.evaluate(&b, &ctx(), &mut out).unwrap();
+        assert_eq!(out.len(), 4);
+        assert_eq!(out[0].entity, "h1");
+        assert_eq!(out[1].entity, "h3");
+        assert_eq!(out[0].event_time, "2026-01-05T02:30:00.000Z");
+        assert_eq!(out[0].id, out[2].id, "same input, same id");
+        assert_ne!(out[0].id, out[1].id);
+        assert_eq!(out[0].tags, vec!["a", "b"]);
+        let evidence = out[0].evidence[0].get();
+        assert!(!evidence.contains("alice"), "{evidence}");
+        assert!(
+            evidence.contains(&Pseudonymiser::new(b"k").pseudonym("alice")),
+            "{evidence}"
+        );
+    }
+
+    #[tokio::test]
+    async fn aggregates_run_per_batch() {
+        let config = config();
+        let mut det = compile(
+            "SELECT host, count(*) AS n, max(ts) AS event_time FROM scada GROUP BY host HAVING count(*) >= 2",
+        )
+        .await
+        .unwrap();
+        let b = batch(
+            &config,
+            r#"{"ts":"2026-01-05T02:30:00Z","host":"h1"}
+{"ts":"2026-01-05T02:30:05Z","host":"h1"}
+{"ts":"2026-01-05T02:30:02Z","host":"h2"}"#,
+        );
+        let mut out = Vec::new();
+        det.evaluate(&b, &ctx(), &mut out).unwrap();
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            (out[0].entity.as_str(), out[0].event_time.as_str()),
+            ("h1", "2026-01-05T02:30:05.000Z")
+        );
+        assert!(out[0].evidence[0].get().contains("\"n\":2"));
+    }
+
+    #[tokio::test]
+    async fn load_errors_name_the_line_and_the_fix() {
+        assert_eq!(
+            compile("SELECT host FROM scada").await.unwrap_err(),
+            "6: the query must return the event time: select `ts` or alias a timestamp `AS event_time` (e.g. `max(ts) AS event_time`)"
+        );
+        assert_eq!(
+            compile("SELECT ts FROM scada").await.unwrap_err(),
+            "6: the query must return the entity column `host` (or name another with `-- entity:`)"
+        );
+        let err = compile("SELECT ts, host\nFROM scada\nWHERE nosuch = 1")
+            .await
+            .unwrap_err();
+        assert!(err.contains("nosuch"), "{err}");
+        let err = compile("SELECT ts, host FROM netflow").await.unwrap_err();
+        assert!(err.starts_with("6: ") && err.contains("netflow"), "{err}");
+        let err = compile("SELECT ts, host\nFROM scada WHERE host = = 'x'")
+            .await
+            .unwrap_err();
+        assert!(
+            err.starts_with("7: "),
+            "parser position mapped to the file: {err}"
+        );
+        let err = compile("SELECT ts, host\nFROM scada\nWHERE (")
+            .await
+            .unwrap_err();
+        assert!(
+            err.starts_with("8: "),
+            "end of query is its last line: {err}"
+        );
+        let config = config();
+        let e = Compiler::new(&config)
+            .compile(
+                Path::new("r.sql"),
+                "-- id: x\n-- title: t\n-- severity: urgent\n-- stream: scada\nSELECT 1",
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (e.line, e.message.as_str()),
+            (
+                3,
+                "unknown severity `urgent`; use info, low, medium, high or critical"
+            )
+        );
+        let e = Compiler::new(&config)
+            .compile(Path::new("r.sql"), "-- id: x\n-- titel: t\nSELECT 1")
+            .await
+            .unwrap_err();
+        assert_eq!(e.line, 2);
+        assert!(
+            e.message.starts_with("unknown header key `titel`"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[tokio::test]
+    async fn the_plan_is_built_once_and_reads_the_slot() {
+        let det = compile("SELECT ts, host FROM scada WHERE host = 'x'")
+            .await
+            .unwrap();
+        let plan = det.plan_text();
+        assert!(plan.contains("SlotExec"), "{plan}");
+        assert!(!plan.contains("Repartition"), "{plan}");
+    }
+}

@@ -1,0 +1,29 @@
+//! palisade: a stream processor that watches smart-city infrastructure telemetry and flags
+//! attacks on it.
+//!
+//! Data flows one way: Kafka (or files) -> raw batches -> Arrow `RecordBatch` -> detectors ->
+//! alerts -> sinks, with metrics on the side. One module per stage:
+//!
+//! - [`config`]: the TOML configuration, validated at load with file:line errors.
+//! - [`source`]: Kafka consumer, replay files and the embedded cluster; cut raw batches.
+//! - [`sim`]: the simulated city (deterministic by seed) with labelled attack scenarios.
+//! - [`decode`]: raw bytes -> `RecordBatch`; bad records become dead letters. Pure.
+//! - [`detect`]: detectors (SQL via DataFusion) over batches -> alerts. Pure.
+//! - [`alert`]: the alert model, its deterministic id, and the sinks.
+//! - [`privacy`]: pseudonymisation of personal fields.
+//! - [`pipeline`]: wires the stages with bounded channels; ordering, acks, commits, shutdown.
+//! - [`metrics`]: every metric, defined once.
+//! - [`server`]: `/metrics`, `/healthz`, `/readyz`.
+//! - [`app`]: the commands (`run`, `replay`, `simulate`) assembled from the above.
+
+pub mod alert;
+pub mod app;
+pub mod config;
+pub mod decode;
+pub mod detect;
+pub mod metrics;
+pub mod pipeline;
+pub mod privacy;
+pub mod server;
+pub mod sim;
+pub mod source;

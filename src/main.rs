@@ -1,0 +1,415 @@
+//! The `palisade` command line. Parses arguments, sets up logging, loads the configuration and
+//! calls into `palisade::app`. The only place `anyhow` is used: errors are printed with their
+//! whole chain (`{:#}`) and the process exits 2 (1 for `check` with failing rules).
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use palisade::app::{self, City, Live, ReplayOutput};
+use palisade::config::Config;
+use palisade::metrics::Metrics;
+use palisade::pipeline::Echo;
+use palisade::sim::{Scenario, SimOptions};
+use palisade::source::embedded::Pace;
+use tokio::sync::watch;
+
+#[derive(Parser)]
+#[command(
+    name = "palisade",
+    version,
+    about = "Detects attacks on smart-city infrastructure from its telemetry"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the detection pipeline. With no --config or --brokers: against an embedded Kafka
+    /// fed by a simulated city.
+    Run(RunArgs),
+    /// Write the simulated city into Kafka or a JSONL file.
+    Simulate(SimulateArgs),
+    /// Run the detectors over JSONL/CSV files in event-time order; alerts as JSON lines.
+    Replay(ReplayArgs),
+    /// Load rules exactly as the service does and report every problem.
+    Check(CheckArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Configuration file (default: the built-in one, deploy/palisade.toml).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Kafka bootstrap servers; implies a real Kafka instead of the embedded one.
+    #[arg(long)]
+    brokers: Option<String>,
+    /// Consumer group id.
+    #[arg(long)]
+    group: Option<String>,
+    /// Where to serve /metrics, /healthz and /readyz (port 0 picks a free port).
+    #[arg(long)]
+    metrics_addr: Option<SocketAddr>,
+    /// How alerts are printed on stdout.
+    #[arg(long, value_enum)]
+    format: Option<Format>,
+    /// Rule folders (default: the configured ones).
+    #[arg(long = "rules")]
+    rules: Vec<PathBuf>,
+    /// Embedded run: simulator seed.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// Embedded run: simulated seconds per real second.
+    #[arg(long, default_value_t = 60.0)]
+    speed: f64,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    /// Readable lines.
+    Human,
+    /// One JSON alert per line.
+    Json,
+    /// Nothing on stdout.
+    None,
+}
+
+#[derive(clap::Args)]
+struct SimulateArgs {
+    /// Write into this Kafka.
+    #[arg(long, conflicts_with = "output", required_unless_present = "output")]
+    brokers: Option<String>,
+    /// Write JSONL envelopes into this file.
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Seed: the same seed gives the same city.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// Simulated time to generate, e.g. 90s, 45m, 6h, 1d.
+    #[arg(long, default_value = "1h", value_parser = parse_duration_ms)]
+    duration: i64,
+    /// Simulated seconds per real second (Kafka only); default: as fast as possible.
+    #[arg(long)]
+    speed: Option<f64>,
+    /// Simulated start, RFC 3339.
+    #[arg(long, default_value = "2026-01-05T02:30:00Z")]
+    start: String,
+    /// Attack scenarios to inject: `all`, `none`, or a comma-separated list of names.
+    #[arg(long, default_value = "all")]
+    scenarios: String,
+    /// Configuration (topics and Kafka client settings).
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct ReplayArgs {
+    /// Configuration file (default: the built-in one).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Input files: JSONL (envelopes or plain events) or CSV.
+    #[arg(long, num_args = 1.., required = true)]
+    input: Vec<PathBuf>,
+    /// Write alerts here instead of stdout.
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Stream of plain JSONL and CSV inputs (default: from the file name).
+    #[arg(long)]
+    stream: Option<String>,
+    /// Write undecodable records here as JSON lines (default: log them).
+    #[arg(long)]
+    dead_letter: Option<PathBuf>,
+    /// Rule folders (default: the configured ones).
+    #[arg(long = "rules")]
+    rules: Vec<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct CheckArgs {
+    /// Rule folders or files (default: the configured ones).
+    paths: Vec<PathBuf>,
+    /// Configuration file (default: the built-in one).
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("info,librdkafka=warn,rdkafka=warn")
+            }),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Run(args) => run(args).await,
+        Command::Simulate(args) => simulate(args).await,
+        Command::Replay(args) => replay(args).await,
+        Command::Check(args) => check(args).await,
+    }
+}
+
+fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
+    Ok(match path {
+        Some(p) => Config::load(p)?,
+        None => Config::builtin(),
+    })
+}
+
+/// Shutdown on the first SIGINT/SIGTERM; forced (stop retrying deliveries) on the second.
+fn signals() -> (watch::Receiver<bool>, watch::Receiver<bool>) {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (force_tx, force_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        for round in 0.. {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            if round == 0 {
+                tracing::info!(
+                    "shutting down: flushing and committing (signal again to abandon undelivered alerts)"
+                );
+                let _ = stop_tx.send(true);
+            } else {
+                tracing::warn!(
+                    "forced shutdown: undelivered alerts keep their offsets uncommitted"
+                );
+                let _ = force_tx.send(true);
+                break;
+            }
+        }
+    });
+    (stop_rx, force_rx)
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let embedded = args.config.is_none() && args.brokers.is_none();
+    let mut config = load_config(args.config.as_ref())?;
+    if let Some(brokers) = &args.brokers {
+        config.kafka.brokers = brokers.clone();
+    }
+    if let Some(group) = &args.group {
+        config.kafka.group_id = group.clone();
+    }
+    let detectors = app::load_detectors(&config, &args.rules).await?;
+    tracing::info!(rules = detectors.len(), "detectors loaded");
+    let mut live = Live::new(&config);
+    if let Some(addr) = args.metrics_addr {
+        live.metrics_addr = addr;
+    }
+    live.echo = match args.format {
+        Some(Format::Json) => Echo::Json,
+        Some(Format::None) => Echo::Off,
+        Some(Format::Human) => Echo::Human,
+        None if std::io::stdout().is_terminal() || embedded => Echo::Human,
+        None => Echo::Json,
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    live.on_listening = Some(tx);
+    tokio::spawn(async move {
+        if let Ok(addr) = rx.await {
+            eprintln!("palisade: metrics on http://{addr}/metrics (health: /healthz, /readyz)");
+        }
+    });
+    let (stop, force) = signals();
+    if embedded {
+        if args.speed <= 0.0 {
+            bail!("--speed must be positive");
+        }
+        let start_ms = palisade::pipeline::now_ms();
+        let city = City {
+            sim: SimOptions {
+                seed: args.seed,
+                start_ms,
+                duration_ms: None,
+                scenarios: Scenario::ALL.to_vec(),
+            },
+            pace: Pace::Speed(args.speed),
+        };
+        eprintln!(
+            "palisade: embedded Kafka + simulated city (seed {}, {}x); every scenario shows within a minute. Ctrl-C stops.",
+            args.seed, args.speed
+        );
+        let (summary, written) =
+            app::run_embedded(config, detectors, city, live, stop, force).await?;
+        eprintln!(
+            "palisade: stopped; city wrote {} records ({} attack events); {} records processed, {} alerts, {} dead letters",
+            written.records,
+            written.labelled,
+            summary.records,
+            summary.alerts,
+            summary.dead_letters
+        );
+    } else {
+        let summary = app::run_live(Arc::new(config), detectors, live, stop, force).await?;
+        eprintln!(
+            "palisade: stopped; {} records processed, {} alerts, {} dead letters",
+            summary.records, summary.alerts, summary.dead_letters
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn parse_scenarios(text: &str) -> anyhow::Result<Vec<Scenario>> {
+    match text.trim() {
+        "all" => Ok(Scenario::ALL.to_vec()),
+        "none" | "" => Ok(Vec::new()),
+        list => list
+            .split(',')
+            .map(|name| {
+                Scenario::from_name(name.trim()).with_context(|| {
+                    let known: Vec<_> = Scenario::ALL.iter().map(|s| s.name()).collect();
+                    format!(
+                        "unknown scenario `{}`; known: {}",
+                        name.trim(),
+                        known.join(", ")
+                    )
+                })
+            })
+            .collect(),
+    }
+}
+
+/// Parses `90s`, `45m`, `6h`, `1d`, `1h30m` (or plain seconds) into milliseconds.
+fn parse_duration_ms(text: &str) -> Result<i64, String> {
+    let mut total = 0i64;
+    let mut number = String::new();
+    for c in text.trim().chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let n: i64 = number
+            .parse()
+            .map_err(|_| format!("`{text}`: expected a number before `{c}`"))?;
+        number.clear();
+        total += n * match c {
+            's' => 1_000,
+            'm' => 60_000,
+            'h' => 3_600_000,
+            'd' => 86_400_000,
+            _ => return Err(format!("`{text}`: unknown unit `{c}`; use s, m, h or d")),
+        };
+    }
+    if !number.is_empty() {
+        total += number.parse::<i64>().map_err(|e| e.to_string())? * 1_000;
+    }
+    if total <= 0 {
+        return Err(format!("`{text}`: the duration must be positive"));
+    }
+    Ok(total)
+}
+
+async fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
+    let start_ms = chrono::DateTime::parse_from_rfc3339(&args.start)
+        .with_context(|| format!("--start `{}` is not an RFC 3339 time", args.start))?
+        .timestamp_millis();
+    let sim = SimOptions {
+        seed: args.seed,
+        start_ms,
+        duration_ms: Some(args.duration),
+        scenarios: parse_scenarios(&args.scenarios)?,
+    };
+    let written = if let Some(path) = &args.output {
+        app::simulate_to_file(path, sim)?
+    } else {
+        let mut config = load_config(args.config.as_ref())?;
+        config.kafka.brokers = args
+            .brokers
+            .clone()
+            .expect("clap requires --brokers without --output");
+        let pace = match args.speed {
+            Some(x) if x > 0.0 => Pace::Speed(x),
+            Some(_) => bail!("--speed must be positive"),
+            None => Pace::Unpaced,
+        };
+        let (stop, _force) = signals();
+        app::simulate_to_kafka(&config, sim, pace, stop).await?
+    };
+    eprintln!(
+        "palisade: wrote {} records ({} attack events)",
+        written.records, written.labelled
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
+    let config = Arc::new(load_config(args.config.as_ref())?);
+    let detectors = app::load_detectors(&config, &args.rules).await?;
+    let alerts: Box<dyn std::io::Write + Send> = match &args.output {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path)
+                .with_context(|| format!("cannot create {}", path.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout())),
+    };
+    let dead: Option<Box<dyn std::io::Write + Send>> = match &args.dead_letter {
+        Some(path) => Some(Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path)
+                .with_context(|| format!("cannot create {}", path.display()))?,
+        ))),
+        None => None,
+    };
+    let metrics = Arc::new(Metrics::new());
+    let summary = app::replay(
+        config,
+        detectors,
+        &args.input,
+        args.stream.as_deref(),
+        ReplayOutput { alerts, dead },
+        metrics,
+    )
+    .await?;
+    eprintln!(
+        "palisade: replayed {} records: {} alerts, {} dead letters",
+        summary.records, summary.alerts, summary.dead_letters
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    let config = load_config(args.config.as_ref())?;
+    let paths = if args.paths.is_empty() {
+        config.rule_dirs()
+    } else {
+        args.paths.clone()
+    };
+    match palisade::detect::DetectorSet::load(&config, &paths).await {
+        Ok(set) => {
+            println!("checked {} rules: {} ok, 0 failed", set.len(), set.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            for err in &e.errors {
+                println!("{err}");
+            }
+            println!("{} problems found", e.errors.len());
+            Ok(ExitCode::from(1))
+        }
+    }
+}

@@ -1,0 +1,344 @@
+//! Every metric palisade exports, defined once, named `palisade_*`.
+//!
+//! Nothing else registers metrics. Labels are low-cardinality by construction: stream, rule,
+//! severity, topic, partition, failure kind and sink names come from configuration, never
+//! from event data (no entity, user or IP is ever a label).
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram as Hdr;
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{self, MetricFamily, MetricType};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// The process's metrics and the registry they live in.
+pub struct Metrics {
+    registry: Registry,
+    /// Records read, per stream.
+    pub records: IntCounterVec,
+    /// Payload bytes read, per stream.
+    pub bytes: IntCounterVec,
+    /// Micro-batches processed, per stream.
+    pub batches: IntCounterVec,
+    /// Records that failed to decode, per stream and failure kind.
+    pub decode_failures: IntCounterVec,
+    /// Dead letters acknowledged by the dead-letter topic (or file), per stream.
+    pub dead_letters: IntCounterVec,
+    /// Evaluation time per detector and batch.
+    pub detector_seconds: HistogramVec,
+    /// Detector evaluations that failed, per rule.
+    pub detector_errors: IntCounterVec,
+    /// Alerts acknowledged by the alert sink, per rule and severity.
+    pub alerts: IntCounterVec,
+    /// Consumer lag (messages behind the high watermark), per topic and partition.
+    pub consumer_lag: IntGaugeVec,
+    /// Offset commits requested after outputs were acknowledged.
+    pub commits: IntCounter,
+    /// Delivery attempts that failed and were retried, per sink.
+    pub sink_retries: IntCounterVec,
+    /// 1 when the pipeline is consuming and its sinks deliver, else 0.
+    pub ready: IntGauge,
+    /// Loaded detectors.
+    pub rules_loaded: IntGauge,
+    /// End-to-end latency (Kafka timestamp to alert acknowledged), as quantiles.
+    pub latency: std::sync::Arc<LatencySummary>,
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("registered once");
+            c
+        };
+        let records = counter("palisade_records_total", "Records consumed.", &["stream"]);
+        let bytes = counter(
+            "palisade_bytes_total",
+            "Payload bytes consumed.",
+            &["stream"],
+        );
+        let batches = counter(
+            "palisade_batches_total",
+            "Micro-batches processed.",
+            &["stream"],
+        );
+        let decode_failures = counter(
+            "palisade_decode_failures_total",
+            "Records that could not be decoded, by reason.",
+            &["stream", "reason"],
+        );
+        let dead_letters = counter(
+            "palisade_dead_letters_total",
+            "Undecodable records acknowledged by the dead-letter topic.",
+            &["stream"],
+        );
+        let detector_errors = counter(
+            "palisade_detector_errors_total",
+            "Detector evaluations that failed.",
+            &["rule"],
+        );
+        let alerts = counter(
+            "palisade_alerts_total",
+            "Alerts acknowledged by the alert sink.",
+            &["rule", "severity"],
+        );
+        let sink_retries = counter(
+            "palisade_sink_retries_total",
+            "Failed deliveries that will be retried.",
+            &["sink"],
+        );
+        let detector_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "palisade_detector_eval_seconds",
+                "Evaluation time of one detector on one batch.",
+            )
+            .buckets(vec![
+                1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 0.01, 0.05, 0.1, 0.5, 1.0,
+            ]),
+            &["rule"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(detector_seconds.clone()))
+            .expect("registered once");
+        let consumer_lag = IntGaugeVec::new(
+            Opts::new(
+                "palisade_consumer_lag",
+                "Messages between the committed position and the high watermark.",
+            ),
+            &["topic", "partition"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(consumer_lag.clone()))
+            .expect("registered once");
+        let commits = IntCounter::new(
+            "palisade_offset_commits_total",
+            "Offset stores after acknowledged output.",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(commits.clone()))
+            .expect("registered once");
+        let ready = IntGauge::new("palisade_ready", "1 when consuming and delivering.")
+            .expect("valid metric");
+        registry
+            .register(Box::new(ready.clone()))
+            .expect("registered once");
+        let rules_loaded =
+            IntGauge::new("palisade_rules_loaded", "Detectors loaded.").expect("valid metric");
+        registry
+            .register(Box::new(rules_loaded.clone()))
+            .expect("registered once");
+        let latency = std::sync::Arc::new(LatencySummary::new(
+            "palisade_e2e_latency_seconds",
+            "Kafka timestamp of the oldest record of a batch to acknowledgement of an alert from it.",
+        ));
+        registry
+            .register(Box::new(SharedCollector(std::sync::Arc::clone(&latency))))
+            .expect("registered once");
+        Metrics {
+            registry,
+            records,
+            bytes,
+            batches,
+            decode_failures,
+            dead_letters,
+            detector_seconds,
+            detector_errors,
+            alerts,
+            consumer_lag,
+            commits,
+            sink_retries,
+            ready,
+            rules_loaded,
+            latency,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding cannot fail");
+        String::from_utf8(out).expect("text format is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// The quantiles exported for latency.
+pub const QUANTILES: [f64; 4] = [0.5, 0.9, 0.99, 0.999];
+
+/// A latency recorder backed by an HDR histogram, exported as a Prometheus summary.
+///
+/// Quantiles cover a sliding window of one to two `window`s (the current and the previous
+/// histogram), so they describe the recent past rather than the whole run; `_sum` and
+/// `_count` are cumulative, as Prometheus expects.
+pub struct LatencySummary {
+    desc: Desc,
+    inner: Mutex<LatencyWindow>,
+}
+
+struct LatencyWindow {
+    current: Hdr<u64>,
+    previous: Hdr<u64>,
+    rotated: Instant,
+    window: Duration,
+    count: u64,
+    sum_seconds: f64,
+}
+
+impl LatencySummary {
+    /// A summary named `name` with a one-minute window.
+    pub fn new(name: &str, help: &str) -> LatencySummary {
+        // Microseconds, 3 significant digits, up to one hour.
+        let hdr = || Hdr::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds");
+        LatencySummary {
+            desc: Desc::new(name.into(), help.into(), vec![], Default::default())
+                .expect("valid desc"),
+            inner: Mutex::new(LatencyWindow {
+                current: hdr(),
+                previous: hdr(),
+                rotated: Instant::now(),
+                window: Duration::from_secs(60),
+                count: 0,
+                sum_seconds: 0.0,
+            }),
+        }
+    }
+
+    /// Records one latency.
+    pub fn record(&self, latency: Duration) {
+        let mut w = self.inner.lock().expect("latency lock never poisoned");
+        w.rotate_if_due();
+        let us = (latency.as_micros() as u64).clamp(1, 3_600_000_000);
+        w.current.record(us).expect("clamped into bounds");
+        w.count += 1;
+        w.sum_seconds += latency.as_secs_f64();
+    }
+
+    /// The quantile `q` (0..=1) of the current window, in seconds; `None` if empty.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        let mut w = self.inner.lock().expect("latency lock never poisoned");
+        w.rotate_if_due();
+        let mut merged = w.previous.clone();
+        merged.add(&w.current).expect("same bounds");
+        (!merged.is_empty()).then(|| merged.value_at_quantile(q) as f64 / 1e6)
+    }
+
+    /// Number of latencies recorded since start.
+    pub fn count(&self) -> u64 {
+        self.inner
+            .lock()
+            .expect("latency lock never poisoned")
+            .count
+    }
+}
+
+impl LatencyWindow {
+    fn rotate_if_due(&mut self) {
+        if self.rotated.elapsed() >= self.window {
+            std::mem::swap(&mut self.previous, &mut self.current);
+            self.current.reset();
+            self.rotated = Instant::now();
+        }
+    }
+}
+
+impl Collector for LatencySummary {
+    fn desc(&self) -> Vec<&Desc> {
+        vec![&self.desc]
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let quantiles = QUANTILES
+            .iter()
+            .map(|&q| {
+                let mut pq = proto::Quantile::default();
+                pq.set_quantile(q);
+                pq.set_value(self.quantile(q).unwrap_or(f64::NAN));
+                pq
+            })
+            .collect();
+        let (count, sum) = {
+            let w = self.inner.lock().expect("latency lock never poisoned");
+            (w.count, w.sum_seconds)
+        };
+        let mut summary = proto::Summary::default();
+        summary.set_sample_count(count);
+        summary.set_sample_sum(sum);
+        summary.set_quantile(quantiles);
+        let mut metric = proto::Metric::default();
+        metric.set_summary(summary);
+        let mut family = MetricFamily::default();
+        family.set_name(self.desc.fq_name.clone());
+        family.set_help(self.desc.help.clone());
+        family.set_field_type(MetricType::SUMMARY);
+        family.set_metric(vec![metric]);
+        vec![family]
+    }
+}
+
+/// Registers an `Arc`ed collector while the pipeline keeps its own handle.
+struct SharedCollector(std::sync::Arc<LatencySummary>);
+
+impl Collector for SharedCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.0.desc()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        self.0.collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_quantiles_come_from_the_histogram() {
+        let m = Metrics::new();
+        assert!(m.latency.quantile(0.5).is_none());
+        for ms in 1..=1000u64 {
+            m.latency.record(Duration::from_millis(ms));
+        }
+        let p50 = m.latency.quantile(0.5).unwrap();
+        let p99 = m.latency.quantile(0.99).unwrap();
+        assert!((0.495..0.505).contains(&p50), "p50 {p50}");
+        assert!((0.985..0.995).contains(&p99), "p99 {p99}");
+        let text = m.render();
+        assert!(
+            text.contains("palisade_e2e_latency_seconds{quantile=\"0.99\"} 0.99"),
+            "{text}"
+        );
+        assert!(
+            text.contains("palisade_e2e_latency_seconds_count 1000"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn every_metric_is_palisade_prefixed() {
+        let m = Metrics::new();
+        m.records.with_label_values(&["s"]).inc();
+        m.detector_seconds.with_label_values(&["r"]).observe(0.1);
+        for line in m.render().lines().filter(|l| !l.starts_with('#')) {
+            assert!(line.starts_with("palisade_"), "{line}");
+        }
+    }
+}

@@ -1,0 +1,340 @@
+//! Wires the stages with bounded channels, and owns ordering, acknowledgement and shutdown.
+//!
+//! ```text
+//!  source task ──RawBatch──▶ compute thread ──Processed──▶ deliver task ──▶ sink (alerts, DLQ)
+//!  (Kafka/files)  bounded     decode + detect    bounded     │ acked?
+//!                                                            └──▶ committer (store offsets)
+//! ```
+//!
+//! Batches keep their order through every stage (one compute thread, one deliver task, FIFO
+//! channels), so when a batch's outputs are acknowledged every earlier batch's were too, and
+//! its positions can be committed. A full channel blocks the stage before it: a slow sink
+//! stops the consumer instead of growing memory.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, TimeUnit};
+use futures::future::BoxFuture;
+use tokio::sync::{mpsc, watch};
+
+use crate::alert::Alert;
+use crate::config::Config;
+use crate::decode::{DeadLetter, JsonDecoder};
+use crate::detect::{DetectorSet, EvalContext, Timing};
+use crate::metrics::Metrics;
+use crate::privacy::Pseudonymiser;
+use crate::source::{Position, RawBatch};
+
+/// What "now" means to detectors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Clock {
+    /// The wall clock (live).
+    Wall,
+    /// The highest event time seen so far (replay: the same input gives the same output).
+    EventTime,
+}
+
+/// The output of the compute stage for one batch.
+#[derive(Debug)]
+pub struct Processed {
+    /// Stream index.
+    pub stream: usize,
+    /// Records in the raw batch (good and bad).
+    pub records: usize,
+    /// Payload bytes of the raw batch.
+    pub bytes: usize,
+    /// Alerts raised on the batch.
+    pub alerts: Vec<Alert>,
+    /// Records that could not be decoded.
+    pub dead: Vec<DeadLetter>,
+    /// What to commit once `alerts` and `dead` are acknowledged.
+    pub positions: Vec<Position>,
+    /// Oldest Kafka timestamp in the batch, for end-to-end latency.
+    pub oldest_timestamp_ms: Option<i64>,
+}
+
+/// A sink failed in a way retrying cannot fix, or shutdown was forced mid-delivery.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// Shutdown was forced while outputs were still unacknowledged.
+    #[error("shutdown forced with {0} outputs unacknowledged; their offsets were not committed")]
+    Aborted(usize),
+    /// Writing failed (files).
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Delivers a batch's alerts and dead letters.
+pub trait Sink: Send {
+    /// Resolves once every alert and dead letter of `batch` is acknowledged. Retries
+    /// transient failures itself; an error means the batch must not be committed.
+    fn deliver<'a>(&'a mut self, batch: &'a Processed) -> BoxFuture<'a, Result<(), SinkError>>;
+
+    /// Called once after the last batch.
+    fn finish(&mut self) -> BoxFuture<'_, Result<(), SinkError>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// Commits positions whose outputs are acknowledged.
+pub trait Committer: Send + Sync {
+    /// The batch covering `positions` is fully acknowledged.
+    fn commit(&self, positions: &[Position]);
+}
+
+/// A committer for sources with nothing to commit (replay).
+pub struct NoCommit;
+
+impl Committer for NoCommit {
+    fn commit(&self, _positions: &[Position]) {}
+}
+
+/// How acknowledged alerts are shown on stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Echo {
+    /// Not at all.
+    Off,
+    /// One readable line per alert.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Totals of a finished run.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Summary {
+    /// Records read.
+    pub records: u64,
+    /// Alerts acknowledged.
+    pub alerts: u64,
+    /// Dead letters acknowledged.
+    pub dead_letters: u64,
+}
+
+/// The stages after the source.
+pub struct Pipeline {
+    /// The validated configuration.
+    pub config: Arc<Config>,
+    /// The rule set.
+    pub detectors: DetectorSet,
+    /// Metrics to update.
+    pub metrics: Arc<Metrics>,
+    /// Alert and dead-letter delivery.
+    pub sink: Box<dyn Sink>,
+    /// Offset commits.
+    pub committer: Arc<dyn Committer>,
+    /// Terminal output of acknowledged alerts.
+    pub echo: Echo,
+    /// What "now" is.
+    pub clock: Clock,
+    /// Pseudonymisation key.
+    pub pseudonymiser: Pseudonymiser,
+}
+
+impl Pipeline {
+    /// Processes raw batches until `raw` is closed and drained. Returns the totals.
+    pub async fn run(self, raw: mpsc::Receiver<RawBatch>) -> Result<Summary, SinkError> {
+        let Pipeline {
+            config,
+            detectors,
+            metrics,
+            mut sink,
+            committer,
+            echo,
+            clock,
+            pseudonymiser,
+        } = self;
+        let capacity = *config.pipeline.channel_batches.get_ref();
+        let (tx, mut processed) = mpsc::channel::<Processed>(capacity);
+        let compute = {
+            let config = Arc::clone(&config);
+            let metrics = Arc::clone(&metrics);
+            let ctx = EvalContext {
+                now_ms: 0,
+                max_evidence_rows: config.pipeline.max_evidence_rows,
+                pseudonymiser,
+            };
+            std::thread::Builder::new()
+                .name("palisade-compute".into())
+                .spawn(move || compute_loop(&config, detectors, &metrics, ctx, clock, raw, tx))
+                .expect("spawning a thread")
+        };
+        let mut summary = Summary::default();
+        let streams: Vec<String> = config
+            .streams
+            .iter()
+            .map(|s| s.name.get_ref().clone())
+            .collect();
+        let mut outcome = Ok(());
+        while let Some(batch) = processed.recv().await {
+            let stream = streams[batch.stream].as_str();
+            metrics
+                .records
+                .with_label_values(&[stream])
+                .inc_by(batch.records as u64);
+            metrics
+                .bytes
+                .with_label_values(&[stream])
+                .inc_by(batch.bytes as u64);
+            metrics.batches.with_label_values(&[stream]).inc();
+            for d in &batch.dead {
+                metrics
+                    .decode_failures
+                    .with_label_values(&[stream, d.kind.as_str()])
+                    .inc();
+            }
+            if !batch.alerts.is_empty() || !batch.dead.is_empty() {
+                if let Err(e) = sink.deliver(&batch).await {
+                    outcome = Err(e);
+                    break;
+                }
+            }
+            committer.commit(&batch.positions);
+            metrics.commits.inc();
+            summary.records += batch.records as u64;
+            summary.alerts += batch.alerts.len() as u64;
+            summary.dead_letters += batch.dead.len() as u64;
+            if !batch.dead.is_empty() {
+                metrics
+                    .dead_letters
+                    .with_label_values(&[stream])
+                    .inc_by(batch.dead.len() as u64);
+            }
+            let latency = batch
+                .oldest_timestamp_ms
+                .map(|ts| Duration::from_millis((now_ms() - ts).max(0) as u64));
+            for alert in &batch.alerts {
+                metrics
+                    .alerts
+                    .with_label_values(&[alert.rule.id.as_str(), alert.severity.as_str()])
+                    .inc();
+                if let Some(latency) = latency {
+                    metrics.latency.record(latency);
+                }
+                match echo {
+                    Echo::Off => {}
+                    Echo::Human => println!("{}", alert.to_human()),
+                    Echo::Json => println!("{}", alert.to_json()),
+                }
+            }
+        }
+        // Unblock the compute thread if we stopped early, then wait for it.
+        drop(processed);
+        let _ = tokio::task::spawn_blocking(move || compute.join()).await;
+        outcome?;
+        sink.finish().await?;
+        Ok(summary)
+    }
+}
+
+/// The compute stage: decode and detect, one batch at a time, on its own thread.
+fn compute_loop(
+    config: &Config,
+    mut detectors: DetectorSet,
+    metrics: &Metrics,
+    mut ctx: EvalContext,
+    clock: Clock,
+    mut raw: mpsc::Receiver<RawBatch>,
+    out: mpsc::Sender<Processed>,
+) {
+    let mut decoders: Vec<JsonDecoder> = config
+        .streams
+        .iter()
+        .map(|s| {
+            JsonDecoder::new(
+                s.arrow_schema(),
+                s.event_time.get_ref(),
+                *config.pipeline.batch_rows.get_ref(),
+            )
+            .expect("validated schema")
+        })
+        .collect();
+    let rule_ids: Vec<String> = detectors.rules().map(|r| r.id.clone()).collect();
+    let mut timings: Vec<Timing> = Vec::new();
+    let mut stream_time = i64::MIN;
+    while let Some(batch) = raw.blocking_recv() {
+        let decoded = decoders[batch.stream].decode(&batch);
+        let time_col = decoders[batch.stream]
+            .schema()
+            .index_of(config.streams[batch.stream].event_time.get_ref());
+        ctx.now_ms = match clock {
+            Clock::Wall => now_ms(),
+            Clock::EventTime => {
+                if let Ok(col) = time_col
+                    && let Some(max) = max_millis(&decoded.batch, col)
+                {
+                    stream_time = stream_time.max(max);
+                }
+                stream_time.max(0)
+            }
+        };
+        let mut alerts = Vec::new();
+        timings.clear();
+        detectors.evaluate(
+            batch.stream,
+            &decoded.batch,
+            &ctx,
+            &mut alerts,
+            &mut timings,
+        );
+        for t in &timings {
+            let rule = rule_ids[t.rule].as_str();
+            metrics
+                .detector_seconds
+                .with_label_values(&[rule])
+                .observe(t.elapsed.as_secs_f64());
+            if let Some(e) = &t.error {
+                metrics.detector_errors.with_label_values(&[rule]).inc();
+                tracing::warn!(rule, error = %e, "detector failed on a batch; other detectors ran");
+            }
+        }
+        let processed = Processed {
+            stream: batch.stream,
+            records: batch.len(),
+            bytes: batch.payload_bytes(),
+            alerts,
+            dead: decoded.dead,
+            positions: batch.positions,
+            oldest_timestamp_ms: batch
+                .origins
+                .iter()
+                .map(|o| o.timestamp_ms)
+                .filter(|&t| t > 0)
+                .min(),
+        };
+        if out.blocking_send(processed).is_err() {
+            return; // the deliver task stopped
+        }
+    }
+}
+
+fn max_millis(batch: &RecordBatch, col: usize) -> Option<i64> {
+    let col = batch.column(col);
+    let DataType::Timestamp(unit, _) = col.data_type() else {
+        return None;
+    };
+    use datafusion::arrow::compute::max;
+    use datafusion::arrow::datatypes as t;
+    Some(match unit {
+        TimeUnit::Second => max(col.as_primitive::<t::TimestampSecondType>())? * 1000,
+        TimeUnit::Millisecond => max(col.as_primitive::<t::TimestampMillisecondType>())?,
+        TimeUnit::Microsecond => max(col.as_primitive::<t::TimestampMicrosecondType>())? / 1000,
+        TimeUnit::Nanosecond => max(col.as_primitive::<t::TimestampNanosecondType>())? / 1_000_000,
+    })
+    .filter(|_| col.len() > col.null_count())
+}
+
+/// Wall-clock milliseconds since the epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Resolves when shutdown is requested (the watch turns true or its sender is dropped).
+pub async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}

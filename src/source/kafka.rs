@@ -1,0 +1,263 @@
+//! The Kafka source: one consumer-group member over every configured topic.
+//!
+//! Records are copied into per-stream [`RawBatch`]es as they arrive and a batch is sent on
+//! when full or when its linger expires. Offsets are stored (`enable.auto.offset.store =
+//! false`) only by [`KafkaCommitter`], which the pipeline calls after a batch's outputs are
+//! acknowledged; librdkafka's auto-commit then commits only those stored offsets, and the
+//! final commit at shutdown is synchronous.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::statistics::Statistics;
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::{mpsc, watch};
+
+use super::{Batcher, Origin, Position, RawBatch};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::pipeline::Committer;
+use crate::server::Health;
+
+/// Client properties shared by every palisade client: the configured brokers plus the
+/// pass-through `[kafka.client]` table.
+pub fn client_config(config: &Config) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &config.kafka.brokers);
+    c.set_log_level(RDKafkaLogLevel::Warning);
+    for (k, v) in &config.kafka.client {
+        c.set(k, v);
+    }
+    c
+}
+
+/// Observes the consumer: lag from statistics, readiness from errors, rebalances in the log.
+pub struct SourceContext {
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+}
+
+impl ClientContext for SourceContext {
+    fn stats(&self, stats: Statistics) {
+        for (topic, t) in &stats.topics {
+            for (partition, p) in &t.partitions {
+                // -1 is librdkafka's internal unassigned partition; negative lag is "unknown".
+                if *partition < 0 || p.consumer_lag < 0 {
+                    continue;
+                }
+                self.metrics
+                    .consumer_lag
+                    .with_label_values(&[topic.as_str(), &partition.to_string()])
+                    .set(p.consumer_lag);
+            }
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if matches!(
+            error.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::AllBrokersDown)
+        ) {
+            self.health
+                .set(false, format!("all Kafka brokers are down: {reason}"));
+        }
+        tracing::warn!(error = %error, reason, "kafka client error");
+    }
+}
+
+impl ConsumerContext for SourceContext {
+    fn post_rebalance(
+        &self,
+        _consumer: &rdkafka::consumer::BaseConsumer<Self>,
+        rebalance: &Rebalance<'_>,
+    ) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                tracing::info!(partitions = tpl.count(), "partitions assigned")
+            }
+            Rebalance::Revoke(tpl) => {
+                tracing::info!(partitions = tpl.count(), "partitions revoked")
+            }
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance failed"),
+        }
+    }
+}
+
+/// The consumer type palisade uses.
+pub type PalisadeConsumer = StreamConsumer<SourceContext>;
+
+/// Creates the group consumer, subscribed to every configured topic.
+pub fn consumer(
+    config: &Config,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+) -> Result<PalisadeConsumer, KafkaError> {
+    let mut c = client_config(config);
+    c.set("group.id", &config.kafka.group_id)
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        // Offsets are stored by the pipeline once outputs are acknowledged, never on receipt.
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("statistics.interval.ms", "5000");
+    let consumer: PalisadeConsumer = c.create_with_context(SourceContext { metrics, health })?;
+    let topics = config.input_topics();
+    let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&refs)?;
+    Ok(consumer)
+}
+
+/// Reads the consumer into batches until shutdown, then flushes the open batches.
+pub async fn run(
+    consumer: Arc<PalisadeConsumer>,
+    config: Arc<Config>,
+    sources: Arc<Vec<String>>,
+    health: Arc<Health>,
+    tx: mpsc::Sender<RawBatch>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    // topic -> (stream, source index); looked up once per record, no allocation.
+    let routes: HashMap<&str, (usize, u32)> = sources
+        .iter()
+        .enumerate()
+        .filter_map(|(i, topic)| {
+            config
+                .stream_of_topic(topic)
+                .map(|s| (topic.as_str(), (s, i as u32)))
+        })
+        .collect();
+    let linger = Duration::from_millis(config.pipeline.linger_ms);
+    let mut batcher = Batcher::new(
+        config.streams.len(),
+        *config.pipeline.batch_rows.get_ref(),
+        linger,
+    );
+    loop {
+        let deadline = batcher.next_deadline();
+        let full = tokio::select! {
+            biased;
+            _ = shutdown.wait_for(|stop| *stop) => break,
+            _ = async { tokio::time::sleep_until(deadline.expect("guarded").into()).await }, if deadline.is_some() => {
+                batcher.expired(std::time::Instant::now())
+            }
+            received = consumer.recv() => match received {
+                Ok(msg) => {
+                    let Some(&(stream, source)) = routes.get(msg.topic()) else { continue };
+                    if !health.is_ready() {
+                        health.set(true, "consuming");
+                    }
+                    let origin = Origin {
+                        source,
+                        partition: msg.partition(),
+                        offset: msg.offset(),
+                        timestamp_ms: msg.timestamp().to_millis().unwrap_or(0),
+                    };
+                    batcher.push(stream, msg.payload().unwrap_or_default(), origin).into_iter().collect()
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "kafka receive failed; retrying");
+                    Vec::new()
+                }
+            },
+        };
+        for batch in full {
+            if tx.send(batch).await.is_err() {
+                return; // the pipeline stopped
+            }
+        }
+    }
+    for batch in batcher.drain() {
+        if tx.send(batch).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Stores acknowledged positions on the consumer; auto-commit sends them to the broker.
+pub struct KafkaCommitter {
+    /// The consumer whose offsets are stored.
+    pub consumer: Arc<PalisadeConsumer>,
+    /// Topic names by source index.
+    pub sources: Arc<Vec<String>>,
+}
+
+impl Committer for KafkaCommitter {
+    fn commit(&self, positions: &[Position]) {
+        let mut tpl = TopicPartitionList::with_capacity(positions.len());
+        for p in positions {
+            let topic = &self.sources[p.source as usize];
+            if let Err(e) =
+                tpl.add_partition_offset(topic, p.partition, Offset::Offset(p.offset + 1))
+            {
+                tracing::warn!(error = %e, topic, "cannot build the offset list");
+            }
+        }
+        // Fails for partitions revoked in a rebalance meanwhile: their new owner reprocesses
+        // from the last commit, which is at-least-once as promised.
+        if let Err(e) = self.consumer.store_offsets(&tpl) {
+            tracing::debug!(error = %e, "offset store skipped (partition no longer assigned?)");
+        }
+    }
+}
+
+impl KafkaCommitter {
+    /// Commits the stored offsets synchronously (at shutdown).
+    pub fn commit_now(&self) {
+        match self.consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) => {}
+            // Nothing stored since the last commit.
+            Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+            Err(e) => tracing::warn!(error = %e, "final offset commit failed"),
+        }
+    }
+}
+
+/// Creates those of `topics` that do not exist yet. Existing topics are left alone.
+pub async fn ensure_topics(config: &Config, topics: &[String]) -> Result<(), KafkaError> {
+    let admin: AdminClient<DefaultClientContext> = client_config(config).create()?;
+    let existing: Vec<String> = {
+        let metadata = admin
+            .inner()
+            .fetch_metadata(None, Duration::from_secs(10))?;
+        metadata
+            .topics()
+            .iter()
+            .map(|t| t.name().to_string())
+            .collect()
+    };
+    let missing: Vec<&String> = topics.iter().filter(|t| !existing.contains(t)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let new: Vec<NewTopic> = missing
+        .iter()
+        .map(|t| {
+            NewTopic::new(
+                t,
+                config.kafka.create_partitions,
+                TopicReplication::Fixed(1),
+            )
+        })
+        .collect();
+    let opts = AdminOptions::new()
+        .operation_timeout(Some(Duration::from_secs(10)))
+        .request_timeout(Some(Duration::from_secs(10)));
+    for result in admin.create_topics(&new, &opts).await? {
+        match result {
+            Ok(topic) => tracing::info!(topic, "created topic"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                tracing::warn!(topic, error = %code, "could not create topic; assuming it is managed elsewhere")
+            }
+        }
+    }
+    Ok(())
+}

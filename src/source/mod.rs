@@ -1,0 +1,253 @@
+//! Sources: where records come from, cut into per-stream micro-batches of raw bytes.
+//!
+//! - [`kafka`]: a consumer-group member over every configured topic (live).
+//! - [`files`]: JSONL and CSV files merged in event-time order (replay, backtests).
+//! - [`embedded`]: an in-process Kafka cluster fed by the simulator (`palisade run`).
+//!
+//! Every source produces [`RawBatch`]es: the bytes of up to `batch_rows` records of one stream,
+//! copied into one buffer (no allocation per record), with each record's [`Origin`] and the
+//! highest offset per partition the batch covers, which is what may be committed once the
+//! batch's outputs are acknowledged.
+
+pub mod embedded;
+pub mod files;
+pub mod kafka;
+
+use std::time::Instant;
+
+/// Where one record came from: a Kafka position, or a file and line in replay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    /// Index into the pipeline's source names (topics, or files in replay).
+    pub source: u32,
+    /// Kafka partition (0 for files).
+    pub partition: i32,
+    /// Kafka offset, or 1-based line number in replay.
+    pub offset: i64,
+    /// Kafka timestamp in ms since the epoch (0 when absent).
+    pub timestamp_ms: i64,
+}
+
+/// The highest offset of one partition covered by a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    /// Index into the pipeline's source names.
+    pub source: u32,
+    /// Kafka partition.
+    pub partition: i32,
+    /// Highest offset in the batch; the offset to commit is this + 1.
+    pub offset: i64,
+}
+
+/// Records of one stream, cut from a source. The unit that flows through the pipeline.
+#[derive(Debug)]
+pub struct RawBatch {
+    /// Index of the stream in the config.
+    pub stream: usize,
+    /// Record bytes, each followed by `\n`.
+    pub buf: Vec<u8>,
+    /// End (exclusive, before its `\n`) of each record in `buf`.
+    pub ends: Vec<usize>,
+    /// Origin of each record.
+    pub origins: Vec<Origin>,
+    /// Highest offset per partition.
+    pub positions: Vec<Position>,
+    /// When the first record of the batch arrived (drives the linger timer).
+    pub opened: Option<Instant>,
+}
+
+impl RawBatch {
+    /// An empty batch of `stream`.
+    pub fn new(stream: usize) -> RawBatch {
+        RawBatch {
+            stream,
+            buf: Vec::new(),
+            ends: Vec::new(),
+            origins: Vec::new(),
+            positions: Vec::new(),
+            opened: None,
+        }
+    }
+
+    /// Appends one record.
+    pub fn push(&mut self, payload: &[u8], origin: Origin) {
+        if self.opened.is_none() {
+            self.opened = Some(Instant::now());
+        }
+        self.buf.extend_from_slice(payload);
+        self.ends.push(self.buf.len());
+        self.buf.push(b'\n');
+        self.origins.push(origin);
+        match self
+            .positions
+            .iter_mut()
+            .find(|p| p.source == origin.source && p.partition == origin.partition)
+        {
+            Some(p) => p.offset = p.offset.max(origin.offset),
+            None => self.positions.push(Position {
+                source: origin.source,
+                partition: origin.partition,
+                offset: origin.offset,
+            }),
+        }
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// True if the batch holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Bytes of record `i` (without the separator).
+    pub fn record(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] + 1 };
+        &self.buf[start..self.ends[i]]
+    }
+
+    /// Payload bytes (without separators).
+    pub fn payload_bytes(&self) -> usize {
+        self.buf.len() - self.ends.len()
+    }
+
+    /// Oldest Kafka timestamp among the records, if any record has one.
+    pub fn oldest_timestamp_ms(&self) -> Option<i64> {
+        self.origins
+            .iter()
+            .map(|o| o.timestamp_ms)
+            .filter(|&t| t > 0)
+            .min()
+    }
+
+    /// Moves the contents out, leaving an empty batch of the same stream that keeps its
+    /// buffers' capacity for reuse.
+    pub fn take(&mut self) -> RawBatch {
+        let next = RawBatch {
+            stream: self.stream,
+            buf: Vec::with_capacity(self.buf.capacity()),
+            ends: Vec::with_capacity(self.ends.capacity()),
+            origins: Vec::with_capacity(self.origins.capacity()),
+            positions: Vec::new(),
+            opened: None,
+        };
+        std::mem::replace(self, next)
+    }
+}
+
+/// Per-stream open batches, cut at a row count or after a linger.
+pub struct Batcher {
+    open: Vec<RawBatch>,
+    max_rows: usize,
+    linger: std::time::Duration,
+}
+
+impl Batcher {
+    /// One open batch per stream.
+    pub fn new(streams: usize, max_rows: usize, linger: std::time::Duration) -> Batcher {
+        Batcher {
+            open: (0..streams).map(RawBatch::new).collect(),
+            max_rows,
+            linger,
+        }
+    }
+
+    /// Adds a record; returns the stream's batch if it is now full.
+    pub fn push(&mut self, stream: usize, payload: &[u8], origin: Origin) -> Option<RawBatch> {
+        let batch = &mut self.open[stream];
+        batch.push(payload, origin);
+        (batch.len() >= self.max_rows).then(|| batch.take())
+    }
+
+    /// The earliest instant at which an open batch must be cut.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.open
+            .iter()
+            .filter_map(|b| b.opened)
+            .min()
+            .map(|t| t + self.linger)
+    }
+
+    /// Batches whose linger has expired at `now`.
+    pub fn expired(&mut self, now: Instant) -> Vec<RawBatch> {
+        let linger = self.linger;
+        self.open
+            .iter_mut()
+            .filter(|b| b.opened.is_some_and(|t| t + linger <= now))
+            .map(RawBatch::take)
+            .collect()
+    }
+
+    /// Every non-empty batch, for shutdown or end of input.
+    pub fn drain(&mut self) -> Vec<RawBatch> {
+        self.open
+            .iter_mut()
+            .filter(|b| !b.is_empty())
+            .map(RawBatch::take)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn origin(partition: i32, offset: i64) -> Origin {
+        Origin {
+            source: 0,
+            partition,
+            offset,
+            timestamp_ms: 0,
+        }
+    }
+
+    #[test]
+    fn records_and_positions_round_trip() {
+        let mut b = RawBatch::new(3);
+        b.push(b"{\"a\":1}", origin(0, 10));
+        b.push(b"", origin(1, 4));
+        b.push(b"xyz", origin(0, 11));
+        assert_eq!(b.len(), 3);
+        assert_eq!(b.record(0), b"{\"a\":1}");
+        assert_eq!(b.record(1), b"");
+        assert_eq!(b.record(2), b"xyz");
+        assert_eq!(b.payload_bytes(), 10);
+        assert_eq!(
+            b.positions,
+            vec![
+                Position {
+                    source: 0,
+                    partition: 0,
+                    offset: 11
+                },
+                Position {
+                    source: 0,
+                    partition: 1,
+                    offset: 4
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn batcher_cuts_at_rows_and_linger() {
+        let mut batcher = Batcher::new(2, 2, Duration::from_millis(50));
+        assert!(batcher.push(0, b"a", origin(0, 0)).is_none());
+        let full = batcher.push(0, b"b", origin(0, 1)).expect("full at 2 rows");
+        assert_eq!(full.len(), 2);
+        assert!(batcher.next_deadline().is_none());
+        batcher.push(1, b"c", origin(0, 2));
+        let deadline = batcher.next_deadline().unwrap();
+        assert!(
+            batcher
+                .expired(deadline - Duration::from_millis(1))
+                .is_empty()
+        );
+        let cut = batcher.expired(deadline);
+        assert_eq!((cut.len(), cut[0].stream, cut[0].len()), (1, 1, 1));
+        assert!(batcher.drain().is_empty());
+    }
+}
