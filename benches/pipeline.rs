@@ -163,7 +163,6 @@ fn main() {
 
     let ctx = EvalContext {
         now_ms: 0,
-        max_evidence_rows: 16,
         pseudonymiser: Pseudonymiser::new(b"bench"),
     };
     let mut alerts = Vec::new();

@@ -92,9 +92,10 @@ pub struct Live {
 impl Live {
     /// Defaults for `config`: fresh metrics, its listen address, no echo.
     pub fn new(config: &Config) -> Live {
+        let metrics = Arc::new(Metrics::new());
         Live {
-            metrics: Arc::new(Metrics::new()),
-            health: Arc::new(Health::default()),
+            health: Arc::new(Health::with_gauge(metrics.ready.clone())),
+            metrics,
             metrics_addr: config.metrics_addr(),
             echo: Echo::Off,
             on_listening: None,
@@ -118,7 +119,8 @@ pub async fn run_live(
         echo,
         on_listening,
     } = live;
-    health.set(false, "starting");
+    health.set("kafka", false, "starting");
+    health.set("sink", true, "delivering");
     metrics.rules_loaded.set(detectors.len() as i64);
     let server = Server::start(
         metrics_addr,
@@ -166,7 +168,6 @@ pub async fn run_live(
         tx,
         shutdown,
     ));
-    health.set(true, "consuming");
     let pipeline = Pipeline {
         pseudonymiser: pseudonymiser(&config),
         config,
@@ -178,7 +179,7 @@ pub async fn run_live(
         clock: Clock::Wall,
     };
     let result = pipeline.run(rx).await;
-    health.set(false, "stopping");
+    health.set("kafka", false, "stopping");
     let _ = source.await;
     if result.is_ok() {
         committer.commit_now();

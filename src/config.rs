@@ -108,9 +108,6 @@ pub struct PipelineConfig {
     /// Capacity, in batches, of each channel between stages.
     #[serde(default = "default_channel_batches")]
     pub channel_batches: Spanned<usize>,
-    /// Upper bound on evidence rows carried by one alert.
-    #[serde(default = "default_max_evidence")]
-    pub max_evidence_rows: usize,
 }
 
 fn default_batch_rows() -> Spanned<usize> {
@@ -122,9 +119,6 @@ fn default_linger_ms() -> u64 {
 fn default_channel_batches() -> Spanned<usize> {
     Spanned::new(0..0, 4)
 }
-fn default_max_evidence() -> usize {
-    16
-}
 
 impl Default for PipelineConfig {
     fn default() -> Self {
@@ -132,7 +126,6 @@ impl Default for PipelineConfig {
             batch_rows: default_batch_rows(),
             linger_ms: default_linger_ms(),
             channel_batches: default_channel_batches(),
-            max_evidence_rows: default_max_evidence(),
         }
     }
 }
@@ -588,7 +581,10 @@ impl TypeParser<'_> {
                             break;
                         }
                         _ => {
-                            return Err(format!("expected `,` or `>` at position {}", self.pos + 1));
+                            return Err(format!(
+                                "expected `,` or `>` at position {}",
+                                self.pos + 1
+                            ));
                         }
                     }
                 }

@@ -408,8 +408,50 @@ async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
             for err in &e.errors {
                 println!("{err}");
             }
-            println!("{} problems found", e.errors.len());
+            let failed = e.failed_files();
+            println!(
+                "checked {} rules: {} ok, {failed} failed",
+                e.files,
+                e.files - failed
+            );
             Ok(ExitCode::from(1))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_in_any_unit_mix() {
+        assert_eq!(parse_duration_ms("90s"), Ok(90_000));
+        assert_eq!(parse_duration_ms("1h30m"), Ok(5_400_000));
+        assert_eq!(parse_duration_ms("1d"), Ok(86_400_000));
+        assert_eq!(parse_duration_ms("15"), Ok(15_000));
+        assert!(
+            parse_duration_ms("3w")
+                .unwrap_err()
+                .contains("unknown unit `w`")
+        );
+        assert!(parse_duration_ms("0s").is_err());
+        assert!(parse_duration_ms("m").is_err());
+    }
+
+    #[test]
+    fn scenario_lists_parse_and_reject_unknown_names() {
+        assert_eq!(parse_scenarios("all").unwrap().len(), Scenario::ALL.len());
+        assert!(parse_scenarios("none").unwrap().is_empty());
+        assert_eq!(
+            parse_scenarios("port_scan, sensor_tamper").unwrap(),
+            vec![Scenario::PortScan, Scenario::SensorTamper]
+        );
+        let err = parse_scenarios("port_scan,teleport")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("unknown scenario `teleport`") && err.contains("password_spray"),
+            "{err}"
+        );
     }
 }

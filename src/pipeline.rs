@@ -153,7 +153,6 @@ impl Pipeline {
             let metrics = Arc::clone(&metrics);
             let ctx = EvalContext {
                 now_ms: 0,
-                max_evidence_rows: config.pipeline.max_evidence_rows,
                 pseudonymiser,
             };
             std::thread::Builder::new()
@@ -185,11 +184,11 @@ impl Pipeline {
                     .with_label_values(&[stream, d.kind.as_str()])
                     .inc();
             }
-            if !batch.alerts.is_empty() || !batch.dead.is_empty() {
-                if let Err(e) = sink.deliver(&batch).await {
-                    outcome = Err(e);
-                    break;
-                }
+            if (!batch.alerts.is_empty() || !batch.dead.is_empty())
+                && let Err(e) = sink.deliver(&batch).await
+            {
+                outcome = Err(e);
+                break;
             }
             committer.commit(&batch.positions);
             metrics.commits.inc();
@@ -255,16 +254,12 @@ fn compute_loop(
     let mut timings: Vec<Timing> = Vec::new();
     let mut stream_time = i64::MIN;
     while let Some(batch) = raw.blocking_recv() {
-        let decoded = decoders[batch.stream].decode(&batch);
-        let time_col = decoders[batch.stream]
-            .schema()
-            .index_of(config.streams[batch.stream].event_time.get_ref());
+        let decoder = &mut decoders[batch.stream];
+        let decoded = decoder.decode(&batch);
         ctx.now_ms = match clock {
             Clock::Wall => now_ms(),
             Clock::EventTime => {
-                if let Ok(col) = time_col
-                    && let Some(max) = max_millis(&decoded.batch, col)
-                {
+                if let Some(max) = max_millis(&decoded.batch, decoder.time_col()) {
                     stream_time = stream_time.max(max);
                 }
                 stream_time.max(0)

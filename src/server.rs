@@ -4,9 +4,9 @@
 //! `/readyz` answers 200 only while the pipeline consumes and its sinks deliver, 503 with the
 //! reason otherwise, so an orchestrator can take a stuck instance out of rotation.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -15,36 +15,64 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use prometheus::IntGauge;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::metrics::Metrics;
 
-/// Readiness as the pipeline sees it.
+/// Readiness, as the sum of named checks (`kafka`, `sink`, ...): ready when every check
+/// passes. Each component owns its check, so one recovering cannot hide another's failure.
 #[derive(Debug, Default)]
 pub struct Health {
-    ready: AtomicBool,
-    detail: Mutex<String>,
+    checks: Mutex<BTreeMap<&'static str, (bool, String)>>,
+    /// Mirrors readiness as `palisade_ready`.
+    gauge: Option<IntGauge>,
 }
 
 impl Health {
-    /// Marks ready (or not) with a reason shown by `/readyz`.
-    pub fn set(&self, ready: bool, detail: impl Into<String>) {
-        self.ready.store(ready, Ordering::SeqCst);
-        *self.detail.lock().expect("health lock never poisoned") = detail.into();
+    /// Health exported through `gauge` as well.
+    pub fn with_gauge(gauge: IntGauge) -> Health {
+        Health {
+            checks: Mutex::default(),
+            gauge: Some(gauge),
+        }
     }
 
-    /// Whether the pipeline is ready.
+    /// Sets check `name` to passing or failing, with a reason shown by `/readyz`.
+    pub fn set(&self, name: &'static str, ok: bool, detail: impl Into<String>) {
+        let mut checks = self.checks.lock().expect("health lock never poisoned");
+        checks.insert(name, (ok, detail.into()));
+        if let Some(g) = &self.gauge {
+            g.set(i64::from(checks.values().all(|(ok, _)| *ok)));
+        }
+    }
+
+    /// Whether every check passes (and there is at least one).
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst)
+        let checks = self.checks.lock().expect("health lock never poisoned");
+        !checks.is_empty() && checks.values().all(|(ok, _)| *ok)
     }
 
-    /// The reason given with the last change.
-    pub fn detail(&self) -> String {
-        self.detail
+    /// Whether check `name` passes.
+    pub fn check(&self, name: &str) -> bool {
+        self.checks
             .lock()
             .expect("health lock never poisoned")
-            .clone()
+            .get(name)
+            .is_some_and(|(ok, _)| *ok)
+    }
+
+    /// One line per check: `name: ok|FAILING: detail`.
+    pub fn detail(&self) -> String {
+        let checks = self.checks.lock().expect("health lock never poisoned");
+        checks
+            .iter()
+            .map(|(name, (ok, detail))| {
+                format!("{name}: {} ({detail})", if *ok { "ok" } else { "FAILING" })
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 

@@ -132,7 +132,7 @@ impl Sink for KafkaSink {
                 pending = failed;
                 if pending.is_empty() {
                     if attempt > 0 {
-                        self.health.set(true, "consuming; alert sink recovered");
+                        self.health.set("sink", true, "delivering; recovered");
                     }
                     return Ok(());
                 }
@@ -143,11 +143,9 @@ impl Sink for KafkaSink {
                     .inc_by(pending.len() as u64);
                 let error = last_error.map(|e| e.to_string()).unwrap_or_default();
                 self.health.set(
+                    "sink",
                     false,
-                    format!(
-                        "alert sink: {} messages unacknowledged: {error}",
-                        pending.len()
-                    ),
+                    format!("{} messages unacknowledged: {error}", pending.len()),
                 );
                 tracing::warn!(attempt, unacknowledged = pending.len(), %error, "delivery failed; retrying");
                 let backoff = Duration::from_millis(100 * 2u64.pow(attempt.min(7)));

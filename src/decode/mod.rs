@@ -93,6 +93,11 @@ impl JsonDecoder {
         })
     }
 
+    /// Column index of the event time in decoded batches.
+    pub fn time_col(&self) -> usize {
+        self.time_col
+    }
+
     /// The schema batches are decoded into.
     pub fn schema(&self) -> &SchemaRef {
         &self.schema

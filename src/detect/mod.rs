@@ -62,6 +62,18 @@ impl fmt::Display for RuleError {
 pub struct LoadError {
     /// One entry per problem, in file order.
     pub errors: Vec<RuleError>,
+    /// Rule files found.
+    pub files: usize,
+}
+
+impl LoadError {
+    /// Rule files with at least one problem.
+    pub fn failed_files(&self) -> usize {
+        let mut files: Vec<&Path> = self.errors.iter().map(|e| e.file.as_path()).collect();
+        files.sort();
+        files.dedup();
+        files.len()
+    }
 }
 
 impl fmt::Display for LoadError {
@@ -92,8 +104,6 @@ pub struct DetectError {
 pub struct EvalContext {
     /// Detection time in ms (wall clock live, stream time in replay).
     pub now_ms: i64,
-    /// Bound on evidence rows per alert.
-    pub max_evidence_rows: usize,
     /// Applied to personal fields before anything leaves the detector.
     pub pseudonymiser: Pseudonymiser,
 }
@@ -168,7 +178,10 @@ impl DetectorSet {
             }
         }
         if !errors.is_empty() {
-            return Err(LoadError { errors });
+            return Err(LoadError {
+                errors,
+                files: files.len(),
+            });
         }
         let mut by_stream = vec![Vec::new(); config.streams.len()];
         for (i, d) in detectors.iter().enumerate() {

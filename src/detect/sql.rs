@@ -749,7 +749,6 @@ operator = "pseudonymise"
     fn ctx() -> EvalContext {
         EvalContext {
             now_ms: 0,
-            max_evidence_rows: 16,
             pseudonymiser: Pseudonymiser::new(b"k"),
         }
     }

@@ -90,10 +90,9 @@ impl FileSource {
         stream: Option<&str>,
     ) -> Result<FileSource, InputError> {
         let forced = match stream {
-            Some(name) => Some(config.stream_index(name).ok_or_else(|| {
-                InputError {
-                    path: PathBuf::from(name),
-                    message: format!(
+            Some(name) => Some(config.stream_index(name).ok_or_else(|| InputError {
+                path: PathBuf::from(name),
+                message: format!(
                         "--stream `{name}` is not a configured stream (configured: {})",
                         config
                             .streams
@@ -102,7 +101,6 @@ impl FileSource {
                             .collect::<Vec<_>>()
                             .join(", ")
                     ),
-                }
             })?),
             None => None,
         };

@@ -67,7 +67,7 @@ impl ClientContext for SourceContext {
             Some(RDKafkaErrorCode::AllBrokersDown)
         ) {
             self.health
-                .set(false, format!("all Kafka brokers are down: {reason}"));
+                .set("kafka", false, format!("all brokers are down: {reason}"));
         }
         tracing::warn!(error = %error, reason, "kafka client error");
     }
@@ -151,8 +151,8 @@ pub async fn run(
             received = consumer.recv() => match received {
                 Ok(msg) => {
                     let Some(&(stream, source)) = routes.get(msg.topic()) else { continue };
-                    if !health.is_ready() {
-                        health.set(true, "consuming");
+                    if !health.check("kafka") {
+                        health.set("kafka", true, "consuming");
                     }
                     let origin = Origin {
                         source,

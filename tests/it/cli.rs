@@ -131,7 +131,12 @@ fn a_bad_rule_fails_at_load_with_file_and_line() {
     assert!(err.contains("bad.sql:5:"), "{err}");
     let check = bin().arg("check").arg(rules.path()).output().unwrap();
     assert_eq!(check.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&check.stdout).contains("bad.sql:5:"));
+    let report = String::from_utf8_lossy(&check.stdout);
+    assert!(report.contains("bad.sql:5:"), "{report}");
+    assert_eq!(
+        report.lines().last(),
+        Some("checked 1 rules: 0 ok, 1 failed")
+    );
 }
 
 #[test]
