@@ -89,6 +89,12 @@ pub struct KafkaConfig {
     /// Extra librdkafka properties for every client (security, timeouts, ...), passed as is.
     #[serde(default)]
     pub client: IndexMap<String, String>,
+    /// Extra librdkafka properties for the consumer only (e.g. `session.timeout.ms`).
+    #[serde(default)]
+    pub consumer: IndexMap<String, String>,
+    /// Extra librdkafka properties for the producers only (e.g. `compression.type`).
+    #[serde(default)]
+    pub producer: IndexMap<String, String>,
 }
 
 fn default_partitions() -> i32 {

@@ -35,6 +35,9 @@ pub fn producer(config: &Config) -> Result<FutureProducer, rdkafka::error::Kafka
         .set("compression.type", "lz4")
         // Surface a broker that stays away, so the retry loop (and /readyz) can see it.
         .set("message.timeout.ms", "30000");
+    for (k, v) in &config.kafka.producer {
+        c.set(k, v);
+    }
     c.create()
 }
 

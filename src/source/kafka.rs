@@ -101,6 +101,9 @@ pub fn consumer(
     health: Arc<Health>,
 ) -> Result<PalisadeConsumer, KafkaError> {
     let mut c = client_config(config);
+    for (k, v) in &config.kafka.consumer {
+        c.set(k, v);
+    }
     c.set("group.id", &config.kafka.group_id)
         .set("enable.auto.commit", "true")
         .set("auto.commit.interval.ms", "1000")
