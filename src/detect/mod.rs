@@ -5,6 +5,7 @@
 //! reads one stream. The [`Detector`] trait takes `&mut self` so detectors can keep state
 //! across batches (windows and correlations build on that).
 
+pub mod sigma;
 pub mod sql;
 
 use std::fmt;
