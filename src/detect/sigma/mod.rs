@@ -1,4 +1,4 @@
-//! Sigma rules: YAML files -> a typed, validated model, ready to be compiled into an evaluator.
+//! Sigma rules: YAML files -> a typed, validated model -> a vectorised plan over Arrow columns.
 //!
 //! In: the name and text of a Sigma file (one or more YAML documents). No I/O: the caller reads
 //! files.
@@ -19,6 +19,10 @@
 //! - [`condition`]: the condition grammar -> [`Condition`].
 //! - [`correlation`]: `correlation:` sections and [`Timespan`]s.
 //! - [`rule`]: documents, metadata, log sources, detections, filters.
+//! - [`matcher`]: one column, all the values every rule tests on it -> one bitmap per value,
+//!   in one pass (one case-folded Aho-Corasick automaton per column).
+//! - [`plan`]: a rule set's matchers by column, combined per rule by its condition -> one
+//!   bitmap per rule.
 //!
 //! Follows the Sigma specification 2.1 (rules, modifiers appendix, correlation rules,
 //! filters). What it leaves out, as "unsupported feature" errors: the pre-2.0 condition
@@ -30,7 +34,9 @@
 pub mod condition;
 pub mod correlation;
 pub mod error;
+pub mod matcher;
 pub mod modifier;
+pub mod plan;
 pub mod rule;
 pub mod value;
 pub mod yaml;

@@ -1,0 +1,910 @@
+//! One column, every value every rule tests on it: a [`ColumnMatcher`] built once, evaluated
+//! per batch in a single pass over the column.
+//!
+//! In: at build time, any number of `(slot, &Value)` pairs registered on a
+//! [`ColumnMatcherBuilder`]; values registered on the same slot are alternatives (ORed), which
+//! is how the variants of one [`super::MatchValue`] share a result. Per batch, one Arrow array:
+//! `Utf8`, `LargeUtf8`, `Utf8View`, `Boolean`, `Int8..Int64`, `UInt8..UInt64`, `Float32/64`.
+//! Out: one [`BooleanBuffer`] per slot, bit `i` set when row `i` matches. A null row matches
+//! only `null` and `exists: false`; every other value is false on it, so a negation built on
+//! top (`neq`, `not`) is true on it.
+//!
+//! How the work is shared: every string literal of every pattern registered on the column goes
+//! into one Aho-Corasick automaton (identical literals once, ASCII-case-folded), run once per
+//! row with overlapping matches so that every occurrence of every literal is reported; each
+//! report is checked against the anchoring its users need (exact: the whole value; prefix:
+//! starts at 0; suffix: ends at the value's end; contains: anywhere). Patterns with an inner
+//! `*` or a `?` use their longest literal as a prefilter and are verified by a wildcard matcher
+//! only on rows where it occurred. Regexes are compiled once at build time.
+//!
+//! Value kinds on a string column: patterns as above; numbers by the text the rule wrote
+//! (`EventID: 4688` matches "4688", `0x17` matches "0x17"); comparisons on the value parsed as
+//! a decimal number; booleans as `true` / `false` in any case; CIDR networks on the value parsed
+//! as an IPv4 or IPv6 address (an IPv4 network also holds `::ffff:a.b.c.d`). On a numeric
+//! column: numbers and comparisons by value (integers exactly, floats as `f64`), and the
+//! patterns, regexes and networks on the value's decimal text (formatted on the stack). On a
+//! boolean column: booleans by value, patterns on `true` / `false`.
+//!
+//! Guarantees: no allocation per row (scratch space is per batch); a value that cannot be
+//! evaluated here (`%placeholder%`s awaiting `expand`, `fieldref`; time parts are refused by
+//! [`super::plan`], which sees the modifiers) is an [`Unsupported`] error from the builder,
+//! never a silent non-match; an array type not listed above is an [`EvalError`], never a
+//! silent non-match. Case folding is ASCII-only (as Aho-Corasick's): `É` and `é` are different
+//! letters here.
+
+use std::cmp::Ordering;
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::net::IpAddr;
+
+use aho_corasick::{AhoCorasick, MatchKind};
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::buffer::{BooleanBuffer, Buffer};
+use datafusion::arrow::datatypes::{
+    DataType, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, UInt8Type,
+    UInt16Type, UInt32Type, UInt64Type,
+};
+
+use super::value::{Cidr, CmpOp, Number, Part, Pattern, Value};
+
+/// A value the evaluator cannot match, found when building: the rule has to be left out (or
+/// the feature implemented), never run with a matcher that silently never fires.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unsupported feature `{feature}`: {message}")]
+pub struct Unsupported {
+    /// The feature, e.g. `fieldref`.
+    pub feature: &'static str,
+    /// Why, and what the rule author can do.
+    pub message: String,
+}
+
+/// A column whose Arrow type no matcher knows how to read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("Sigma values cannot be matched against a column of type {data_type}")]
+pub struct EvalError {
+    /// The column's type.
+    pub data_type: DataType,
+}
+
+/// Where a literal must sit in the value for its user to match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Anchor {
+    /// The whole value.
+    Exact,
+    /// At the start.
+    Prefix,
+    /// At the end.
+    Suffix,
+    /// Anywhere.
+    Contains,
+    /// Anywhere; marks a complex pattern or a regex as a candidate to verify.
+    Prefilter(Verify),
+}
+
+/// What runs on a row where its prefilter literal occurred.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verify {
+    /// The wildcard matcher of complex pattern `n`.
+    Glob(usize),
+    /// Regex `n`.
+    Regex(usize),
+}
+
+/// One user of an automaton literal.
+#[derive(Debug, Clone)]
+struct Hook {
+    anchor: Anchor,
+    slot: usize,
+    /// For `cased` literals: the exact text, compared with the occurrence. Cased literals
+    /// share the case-folded automaton and are verified on a hit rather than scanned by a
+    /// second automaton: one scan per row instead of two, and the check is a compare of the
+    /// literal's length only where it occurred.
+    cased: Option<Box<str>>,
+}
+
+/// A pattern with an inner `*` or a `?`.
+#[derive(Debug, Clone)]
+struct Complex {
+    slot: usize,
+    parts: Vec<Glob>,
+    case_sensitive: bool,
+}
+
+/// A pattern piece for the wildcard verifier.
+#[derive(Debug, Clone)]
+enum Glob {
+    Lit(Box<str>),
+    Any,
+    One,
+}
+
+/// Collects the values of one column; [`ColumnMatcherBuilder::build`] compiles them.
+#[derive(Debug, Default)]
+pub struct ColumnMatcherBuilder {
+    /// One past the highest slot registered.
+    slots: usize,
+    /// Folded literal -> its index in `literals` (deduplication across rules).
+    literal_ids: HashMap<Box<str>, usize>,
+    /// The automaton's patterns, ASCII-lower-cased.
+    literals: Vec<Box<str>>,
+    /// Per literal, who uses it and how.
+    hooks: Vec<Vec<Hook>>,
+    /// How many hooks come from patterns (the others are numbers' texts).
+    pattern_hooks: usize,
+    complex: Vec<Complex>,
+    /// Complex patterns without any literal (`?`, `??*`) and regexes without required
+    /// literals: verified on every row.
+    unfiltered: Vec<Verify>,
+    /// Slots matching the empty string exactly (pattern `''`).
+    empty: Vec<usize>,
+    /// Slots matching any non-null value (pattern `*`).
+    any: Vec<usize>,
+    regexes: Vec<(usize, regex::Regex)>,
+    /// Numbers: equality with numeric values (their text is also a literal, for strings).
+    numbers: Vec<(usize, Number)>,
+    compares: Vec<(usize, CmpOp, Number)>,
+    bools: Vec<(usize, bool)>,
+    cidrs: Vec<(usize, Cidr)>,
+    nulls: Vec<usize>,
+    exists: Vec<(usize, bool)>,
+}
+
+impl ColumnMatcherBuilder {
+    /// An empty builder.
+    pub fn new() -> ColumnMatcherBuilder {
+        ColumnMatcherBuilder::default()
+    }
+
+    /// Whether [`ColumnMatcherBuilder::add`] would accept `value`; lets a caller check a whole
+    /// rule before registering any of it.
+    pub fn check(value: &Value) -> Result<(), Unsupported> {
+        match value {
+            Value::Pattern(p) if p.has_placeholders() => Err(Unsupported {
+                feature: "expand",
+                message: format!(
+                    "`{p}` has `%placeholders%`; they must be resolved from configuration \
+                     before the rule can be evaluated"
+                ),
+            }),
+            Value::FieldRef { field, .. } => Err(Unsupported {
+                feature: "fieldref",
+                message: format!(
+                    "comparing with field `{field}` needs two columns; the column matcher \
+                     sees one"
+                ),
+            }),
+            Value::Regex(r) => compile_regex(r).map(drop),
+            _ => Ok(()),
+        }
+    }
+
+    /// Registers `value` on `slot`; values on the same slot are ORed.
+    pub fn add(&mut self, slot: usize, value: &Value) -> Result<(), Unsupported> {
+        ColumnMatcherBuilder::check(value)?;
+        self.slots = self.slots.max(slot + 1);
+        match value {
+            Value::Pattern(p) => self.add_pattern(slot, p),
+            Value::Number { value, text } => {
+                self.numbers.push((slot, *value));
+                // Against text, a number is compared by how the rule wrote it (`EventID:
+                // 4688` matches the string "4688"; `0x17` matches "0x17").
+                self.hook(text, slot, Anchor::Exact, None);
+            }
+            Value::Bool(b) => self.bools.push((slot, *b)),
+            Value::Null => self.nulls.push(slot),
+            Value::Regex(r) => {
+                let re = compile_regex(r)?;
+                let n = self.regexes.len();
+                self.regexes.push((slot, re));
+                match required_literals(r) {
+                    Some(literals) => {
+                        for l in &literals {
+                            self.hook(l, slot, Anchor::Prefilter(Verify::Regex(n)), None);
+                        }
+                    }
+                    None => self.unfiltered.push(Verify::Regex(n)),
+                }
+            }
+            Value::Cidr(c) => self.cidrs.push((slot, *c)),
+            Value::Compare { op, value } => self.compares.push((slot, *op, *value)),
+            Value::Exists(e) => self.exists.push((slot, *e)),
+            Value::FieldRef { .. } => unreachable!("rejected by check"),
+        }
+        Ok(())
+    }
+
+    /// Registers a keyword: `value` searched anywhere in the text (a pattern gets `*` on both
+    /// sides), as Sigma keywords are substring searches.
+    pub fn add_keyword(&mut self, slot: usize, value: &Value) -> Result<(), Unsupported> {
+        match value {
+            Value::Pattern(p) => {
+                let mut parts = p.parts.clone();
+                if parts.first() != Some(&Part::AnyChars) {
+                    parts.insert(0, Part::AnyChars);
+                }
+                if parts.last() != Some(&Part::AnyChars) || parts.len() == 1 {
+                    parts.push(Part::AnyChars);
+                }
+                parts.dedup_by(|a, b| *a == Part::AnyChars && *b == Part::AnyChars);
+                let p = Pattern {
+                    parts,
+                    case_sensitive: p.case_sensitive,
+                };
+                self.add(slot, &Value::Pattern(p))
+            }
+            _ => self.add(slot, value),
+        }
+    }
+
+    fn hook(&mut self, text: &str, slot: usize, anchor: Anchor, cased: Option<&str>) {
+        let folded: Box<str> = text.to_ascii_lowercase().into();
+        let id = *self.literal_ids.entry(folded.clone()).or_insert_with(|| {
+            self.literals.push(folded);
+            self.hooks.push(Vec::new());
+            self.literals.len() - 1
+        });
+        self.hooks[id].push(Hook {
+            anchor,
+            slot,
+            cased: cased.map(Into::into),
+        });
+    }
+
+    fn add_pattern(&mut self, slot: usize, p: &Pattern) {
+        use Part::{AnyChars as Any, Literal as Lit};
+        let simple = match p.parts.as_slice() {
+            [] => {
+                self.empty.push(slot);
+                return;
+            }
+            [Any] => {
+                self.any.push(slot);
+                return;
+            }
+            [Lit(s)] => Some((s, Anchor::Exact)),
+            [Lit(s), Any] => Some((s, Anchor::Prefix)),
+            [Any, Lit(s)] => Some((s, Anchor::Suffix)),
+            [Any, Lit(s), Any] => Some((s, Anchor::Contains)),
+            _ => None,
+        };
+        self.pattern_hooks += 1;
+        if let Some((s, anchor)) = simple {
+            self.hook(s, slot, anchor, p.case_sensitive.then_some(s.as_str()));
+            return;
+        }
+        let parts: Vec<Glob> = p
+            .parts
+            .iter()
+            .map(|part| match part {
+                Part::Literal(s) => Glob::Lit(s.as_str().into()),
+                Part::AnyChars => Glob::Any,
+                Part::OneChar => Glob::One,
+                Part::Placeholder(_) => unreachable!("rejected by check"),
+            })
+            .collect();
+        let n = self.complex.len();
+        self.complex.push(Complex {
+            slot,
+            parts,
+            case_sensitive: p.case_sensitive,
+        });
+        // The longest literal is the rarest in practice, so the fewest rows get verified.
+        let longest = p
+            .parts
+            .iter()
+            .filter_map(|part| match part {
+                Part::Literal(s) => Some(s.as_str()),
+                _ => None,
+            })
+            .max_by_key(|s| s.len());
+        match longest {
+            Some(s) => self.hook(s, slot, Anchor::Prefilter(Verify::Glob(n)), None),
+            None => self.unfiltered.push(Verify::Glob(n)),
+        }
+    }
+
+    /// Compiles everything registered into the matcher. Fails only when the literals exceed
+    /// the automaton's size limits (far beyond the whole SigmaHQ corpus on one column).
+    pub fn build(self) -> Result<ColumnMatcher, Unsupported> {
+        let automaton = if self.literals.is_empty() {
+            None
+        } else {
+            let ac = AhoCorasick::builder()
+                .ascii_case_insensitive(true)
+                // Standard semantics is the one that reports overlapping matches.
+                .match_kind(MatchKind::Standard)
+                .build(self.literals.iter().map(|l| l.as_bytes()))
+                .map_err(|e| Unsupported {
+                    feature: "literal count",
+                    message: format!(
+                        "{} distinct literals on one column: {e}",
+                        self.literals.len()
+                    ),
+                })?;
+            Some(ac)
+        };
+        // Numbers, comparisons and booleans are decided on a numeric value itself; its text
+        // matters only to patterns (a number's own literal would say nothing new), regexes and
+        // networks.
+        let scalars_as_text = self.pattern_hooks > 0
+            || !self.empty.is_empty()
+            || !self.regexes.is_empty()
+            || !self.cidrs.is_empty();
+        Ok(ColumnMatcher {
+            slots: self.slots,
+            automaton,
+            hooks: self.hooks,
+            complex: self.complex,
+            unfiltered: self.unfiltered,
+            empty: self.empty,
+            any: self.any,
+            regexes: self.regexes,
+            numbers: self.numbers,
+            compares: self.compares,
+            bools: self.bools,
+            cidrs: self.cidrs,
+            nulls: self.nulls,
+            exists: self.exists,
+            scalars_as_text,
+        })
+    }
+}
+
+fn compile_regex(r: &super::value::Regex) -> Result<regex::Regex, Unsupported> {
+    regex::RegexBuilder::new(&r.pattern)
+        .case_insensitive(r.case_insensitive)
+        .multi_line(r.multi_line)
+        .dot_matches_new_line(r.dot_all)
+        .build()
+        .map_err(|e| Unsupported {
+            feature: "re",
+            message: format!("regex `{}` does not compile: {e}", r.pattern),
+        })
+}
+
+/// Literals one of which every match of `r` contains, for the automaton to find the rows worth
+/// running `r` on; `None` when there is no useful set (a match may start and end with
+/// anything, the literals are too short to be rare, or too many). Sound because every match
+/// starts with one of its prefix literals and ends with one of its suffix literals (see
+/// `regex_syntax::hir::literal`); the case-folded automaton only widens the candidates.
+fn required_literals(r: &super::value::Regex) -> Option<Vec<String>> {
+    use regex_syntax::hir::literal::{ExtractKind, Extractor};
+    let hir = regex_syntax::ParserBuilder::new()
+        .case_insensitive(r.case_insensitive)
+        .multi_line(r.multi_line)
+        .dot_matches_new_line(r.dot_all)
+        .build()
+        .parse(&r.pattern)
+        .ok()?;
+    [ExtractKind::Prefix, ExtractKind::Suffix]
+        .into_iter()
+        .filter_map(|kind| {
+            let suffix = matches!(kind, ExtractKind::Suffix);
+            let seq = Extractor::new().kind(kind).extract(&hir);
+            let literals = seq
+                .literals()?
+                .iter()
+                .map(|l| {
+                    std::str::from_utf8(l.as_bytes())
+                        .ok()
+                        .map(str::to_ascii_lowercase)
+                })
+                .collect::<Option<Vec<String>>>()?;
+            let longest = literals.iter().map(String::len).max()?;
+            // Classes multiply literals (`0x[0-9a-f]{8}`); cutting every literal to its first
+            // (prefix) or last (suffix) `len` bytes keeps the property and merges many, so
+            // take the longest cut that leaves few enough.
+            (MIN_REGEX_LITERAL..=longest).rev().find_map(|len| {
+                let mut cut: Vec<String> = literals
+                    .iter()
+                    .map(|l| if suffix { tail(l, len) } else { head(l, len) }.to_owned())
+                    .collect();
+                cut.sort();
+                cut.dedup();
+                let shortest = cut.iter().map(String::len).min()?;
+                (shortest >= MIN_REGEX_LITERAL && cut.len() <= MAX_REGEX_LITERALS)
+                    .then_some((shortest, cut))
+            })
+        })
+        .max_by_key(|(shortest, _)| *shortest)
+        .map(|(_, literals)| literals)
+}
+
+/// The longest start of `s` of at most `len` bytes that ends on a character boundary.
+fn head(s: &str, len: usize) -> &str {
+    let mut end = len.min(s.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// The longest end of `s` of at most `len` bytes that starts on a character boundary.
+fn tail(s: &str, len: usize) -> &str {
+    let mut start = s.len().saturating_sub(len);
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    &s[start..]
+}
+
+/// Shorter literals occur in most command lines: the prefilter would pass nearly every row.
+const MIN_REGEX_LITERAL: usize = 3;
+/// More literals than this for one regex (case variants multiply) cost more in the automaton
+/// than they save.
+const MAX_REGEX_LITERALS: usize = 64;
+
+/// The compiled matchers of one column. Immutable: evaluation takes `&self`, so one matcher
+/// serves every batch.
+#[derive(Debug)]
+pub struct ColumnMatcher {
+    slots: usize,
+    automaton: Option<AhoCorasick>,
+    hooks: Vec<Vec<Hook>>,
+    complex: Vec<Complex>,
+    unfiltered: Vec<Verify>,
+    empty: Vec<usize>,
+    any: Vec<usize>,
+    regexes: Vec<(usize, regex::Regex)>,
+    numbers: Vec<(usize, Number)>,
+    compares: Vec<(usize, CmpOp, Number)>,
+    bools: Vec<(usize, bool)>,
+    cidrs: Vec<(usize, Cidr)>,
+    nulls: Vec<usize>,
+    exists: Vec<(usize, bool)>,
+    /// Whether numeric and boolean rows are also formatted as text and run through the string
+    /// tests; false when no pattern, regex or network is registered (e.g. only `EventID:
+    /// 4688`), which spares a formatting and a scan per row.
+    scalars_as_text: bool,
+}
+
+/// A non-null value of a numeric or boolean column.
+#[derive(Debug, Clone, Copy)]
+enum Scalar {
+    Int(i64),
+    UInt(u64),
+    Float(f64),
+    Bool(bool),
+}
+
+/// Per-batch bits and scratch: one word vector per slot, and the verifications already
+/// queued for the current row.
+struct Out {
+    bits: Vec<Vec<u64>>,
+    /// Row + 1 at which each complex pattern, then each regex, was last queued (0 = never).
+    queued_at: Vec<usize>,
+    queue: Vec<Verify>,
+}
+
+impl Out {
+    #[inline]
+    fn set(&mut self, slot: usize, row: usize) {
+        self.bits[slot][row >> 6] |= 1 << (row & 63);
+    }
+}
+
+impl ColumnMatcher {
+    /// How many slots the result has (one past the highest slot registered).
+    pub fn slots(&self) -> usize {
+        self.slots
+    }
+
+    #[cfg(test)]
+    pub(super) fn describe(&self) -> String {
+        format!(
+            "{} slots, {} literals, {} hooks, {} complex, {} regexes, {} checks run on every row",
+            self.slots,
+            self.automaton.as_ref().map_or(0, |a| a.patterns_len()),
+            self.hooks.iter().map(Vec::len).sum::<usize>(),
+            self.complex.len(),
+            self.regexes.len(),
+            self.unfiltered.len()
+        )
+    }
+
+    /// Whether [`ColumnMatcher::evaluate`] reads arrays of this type.
+    pub fn supports(data_type: &DataType) -> bool {
+        use DataType as D;
+        matches!(
+            data_type,
+            D::Utf8
+                | D::LargeUtf8
+                | D::Utf8View
+                | D::Boolean
+                | D::Int8
+                | D::Int16
+                | D::Int32
+                | D::Int64
+                | D::UInt8
+                | D::UInt16
+                | D::UInt32
+                | D::UInt64
+                | D::Float32
+                | D::Float64
+        )
+    }
+
+    /// The slots for a batch of `len` rows where the column is absent: only `null` and
+    /// `exists: false` hold.
+    pub fn evaluate_absent(&self, len: usize) -> Vec<BooleanBuffer> {
+        let mut out = self.out(len);
+        for row in 0..len {
+            self.null_row(row, &mut out);
+        }
+        finish(out, len)
+    }
+
+    /// One pass over `array`: bit `i` of slot `s` is set when row `i` matches a value
+    /// registered on `s`.
+    pub fn evaluate(&self, array: &dyn Array) -> Result<Vec<BooleanBuffer>, EvalError> {
+        let len = array.len();
+        let mut out = self.out(len);
+        macro_rules! strings {
+            ($a:expr) => {{
+                let a = $a;
+                for row in 0..len {
+                    if a.is_null(row) {
+                        self.null_row(row, &mut out);
+                    } else {
+                        self.present_row(row, &mut out);
+                        self.text_row(row, a.value(row), &mut out);
+                    }
+                }
+            }};
+        }
+        macro_rules! numbers {
+            ($t:ty, $wrap:expr) => {{
+                let a = array.as_primitive::<$t>();
+                for row in 0..len {
+                    if a.is_null(row) {
+                        self.null_row(row, &mut out);
+                    } else {
+                        self.scalar_row(row, $wrap(a.value(row)), &mut out);
+                    }
+                }
+            }};
+        }
+        match array.data_type() {
+            DataType::Utf8 => strings!(array.as_string::<i32>()),
+            DataType::LargeUtf8 => strings!(array.as_string::<i64>()),
+            DataType::Utf8View => strings!(array.as_string_view()),
+            DataType::Boolean => {
+                let a = array.as_boolean();
+                for row in 0..len {
+                    if a.is_null(row) {
+                        self.null_row(row, &mut out);
+                    } else {
+                        self.scalar_row(row, Scalar::Bool(a.value(row)), &mut out);
+                    }
+                }
+            }
+            DataType::Int8 => numbers!(Int8Type, |v| Scalar::Int(i64::from(v))),
+            DataType::Int16 => numbers!(Int16Type, |v| Scalar::Int(i64::from(v))),
+            DataType::Int32 => numbers!(Int32Type, |v| Scalar::Int(i64::from(v))),
+            DataType::Int64 => numbers!(Int64Type, Scalar::Int),
+            DataType::UInt8 => numbers!(UInt8Type, |v| Scalar::UInt(u64::from(v))),
+            DataType::UInt16 => numbers!(UInt16Type, |v| Scalar::UInt(u64::from(v))),
+            DataType::UInt32 => numbers!(UInt32Type, |v| Scalar::UInt(u64::from(v))),
+            DataType::UInt64 => numbers!(UInt64Type, Scalar::UInt),
+            DataType::Float32 => numbers!(Float32Type, |v| Scalar::Float(f64::from(v))),
+            DataType::Float64 => numbers!(Float64Type, Scalar::Float),
+            other => {
+                return Err(EvalError {
+                    data_type: other.clone(),
+                });
+            }
+        }
+        Ok(finish(out, len))
+    }
+
+    fn out(&self, len: usize) -> Out {
+        Out {
+            bits: vec![vec![0u64; len.div_ceil(64)]; self.slots],
+            queued_at: vec![0; self.complex.len() + self.regexes.len()],
+            queue: Vec::with_capacity(self.complex.len() + self.regexes.len()),
+        }
+    }
+
+    fn null_row(&self, row: usize, out: &mut Out) {
+        for &s in &self.nulls {
+            out.set(s, row);
+        }
+        for &(s, e) in &self.exists {
+            if !e {
+                out.set(s, row);
+            }
+        }
+    }
+
+    fn present_row(&self, row: usize, out: &mut Out) {
+        for &(s, e) in &self.exists {
+            if e {
+                out.set(s, row);
+            }
+        }
+        for &s in &self.any {
+            out.set(s, row);
+        }
+    }
+
+    /// A numeric or boolean value: compared as such, and, for the string patterns, as its
+    /// text (formatted on the stack: a rule's `'4688'` matches an integer column's 4688).
+    fn scalar_row(&self, row: usize, v: Scalar, out: &mut Out) {
+        self.present_row(row, out);
+        let num = match v {
+            Scalar::Int(i) => Some(Num::Int(i128::from(i))),
+            Scalar::UInt(u) => Some(Num::Int(i128::from(u))),
+            Scalar::Float(f) => Some(Num::Float(f)),
+            Scalar::Bool(b) => {
+                for &(s, want) in &self.bools {
+                    if b == want {
+                        out.set(s, row);
+                    }
+                }
+                None
+            }
+        };
+        if let Some(n) = num {
+            for &(s, want) in &self.numbers {
+                if n.cmp_number(want) == Some(Ordering::Equal) {
+                    out.set(s, row);
+                }
+            }
+            for &(s, op, want) in &self.compares {
+                if n.cmp_number(want).is_some_and(|o| holds(op, o)) {
+                    out.set(s, row);
+                }
+            }
+        }
+        if !self.scalars_as_text {
+            return;
+        }
+        // f64's Display writes every digit (up to 309 before the point), so leave room.
+        let mut buf = [0u8; 400];
+        let mut cursor = std::io::Cursor::new(&mut buf[..]);
+        let written = match v {
+            Scalar::Int(i) => write!(cursor, "{i}"),
+            Scalar::UInt(u) => write!(cursor, "{u}"),
+            Scalar::Float(f) => write!(cursor, "{f}"),
+            Scalar::Bool(b) => write!(cursor, "{b}"),
+        };
+        let end = cursor.position() as usize;
+        if written.is_ok()
+            && let Ok(text) = std::str::from_utf8(&buf[..end])
+        {
+            // Numbers, comparisons and booleans were decided on the value itself above.
+            self.string_tests(row, text, out);
+        }
+    }
+
+    /// A string value: every string test, then numbers, comparisons and booleans on its text.
+    fn text_row(&self, row: usize, text: &str, out: &mut Out) {
+        self.string_tests(row, text, out);
+        if !self.compares.is_empty()
+            && let Some(n) = Num::parse(text)
+        {
+            for &(s, op, want) in &self.compares {
+                if n.cmp_number(want).is_some_and(|o| holds(op, o)) {
+                    out.set(s, row);
+                }
+            }
+        }
+        for &(s, want) in &self.bools {
+            if text.eq_ignore_ascii_case(if want { "true" } else { "false" }) {
+                out.set(s, row);
+            }
+        }
+    }
+
+    /// Patterns (through the automaton), regexes and networks on a value's text.
+    fn string_tests(&self, row: usize, text: &str, out: &mut Out) {
+        if text.is_empty() {
+            for &s in &self.empty {
+                out.set(s, row);
+            }
+        }
+        if let Some(ac) = &self.automaton {
+            let hay = text.as_bytes();
+            for m in ac.find_overlapping_iter(hay) {
+                let (start, end) = (m.start(), m.end());
+                for hook in &self.hooks[m.pattern().as_usize()] {
+                    let anchored = match hook.anchor {
+                        Anchor::Exact => start == 0 && end == hay.len(),
+                        Anchor::Prefix => start == 0,
+                        Anchor::Suffix => end == hay.len(),
+                        Anchor::Contains => true,
+                        Anchor::Prefilter(v) => {
+                            let n = match v {
+                                Verify::Glob(n) => n,
+                                Verify::Regex(n) => self.complex.len() + n,
+                            };
+                            if out.queued_at[n] != row + 1 {
+                                out.queued_at[n] = row + 1;
+                                out.queue.push(v);
+                            }
+                            continue;
+                        }
+                    };
+                    if anchored
+                        && hook
+                            .cased
+                            .as_deref()
+                            .is_none_or(|c| &hay[start..end] == c.as_bytes())
+                    {
+                        out.set(hook.slot, row);
+                    }
+                }
+            }
+        }
+        out.queue.extend_from_slice(&self.unfiltered);
+        while let Some(v) = out.queue.pop() {
+            match v {
+                Verify::Glob(n) => {
+                    let c = &self.complex[n];
+                    if glob_match(&c.parts, text, c.case_sensitive) {
+                        out.set(c.slot, row);
+                    }
+                }
+                Verify::Regex(n) => {
+                    let (s, re) = &self.regexes[n];
+                    if re.is_match(text) {
+                        out.set(*s, row);
+                    }
+                }
+            }
+        }
+        if !self.cidrs.is_empty()
+            && let Ok(ip) = text.parse::<IpAddr>()
+        {
+            for &(s, c) in &self.cidrs {
+                if in_network(ip, c) {
+                    out.set(s, row);
+                }
+            }
+        }
+    }
+}
+
+fn finish(out: Out, len: usize) -> Vec<BooleanBuffer> {
+    out.bits
+        .into_iter()
+        .map(|words| BooleanBuffer::new(Buffer::from_vec(words), 0, len))
+        .collect()
+}
+
+/// A number read from a row: integers exactly (i128 holds every i64 and u64), floats as f64.
+#[derive(Debug, Clone, Copy)]
+enum Num {
+    Int(i128),
+    Float(f64),
+}
+
+impl Num {
+    /// A decimal number written as text (surrounding spaces allowed), for comparisons with
+    /// string columns. Only digits, sign, point and exponent: `inf` or `NaN` are not numbers
+    /// an event means to compare.
+    fn parse(text: &str) -> Option<Num> {
+        let t = text.trim();
+        if t.is_empty()
+            || !t
+                .bytes()
+                .all(|b| b.is_ascii_digit() || matches!(b, b'+' | b'-' | b'.' | b'e' | b'E'))
+        {
+            return None;
+        }
+        if let Ok(i) = t.parse::<i128>() {
+            return Some(Num::Int(i));
+        }
+        t.parse::<f64>().ok().map(Num::Float)
+    }
+
+    /// `self` compared with `other`; `None` when either is NaN.
+    fn cmp_number(self, other: Number) -> Option<Ordering> {
+        match (self, other) {
+            (Num::Int(a), Number::Int(b)) => Some(a.cmp(&i128::from(b))),
+            (Num::Int(a), Number::Float(b)) => (a as f64).partial_cmp(&b),
+            (Num::Float(a), b) => a.partial_cmp(&b.as_f64()),
+        }
+    }
+}
+
+/// Whether `field op value` holds when field compares `o` to value.
+fn holds(op: CmpOp, o: Ordering) -> bool {
+    match op {
+        CmpOp::Lt => o == Ordering::Less,
+        CmpOp::Lte => o != Ordering::Greater,
+        CmpOp::Gt => o == Ordering::Greater,
+        CmpOp::Gte => o != Ordering::Less,
+        CmpOp::Eq => o == Ordering::Equal,
+        CmpOp::Neq => o != Ordering::Equal,
+    }
+}
+
+/// Whether `ip` is in `net`. An IPv4 network also holds IPv4-mapped IPv6 addresses
+/// (`::ffff:10.0.0.1`), which dual-stack sockets log for IPv4 peers.
+fn in_network(ip: IpAddr, net: Cidr) -> bool {
+    let prefix = u32::from(net.prefix);
+    match (ip, net.address) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let mask = u32::MAX.checked_shl(32 - prefix).unwrap_or(0);
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V4(_)) => match a.to_ipv4_mapped() {
+            Some(v4) => in_network(IpAddr::V4(v4), net),
+            None => false,
+        },
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let mask = u128::MAX.checked_shl(128 - prefix).unwrap_or(0);
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        (IpAddr::V4(_), IpAddr::V6(_)) => false,
+    }
+}
+
+/// Sigma wildcard match of the whole `text`: `*` any run of characters, `?` one character,
+/// literals compared ASCII-case-insensitively unless `case_sensitive`.
+///
+/// Backtracks only to the last `*` seen: the pieces between two stars have a fixed length, and
+/// placing each at its leftmost occurrence leaves the most room for the rest, so an earlier
+/// star never needs to grow again. Time O(len(text) * len(pattern)), no allocation.
+fn glob_match(parts: &[Glob], text: &str, case_sensitive: bool) -> bool {
+    let s = text.as_bytes();
+    let (mut p, mut i) = (0, 0);
+    // (part after the star, where that part's attempt started)
+    let mut star: Option<(usize, usize)> = None;
+    loop {
+        if let Some(part) = parts.get(p) {
+            let advanced = match part {
+                Glob::Any => {
+                    star = Some((p + 1, i));
+                    p += 1;
+                    continue;
+                }
+                Glob::One if i < s.len() => Some(i + char_len(s[i])),
+                Glob::Lit(l) if literal_at(s, i, l.as_bytes(), case_sensitive) => Some(i + l.len()),
+                _ => None,
+            };
+            if let Some(next) = advanced {
+                i = next;
+                p += 1;
+                continue;
+            }
+        } else if i == s.len() {
+            return true;
+        }
+        match star {
+            Some((sp, si)) if si < s.len() => {
+                let next = si + char_len(s[si]);
+                star = Some((sp, next));
+                p = sp;
+                i = next;
+            }
+            _ => return false,
+        }
+    }
+}
+
+fn literal_at(s: &[u8], i: usize, lit: &[u8], case_sensitive: bool) -> bool {
+    s.len() - i >= lit.len() && {
+        let window = &s[i..i + lit.len()];
+        if case_sensitive {
+            window == lit
+        } else {
+            window.eq_ignore_ascii_case(lit)
+        }
+    }
+}
+
+/// Length of the UTF-8 character whose first byte is `lead`.
+fn char_len(lead: u8) -> usize {
+    match lead {
+        0x00..=0x7F => 1,
+        0xC0..=0xDF => 2,
+        0xE0..=0xEF => 3,
+        _ => 4,
+    }
+}
+
+#[cfg(test)]
+#[path = "matcher_tests.rs"]
+mod tests;
