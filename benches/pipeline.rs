@@ -68,6 +68,12 @@ fn events(n: usize) -> Vec<Vec<u8>> {
         .map(|i| {
             let r = next();
             let action = if r % 97 == 0 { "deny" } else { "allow" };
+            // Mostly small flows, a few large ones: filters are selective, as in production.
+            let bytes_out = match r % 1000 {
+                0 => (r >> 12) % 900_000_000,
+                1..=20 => (r >> 12) % 2_000_000,
+                _ => (r >> 12) % 20_000,
+            };
             format!(
                 r#"{{"ts":"2026-01-05T{:02}:{:02}:{:02}.{:03}Z","src_ip":"10.{}.{}.{}","dst_ip":"10.10.{}.{}","dst_port":{},"proto":"{}","bytes_out":{},"action":"{action}","zone":"{}"}}"#,
                 (i / 3_600_000) % 24,
@@ -81,7 +87,7 @@ fn events(n: usize) -> Vec<Vec<u8>> {
                 (r >> 32) % 255,
                 ports[(r >> 40) as usize % ports.len()],
                 protos[(r >> 44) as usize % protos.len()],
-                (r >> 20) % 2_000_000,
+                bytes_out,
                 zones[(r >> 48) as usize % zones.len()],
             )
             .into_bytes()

@@ -120,8 +120,11 @@ impl JsonDecoder {
     }
 
     /// All records through one decoder, checking after each that it added exactly one whole
-    /// row (so two documents in one record, or half of one, cannot shift rows against their
-    /// records). `None` if anything is off; the decoder is rebuilt in that case.
+    /// row, so two documents in one record, or half of one, cannot shift rows against their
+    /// records. (Checking only the total would not do: arrow-json accepts a raw newline inside
+    /// a string, so an open string can swallow the separator and the next record; see
+    /// `records_cannot_merge_across_the_separator`.) `None` if anything is off; the decoder is
+    /// rebuilt in that case.
     fn fast(&mut self, raw: &RawBatch) -> Option<RecordBatch> {
         let result = (|| {
             for i in 0..raw.len() {
@@ -365,6 +368,19 @@ mod tests {
                 (7, FailureKind::MissingEventTime),
             ],
         );
+    }
+
+    #[test]
+    fn records_cannot_merge_across_the_separator() {
+        // If a string could span the `\n` between records, these three records would decode
+        // to three rows that belong to the wrong records. The fast path must not accept them.
+        let first = format!("{{{T},\"s\":\"}}");
+        let second = "{\",\"n\":1}";
+        let third = format!("{{{T},\"n\":2}}{{{T},\"n\":3}}");
+        let mut decoder = JsonDecoder::new(schema(), "ts", 16).unwrap();
+        let out = decoder.decode(&raw(&[&first, second, &third]));
+        assert_eq!(out.batch.num_rows(), 0, "{:?}", out.batch);
+        assert_eq!(out.dead.len(), 3);
     }
 
     #[test]
