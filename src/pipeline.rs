@@ -291,13 +291,8 @@ fn compute_loop(
             bytes: batch.payload_bytes(),
             alerts,
             dead: decoded.dead,
+            oldest_timestamp_ms: batch.oldest_timestamp_ms(),
             positions: batch.positions,
-            oldest_timestamp_ms: batch
-                .origins
-                .iter()
-                .map(|o| o.timestamp_ms)
-                .filter(|&t| t > 0)
-                .min(),
         };
         if out.blocking_send(processed).is_err() {
             return; // the deliver task stopped
