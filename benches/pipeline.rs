@@ -153,7 +153,10 @@ fn main() {
     let batches = batches(&events, rows);
     println!("{total} events of {mean} bytes on average, batches of {rows} rows, one thread");
 
-    let schema = config.streams[0].arrow_schema();
+    let schema = config.streams[0]
+        .arrow_schema()
+        .cloned()
+        .expect("declared schema");
     let mut decoder = JsonDecoder::new(schema, "ts", rows).expect("decoder");
     // Decoding alone: the ceiling.
     let mut hist = Histogram::<u64>::new(3).expect("histogram");

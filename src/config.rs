@@ -63,6 +63,9 @@ pub struct Config {
     pub privacy: PrivacyConfig,
     /// The telemetry streams palisade reads.
     pub streams: Vec<StreamConfig>,
+    /// How Sigma rules map onto the streams.
+    #[serde(default)]
+    pub sigma: SigmaConfig,
     /// Directory relative paths in this file are resolved against.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -208,24 +211,173 @@ pub struct StreamConfig {
     pub event_time: Spanned<String>,
     /// Field(s) naming the entity an event is about (a host, user, asset...).
     pub entity: Spanned<Vec<String>>,
-    /// Field name to type, in order. Types: see [`parse_type`].
-    pub schema: Spanned<IndexMap<String, Spanned<String>>>,
+    /// Field name to type, in order. Types: see [`parse_type`]. Without a schema the stream is
+    /// *projected*: records are JSON documents of any shape, and only the dotted paths the
+    /// detectors read (plus event time, entity and personal fields) are decoded, as strings.
+    /// SQL detectors need a schema; Sigma rules do not.
+    #[serde(default)]
+    pub schema: Option<Spanned<IndexMap<String, Spanned<String>>>>,
     /// Personal fields and what to do with them.
     #[serde(default)]
     pub privacy: IndexMap<String, Spanned<PrivacyAction>>,
-    /// The Arrow schema, built from `schema` at load.
+    /// The Arrow schema, built from `schema` at load; `None` for a projected stream.
     #[serde(skip)]
     pub arrow_schema: Option<SchemaRef>,
 }
 
 impl StreamConfig {
-    /// The Arrow schema of this stream (built during validation).
-    pub fn arrow_schema(&self) -> SchemaRef {
-        self.arrow_schema
-            .clone()
-            .expect("validated config has arrow schemas")
+    /// The declared Arrow schema of this stream, `None` when it is projected (no schema).
+    pub fn arrow_schema(&self) -> Option<&SchemaRef> {
+        self.arrow_schema.as_ref()
+    }
+
+    /// The stream's name.
+    pub fn name(&self) -> &str {
+        self.name.get_ref()
     }
 }
+
+/// `[sigma]`: how Sigma rules meet palisade's streams, in the spirit of pySigma processing
+/// pipelines: a rule's `logsource` picks streams (and may add conditions, e.g. the event id
+/// that makes a Windows event a process creation), and per stream its field names are mapped
+/// to columns (or dotted JSON paths).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigmaConfig {
+    /// Log source → stream entries. A rule goes to the streams of the most specific entries
+    /// its logsource matches (an entry matches when each of product, category and service it
+    /// names equals the rule's).
+    #[serde(default)]
+    pub logsources: Vec<LogsourceMapping>,
+    /// Per stream name: how Sigma field names become columns.
+    #[serde(default)]
+    pub streams: IndexMap<String, SigmaFieldMapping>,
+    /// Values of `%placeholder%`s for the `expand` modifier.
+    #[serde(default)]
+    pub placeholders: IndexMap<String, Vec<String>>,
+    /// Bounds on correlation state.
+    #[serde(default)]
+    pub correlation: CorrelationLimits,
+}
+
+/// One `[[sigma.logsources]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogsourceMapping {
+    /// Matches rules with this `logsource.product` (any when absent).
+    pub product: Option<String>,
+    /// Matches rules with this `logsource.category` (any when absent).
+    pub category: Option<String>,
+    /// Matches rules with this `logsource.service` (any when absent).
+    pub service: Option<String>,
+    /// The stream the matching rules read.
+    pub stream: Spanned<String>,
+    /// Extra conditions the event must meet, ANDed with the rule's: Sigma field name → one
+    /// value or a list of alternatives (exact, case-insensitive).
+    #[serde(default)]
+    pub conditions: IndexMap<String, OneOrMany>,
+}
+
+impl LogsourceMapping {
+    /// How many of product / category / service the entry names: more is more specific.
+    pub fn specificity(&self) -> usize {
+        [&self.product, &self.category, &self.service]
+            .iter()
+            .filter(|k| k.is_some())
+            .count()
+    }
+}
+
+/// A scalar or a list of scalars (strings or integers).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    /// A list of alternatives.
+    Many(Vec<Scalar>),
+    /// One value.
+    One(Scalar),
+}
+
+impl OneOrMany {
+    /// The values as text.
+    pub fn values(&self) -> Vec<String> {
+        match self {
+            OneOrMany::Many(v) => v.iter().map(Scalar::text).collect(),
+            OneOrMany::One(v) => vec![v.text()],
+        }
+    }
+}
+
+/// A string or an integer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Scalar {
+    /// An integer, e.g. an event id.
+    Int(i64),
+    /// Text.
+    Text(String),
+}
+
+impl Scalar {
+    fn text(&self) -> String {
+        match self {
+            Scalar::Int(i) => i.to_string(),
+            Scalar::Text(s) => s.clone(),
+        }
+    }
+}
+
+/// `[sigma.streams.NAME]`: Sigma field name → column of stream NAME.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigmaFieldMapping {
+    /// Explicit renames: Sigma field → column (a dotted path reaches into structs or JSON).
+    #[serde(default)]
+    pub fields: IndexMap<String, String>,
+    /// Every other field `F` becomes `prefix + F` (e.g. `Event.EventData.`); without a
+    /// prefix, the field name is the column name.
+    #[serde(default)]
+    pub prefix: Option<String>,
+}
+
+impl SigmaFieldMapping {
+    /// The column a Sigma field reads.
+    pub fn column(&self, field: &str) -> String {
+        match (self.fields.get(field), &self.prefix) {
+            (Some(c), _) => c.clone(),
+            (None, Some(p)) => format!("{p}{field}"),
+            (None, None) => field.to_string(),
+        }
+    }
+}
+
+/// `[sigma.correlation]`: bounds on correlation state (evictions are counted).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorrelationLimits {
+    /// Live groups per correlation rule; the least recently updated is evicted beyond it.
+    pub max_groups: usize,
+    /// Events kept per group; the oldest are dropped beyond it.
+    pub max_events_per_group: usize,
+    /// Contributing events put in an alert; the rest are counted as truncated.
+    pub max_evidence: usize,
+}
+
+impl Default for CorrelationLimits {
+    fn default() -> Self {
+        CorrelationLimits {
+            max_groups: 100_000,
+            max_events_per_group: 1_000,
+            max_evidence: 10,
+        }
+    }
+}
+
+/// Built-in configurations for common inputs, by name: `--preset NAME`.
+pub const PRESETS: &[(&str, &str)] = &[(
+    "sigma-windows",
+    include_str!("../deploy/presets/sigma-windows.toml"),
+)];
 
 impl Config {
     /// Reads and validates a config file.
@@ -245,6 +397,14 @@ impl Config {
         let base = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy");
         Config::parse(DEFAULT_CONFIG, DEFAULT_CONFIG_NAME, &base)
             .expect("the built-in configuration is valid (tested)")
+    }
+
+    /// A built-in preset by name (see [`PRESETS`]).
+    pub fn preset(name: &str) -> Option<Config> {
+        let (_, text) = PRESETS.iter().find(|(n, _)| *n == name)?;
+        let base = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/presets");
+        let origin = format!("preset {name}");
+        Some(Config::parse(text, &origin, &base).expect("built-in presets are valid (tested)"))
     }
 
     /// Parses and validates config text; `origin` names it in errors.
@@ -346,8 +506,26 @@ impl Config {
                 }
                 topics.push(topic.clone());
             }
+            if stream.entity.get_ref().is_empty() {
+                return Err(err(
+                    stream.entity.span(),
+                    "`entity` needs at least one field".into(),
+                ));
+            }
+            let Some(declared) = &stream.schema else {
+                // Projected: any JSON shape; the paths are resolved per record.
+                if stream.format != Format::Json {
+                    return Err(err(
+                        stream.name.span(),
+                        format!(
+                            "stream `{name}` has no [streams.schema]; only JSON streams can be projected"
+                        ),
+                    ));
+                }
+                continue;
+            };
             let mut fields = Vec::new();
-            for (field, ty) in stream.schema.get_ref() {
+            for (field, ty) in declared.get_ref() {
                 let data_type = parse_type(ty.get_ref()).map_err(|m| {
                     err(
                         ty.span(),
@@ -358,7 +536,7 @@ impl Config {
             }
             if fields.is_empty() {
                 return Err(err(
-                    stream.schema.span(),
+                    declared.span(),
                     format!("stream `{name}` has an empty schema"),
                 ));
             }
@@ -384,12 +562,6 @@ impl Config {
                     ));
                 }
             }
-            if stream.entity.get_ref().is_empty() {
-                return Err(err(
-                    stream.entity.span(),
-                    "`entity` needs at least one field".into(),
-                ));
-            }
             for field in stream.entity.get_ref() {
                 if schema.field_with_name(field).is_err() {
                     return Err(err(
@@ -408,8 +580,36 @@ impl Config {
             }
             stream.arrow_schema = Some(schema);
         }
-        if self.detectors.rules.is_empty() {
-            return Err(err(0..0, "[detectors] `rules` lists no folder".into()));
+        for entry in &self.sigma.logsources {
+            let stream = entry.stream.get_ref();
+            if !names.contains(stream) {
+                return Err(err(
+                    entry.stream.span(),
+                    format!(
+                        "[[sigma.logsources]] names stream `{stream}`, which is not declared; streams: {}",
+                        names.join(", ")
+                    ),
+                ));
+            }
+        }
+        for name in self.sigma.streams.keys() {
+            if !names.contains(name) {
+                return Err(err(
+                    0..0,
+                    format!(
+                        "[sigma.streams.{name}]: no stream `{name}` is declared; streams: {}",
+                        names.join(", ")
+                    ),
+                ));
+            }
+        }
+        let limits = &self.sigma.correlation;
+        if limits.max_groups == 0 || limits.max_events_per_group == 0 {
+            return Err(err(
+                0..0,
+                "[sigma.correlation] `max_groups` and `max_events_per_group` must be at least 1"
+                    .into(),
+            ));
         }
         Ok(())
     }
@@ -645,6 +845,7 @@ src = "string"
         let auth = &config.streams[config.stream_index("auth").unwrap()];
         let geo = auth
             .arrow_schema()
+            .unwrap()
             .field_with_name("geo")
             .unwrap()
             .data_type()

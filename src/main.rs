@@ -47,6 +47,10 @@ struct RunArgs {
     /// Configuration file (default: the built-in one, deploy/palisade.toml).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// A built-in configuration instead of --config: `sigma-windows` (SigmaHQ Windows rules
+    /// over evtx-dump JSON).
+    #[arg(long, conflicts_with = "config", value_parser = ["sigma-windows"])]
+    preset: Option<String>,
     /// Kafka bootstrap servers; implies a real Kafka instead of the embedded one.
     #[arg(long)]
     brokers: Option<String>,
@@ -113,6 +117,10 @@ struct ReplayArgs {
     /// Configuration file (default: the built-in one).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// A built-in configuration instead of --config: `sigma-windows` (SigmaHQ Windows rules
+    /// over evtx-dump JSON).
+    #[arg(long, conflicts_with = "config", value_parser = ["sigma-windows"])]
+    preset: Option<String>,
     /// Input files: JSONL (envelopes or plain events) or CSV.
     #[arg(long, num_args = 1.., required = true)]
     input: Vec<PathBuf>,
@@ -137,6 +145,10 @@ struct CheckArgs {
     /// Configuration file (default: the built-in one).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// A built-in configuration instead of --config: `sigma-windows` (SigmaHQ Windows rules
+    /// over evtx-dump JSON).
+    #[arg(long, conflicts_with = "config", value_parser = ["sigma-windows"])]
+    preset: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -172,10 +184,13 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
-    Ok(match path {
-        Some(p) => Config::load(p)?,
-        None => Config::builtin(),
+fn load_config(path: Option<&PathBuf>, preset: Option<&str>) -> anyhow::Result<Config> {
+    Ok(match (path, preset) {
+        (Some(p), _) => Config::load(p)?,
+        (None, Some(name)) => {
+            Config::preset(name).ok_or_else(|| anyhow::anyhow!("unknown preset `{name}`"))?
+        }
+        (None, None) => Config::builtin(),
     })
 }
 
@@ -210,7 +225,7 @@ fn signals() -> (watch::Receiver<bool>, watch::Receiver<bool>) {
 
 async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let embedded = args.config.is_none() && args.brokers.is_none();
-    let mut config = load_config(args.config.as_ref())?;
+    let mut config = load_config(args.config.as_ref(), args.preset.as_deref())?;
     if let Some(brokers) = &args.brokers {
         config.kafka.brokers = brokers.clone();
     }
@@ -339,7 +354,7 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     let written = if let Some(path) = &args.output {
         app::simulate_to_file(path, sim)?
     } else {
-        let mut config = load_config(args.config.as_ref())?;
+        let mut config = load_config(args.config.as_ref(), None)?;
         config.kafka.brokers = args
             .brokers
             .clone()
@@ -360,7 +375,7 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
-    let config = Arc::new(load_config(args.config.as_ref())?);
+    let config = Arc::new(load_config(args.config.as_ref(), args.preset.as_deref())?);
     let detectors = app::load_detectors(&config, &args.rules).await?;
     let alerts: Box<dyn std::io::Write + Send> = match &args.output {
         Some(path) => Box::new(std::io::BufWriter::new(
@@ -394,30 +409,40 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
-    let config = load_config(args.config.as_ref())?;
+    let config = load_config(args.config.as_ref(), args.preset.as_deref())?;
     let paths = if args.paths.is_empty() {
         config.rule_dirs()
     } else {
         args.paths.clone()
     };
-    match palisade::detect::DetectorSet::load(&config, &paths).await {
-        Ok(set) => {
-            println!("checked {} rules: {} ok, 0 failed", set.len(), set.len());
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(e) => {
-            for err in &e.errors {
-                println!("{err}");
-            }
-            let failed = e.failed_files();
-            println!(
-                "checked {} rules: {} ok, {failed} failed",
-                e.files,
-                e.files - failed
-            );
-            Ok(ExitCode::from(1))
-        }
+    let (errors, warnings, summary) =
+        match palisade::detect::DetectorSet::load(&config, &paths).await {
+            Ok(set) => (Vec::new(), set.warnings().to_vec(), set.summary()),
+            Err(e) => (e.errors, e.warnings, e.summary),
+        };
+    for err in &errors {
+        println!("error: {err}");
     }
+    for w in &warnings {
+        println!("warning: {w}");
+    }
+    if !warnings.is_empty() {
+        println!(
+            "{} warning(s): rules that load but some of whose conditions can never see data",
+            warnings.len()
+        );
+    }
+    println!(
+        "checked {} rules: {} ok, {} failed",
+        summary.ok + summary.failed,
+        summary.ok,
+        summary.failed
+    );
+    Ok(if errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 #[cfg(test)]

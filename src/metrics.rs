@@ -83,7 +83,7 @@ impl Metrics {
         let detector_errors = counter(
             "palisade_detector_errors_total",
             "Detector evaluations that failed.",
-            &["rule"],
+            &["detector"],
         );
         let alerts = counter(
             "palisade_alerts_total",
@@ -103,7 +103,7 @@ impl Metrics {
             .buckets(vec![
                 1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 0.01, 0.05, 0.1, 0.5, 1.0,
             ]),
-            &["rule"],
+            &["detector"],
         )
         .expect("valid metric");
         registry

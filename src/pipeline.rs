@@ -243,14 +243,14 @@ fn compute_loop(
         .iter()
         .map(|s| {
             JsonDecoder::new(
-                s.arrow_schema(),
+                Arc::clone(s.arrow_schema().expect("TODO projected")),
                 s.event_time.get_ref(),
                 *config.pipeline.batch_rows.get_ref(),
             )
             .expect("validated schema")
         })
         .collect();
-    let rule_ids: Vec<String> = detectors.rules().map(|r| r.id.clone()).collect();
+    let detector_names = detectors.detector_names();
     let mut timings: Vec<Timing> = Vec::new();
     let mut stream_time = i64::MIN;
     while let Some(batch) = raw.blocking_recv() {
@@ -275,14 +275,14 @@ fn compute_loop(
             &mut timings,
         );
         for t in &timings {
-            let rule = rule_ids[t.rule].as_str();
+            let detector = detector_names[t.detector].as_str();
             metrics
                 .detector_seconds
-                .with_label_values(&[rule])
+                .with_label_values(&[detector])
                 .observe(t.elapsed.as_secs_f64());
             if let Some(e) = &t.error {
-                metrics.detector_errors.with_label_values(&[rule]).inc();
-                tracing::warn!(rule, error = %e, "detector failed on a batch; other detectors ran");
+                metrics.detector_errors.with_label_values(&[detector]).inc();
+                tracing::warn!(detector, error = %e, "detector failed on a batch; other detectors ran");
             }
         }
         let processed = Processed {

@@ -64,8 +64,27 @@ pub struct RuleRef {
     pub id: String,
     /// The rule's title.
     pub title: String,
-    /// Detector kind: `sql` for now.
+    /// Detector kind: `sql`, `sigma`, `sigma-correlation`.
     pub kind: String,
+    /// The rule's maturity (Sigma `status`), when stated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// Known false positives, to help whoever triages the alert.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub falsepositives: Vec<String>,
+}
+
+impl RuleRef {
+    /// The alert-side description of a loaded rule.
+    pub fn of(meta: &crate::detect::RuleMeta) -> RuleRef {
+        RuleRef {
+            id: meta.id.clone(),
+            title: meta.title.clone(),
+            kind: meta.kind.to_string(),
+            status: meta.status.clone(),
+            falsepositives: meta.falsepositives.clone(),
+        }
+    }
 }
 
 /// One alert.

@@ -1,38 +1,50 @@
 //! Detectors: Arrow batches in, alerts out. Pure: no I/O, never blocks on anything but CPU.
 //!
 //! A [`DetectorSet`] is built once from the rule folders (every plan compiled at load, so a bad
-//! rule fails there with its file and line) and then evaluated batch by batch. Each detector
-//! reads one stream. The [`Detector`] trait takes `&mut self` so detectors can keep state
-//! across batches (windows and correlations build on that).
+//! rule fails there with its file, line and column) and then evaluated batch by batch. Two
+//! kinds of detector today: each SQL rule is one detector over one stream ([`sql`]); all Sigma
+//! rules together are one detector ([`sigma::engine`]) whose plan per stream shares the
+//! column scans of every rule, and whose correlations span streams. The [`Detector`] trait
+//! takes `&mut self` so detectors can keep state across batches (correlations build on that).
 
 pub mod sigma;
 pub mod sql;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use datafusion::arrow::error::ArrowError;
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 
 use crate::alert::{Alert, Severity};
-use crate::config::Config;
+use crate::config::{Config, PrivacyAction};
 use crate::privacy::Pseudonymiser;
 
 /// A rule's identity and description, from its header.
 #[derive(Debug, Clone)]
 pub struct RuleMeta {
-    /// Unique id, e.g. `net.port_scan`.
+    /// Unique id, e.g. `net.port_scan`, or a Sigma rule's `id`.
     pub id: String,
     /// One-line title.
     pub title: String,
+    /// Detector kind: `sql`, `sigma` or `sigma-correlation`.
+    pub kind: &'static str,
     /// Severity of its alerts.
     pub severity: Severity,
     /// What it looks for.
     pub description: String,
-    /// Stream name it reads.
+    /// Stream name(s) it reads, comma-separated when several.
     pub stream: String,
     /// Tags (ATT&CK...).
     pub tags: Vec<String>,
+    /// Maturity (Sigma `status`), when the rule states it.
+    pub status: Option<String>,
+    /// Known false positives, for the analyst triaging the alert.
+    pub falsepositives: Vec<String>,
     /// The file it was loaded from.
     pub file: PathBuf,
 }
@@ -44,16 +56,30 @@ pub struct RuleError {
     pub file: PathBuf,
     /// 1-based line, 0 if not tied to a line.
     pub line: usize,
+    /// 1-based column, 0 if not known.
+    pub column: usize,
     /// What is wrong and what to do.
     pub message: String,
 }
 
+impl RuleError {
+    /// An error at `line` (no column).
+    pub fn at_line(file: &Path, line: usize, message: impl Into<String>) -> RuleError {
+        RuleError {
+            file: file.to_path_buf(),
+            line,
+            column: 0,
+            message: message.into(),
+        }
+    }
+}
+
 impl fmt::Display for RuleError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.line == 0 {
-            write!(f, "{}: {}", self.file.display(), self.message)
-        } else {
-            write!(f, "{}:{}: {}", self.file.display(), self.line, self.message)
+        match (self.line, self.column) {
+            (0, _) => write!(f, "{}: {}", self.file.display(), self.message),
+            (l, 0) => write!(f, "{}:{l}: {}", self.file.display(), self.message),
+            (l, c) => write!(f, "{}:{l}:{c}: {}", self.file.display(), self.message),
         }
     }
 }
@@ -63,18 +89,19 @@ impl fmt::Display for RuleError {
 pub struct LoadError {
     /// One entry per problem, in file order.
     pub errors: Vec<RuleError>,
-    /// Rule files found.
-    pub files: usize,
+    /// Problems that alone would not stop the load.
+    pub warnings: Vec<RuleError>,
+    /// What was checked: rules that loaded and rules (or files) that did not.
+    pub summary: LoadSummary,
 }
 
-impl LoadError {
-    /// Rule files with at least one problem.
-    pub fn failed_files(&self) -> usize {
-        let mut files: Vec<&Path> = self.errors.iter().map(|e| e.file.as_path()).collect();
-        files.sort();
-        files.dedup();
-        files.len()
-    }
+/// Counts of a load, for `palisade check`'s last line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoadSummary {
+    /// Rules that compiled.
+    pub ok: usize,
+    /// Rules that did not (a file that does not parse counts as one).
+    pub failed: usize,
 }
 
 impl fmt::Display for LoadError {
@@ -92,10 +119,10 @@ impl fmt::Display for LoadError {
 /// A detector failed on a batch (e.g. a cast that the data made fail). The batch goes on
 /// through the other detectors; the failure is counted and logged by the caller.
 #[derive(Debug, thiserror::Error)]
-#[error("rule {rule}: {message}")]
+#[error("{detector}: {message}")]
 pub struct DetectError {
-    /// The rule that failed.
-    pub rule: String,
+    /// The detector that failed.
+    pub detector: String,
     /// Why.
     pub message: String,
 }
@@ -109,13 +136,18 @@ pub struct EvalContext {
     pub pseudonymiser: Pseudonymiser,
 }
 
-/// A detector over one stream.
+/// A detector: one or more rules over one or more streams, evaluated a batch at a time.
 pub trait Detector: Send {
-    /// Its rule.
-    fn meta(&self) -> &RuleMeta;
-    /// Evaluates one batch of its stream, appending alerts to `out`.
+    /// Its name, the `detector` label of its metrics (a SQL rule's id; `sigma`).
+    fn name(&self) -> &str;
+    /// The rules it evaluates.
+    fn rules(&self) -> &[RuleMeta];
+    /// True when it reads stream `stream` (index in the config).
+    fn reads(&self, stream: usize) -> bool;
+    /// Evaluates one batch of `stream`, appending alerts to `out`.
     fn evaluate(
         &mut self,
+        stream: usize,
         batch: &RecordBatch,
         ctx: &EvalContext,
         out: &mut Vec<Alert>,
@@ -125,8 +157,8 @@ pub trait Detector: Send {
 /// Time spent and outcome of one detector on one batch, for metrics.
 #[derive(Debug, Clone)]
 pub struct Timing {
-    /// Index of the detector in [`DetectorSet::rules`].
-    pub rule: usize,
+    /// Index of the detector in [`DetectorSet::detector_names`].
+    pub detector: usize,
     /// Wall time of the evaluation.
     pub elapsed: Duration,
     /// The error, if it failed.
@@ -135,81 +167,135 @@ pub struct Timing {
 
 /// All detectors, grouped by the stream they read.
 pub struct DetectorSet {
-    /// Detectors; `by_stream[s]` indexes into it.
     detectors: Vec<Box<dyn Detector>>,
     /// For each stream (config order), the detectors that read it.
     by_stream: Vec<Vec<usize>>,
+    /// Per stream: the columns Sigma rules read on a projected stream, and whether they
+    /// search keywords (see [`sigma::engine::SigmaEngine::projection`]).
+    projections: Vec<Projection>,
+    /// Problems that do not stop the load (e.g. a rule no configured stream can feed).
+    warnings: Vec<RuleError>,
+    summary: LoadSummary,
+}
+
+/// What a projected stream must decode for its detectors.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Projection {
+    /// Dotted paths (columns) read, besides event time, entity and personal fields.
+    pub paths: Vec<String>,
+    /// Some rule searches keywords across every field.
+    pub keywords: bool,
 }
 
 impl DetectorSet {
-    /// Loads every `*.sql` file under `dirs` (sorted, so load order is stable).
-    pub async fn load(config: &Config, dirs: &[PathBuf]) -> Result<DetectorSet, LoadError> {
+    /// Loads every rule under `paths` (folders, searched recursively, or files): `*.sql`
+    /// detectors and Sigma `*.yml` / `*.yaml` files (not `*.tests.yml`, which hold rule test
+    /// cases). Files are taken in sorted order, so load order is stable.
+    pub async fn load(config: &Config, paths: &[PathBuf]) -> Result<DetectorSet, LoadError> {
         let mut files = Vec::new();
         let mut errors = Vec::new();
-        for dir in dirs {
-            if let Err(e) = collect_files(dir, &mut files) {
-                errors.push(RuleError {
-                    file: dir.clone(),
-                    line: 0,
-                    message: e,
-                });
+        for path in paths {
+            if let Err(e) = collect_files(path, &mut files) {
+                errors.push(RuleError::at_line(path, 0, e));
             }
         }
         files.sort();
+        files.dedup();
+        let mut summary = LoadSummary::default();
         let compiler = sql::Compiler::new(config);
         let mut detectors: Vec<Box<dyn Detector>> = Vec::new();
+        let mut sigma_files = Vec::new();
         for file in &files {
+            if !is_sql(file) {
+                sigma_files.push(file.clone());
+                continue;
+            }
             match compiler.compile_file(file).await {
                 Ok(det) => {
-                    if let Some(prev) = detectors.iter().find(|d| d.meta().id == det.meta().id) {
-                        errors.push(RuleError {
-                            file: file.clone(),
-                            line: 1,
-                            message: format!(
-                                "rule id `{}` is already used by {}; ids must be unique",
-                                det.meta().id,
-                                prev.meta().file.display()
-                            ),
-                        });
-                    } else {
-                        detectors.push(Box::new(det));
-                    }
+                    summary.ok += 1;
+                    detectors.push(Box::new(det));
                 }
-                Err(e) => errors.push(e),
+                Err(e) => {
+                    summary.failed += 1;
+                    errors.push(e);
+                }
             }
         }
+        let mut warnings = Vec::new();
+        let mut projections = vec![Projection::default(); config.streams.len()];
+        if !sigma_files.is_empty() {
+            let loaded = sigma::engine::SigmaEngine::load(config, &sigma_files);
+            summary.ok += loaded.summary.ok;
+            summary.failed += loaded.summary.failed;
+            errors.extend(loaded.errors);
+            warnings.extend(loaded.warnings);
+            if let Some(engine) = loaded.engine {
+                for (s, p) in projections.iter_mut().enumerate() {
+                    *p = engine.projection(s);
+                }
+                detectors.push(Box::new(engine));
+            }
+        }
+        check_unique_ids(&detectors, &mut errors);
         if !errors.is_empty() {
             return Err(LoadError {
                 errors,
-                files: files.len(),
+                warnings,
+                summary,
             });
         }
-        let mut by_stream = vec![Vec::new(); config.streams.len()];
-        for (i, d) in detectors.iter().enumerate() {
-            let s = config
-                .stream_index(&d.meta().stream)
-                .expect("compiler checked the stream");
-            by_stream[s].push(i);
-        }
+        let by_stream = (0..config.streams.len())
+            .map(|s| {
+                (0..detectors.len())
+                    .filter(|&d| detectors[d].reads(s))
+                    .collect()
+            })
+            .collect();
         Ok(DetectorSet {
             detectors,
             by_stream,
+            projections,
+            warnings,
+            summary,
         })
     }
 
     /// The loaded rules, in a stable order.
     pub fn rules(&self) -> impl Iterator<Item = &RuleMeta> {
-        self.detectors.iter().map(|d| d.meta())
+        self.detectors.iter().flat_map(|d| d.rules())
     }
 
-    /// Number of detectors.
+    /// Detector names, indexed by [`Timing::detector`].
+    pub fn detector_names(&self) -> Vec<String> {
+        self.detectors
+            .iter()
+            .map(|d| d.name().to_string())
+            .collect()
+    }
+
+    /// Number of rules.
     pub fn len(&self) -> usize {
-        self.detectors.len()
+        self.detectors.iter().map(|d| d.rules().len()).sum()
     }
 
-    /// True when no detector is loaded.
+    /// True when no rule is loaded.
     pub fn is_empty(&self) -> bool {
-        self.detectors.is_empty()
+        self.len() == 0
+    }
+
+    /// What projected stream `stream` must decode.
+    pub fn projection(&self, stream: usize) -> &Projection {
+        &self.projections[stream]
+    }
+
+    /// Problems that did not stop the load.
+    pub fn warnings(&self) -> &[RuleError] {
+        &self.warnings
+    }
+
+    /// Rules loaded (and none failed, or the load would have been an error).
+    pub fn summary(&self) -> LoadSummary {
+        self.summary
     }
 
     /// Runs every detector of `stream` over `batch`. A failing detector does not stop the
@@ -227,9 +313,9 @@ impl DetectorSet {
         }
         for &i in &self.by_stream[stream] {
             let start = Instant::now();
-            let result = self.detectors[i].evaluate(batch, ctx, alerts);
+            let result = self.detectors[i].evaluate(stream, batch, ctx, alerts);
             timings.push(Timing {
-                rule: i,
+                detector: i,
                 elapsed: start.elapsed(),
                 error: result.err().map(|e| e.to_string()),
             });
@@ -237,17 +323,127 @@ impl DetectorSet {
     }
 }
 
-fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> {
-    let entries = std::fs::read_dir(dir).map_err(|e| format!("cannot read rule folder: {e}"))?;
+/// Rule ids must be unique across every detector: alerts, metrics and suppression key on them.
+fn check_unique_ids(detectors: &[Box<dyn Detector>], errors: &mut Vec<RuleError>) {
+    let mut seen: std::collections::HashMap<&str, &RuleMeta> = std::collections::HashMap::new();
+    for rule in detectors.iter().flat_map(|d| d.rules()) {
+        if let Some(prev) = seen.insert(&rule.id, rule) {
+            errors.push(RuleError::at_line(
+                &rule.file,
+                1,
+                format!(
+                    "rule id `{}` is already used by {}; ids must be unique",
+                    rule.id,
+                    prev.file.display()
+                ),
+            ));
+        }
+    }
+}
+
+fn is_sql(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "sql")
+}
+
+/// True for a file the loader reads as rules.
+pub fn is_rule_file(path: &Path) -> bool {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    if name.ends_with(".tests.yml") || name.ends_with(".tests.yaml") {
+        return false;
+    }
+    is_sql(path) || name.ends_with(".yml") || name.ends_with(".yaml")
+}
+
+fn collect_files(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> {
+    if path.is_file() {
+        if !is_rule_file(path) {
+            return Err(
+                "not a rule file: rules are `*.sql` or Sigma `*.yml` / `*.yaml` files".into(),
+            );
+        }
+        out.push(path.to_path_buf());
+        return Ok(());
+    }
+    let entries = std::fs::read_dir(path).map_err(|e| format!("cannot read rule folder: {e}"))?;
     for entry in entries {
         let path = entry
             .map_err(|e| format!("cannot read rule folder: {e}"))?
             .path();
         if path.is_dir() {
             collect_files(&path, out)?;
-        } else if path.extension().is_some_and(|e| e == "sql") {
+        } else if is_rule_file(&path) {
             out.push(path);
         }
     }
     Ok(())
+}
+
+/// Applies a privacy policy to the columns of `batch` it names (by index): pseudonymised
+/// columns become strings of pseudonyms, dropped columns disappear.
+pub(crate) fn protect_columns(
+    batch: &RecordBatch,
+    privacy: &[(usize, PrivacyAction)],
+    ctx: &EvalContext,
+) -> Result<RecordBatch, ArrowError> {
+    if privacy.is_empty() {
+        return Ok(batch.clone());
+    }
+    let schema = batch.schema();
+    let mut fields: Vec<Field> = Vec::new();
+    let mut columns: Vec<ArrayRef> = Vec::new();
+    for (i, field) in schema.fields().iter().enumerate() {
+        match privacy.iter().find(|(c, _)| *c == i).map(|(_, a)| *a) {
+            Some(PrivacyAction::Drop) => continue,
+            Some(PrivacyAction::Pseudonymise) => {
+                let col = batch.column(i);
+                let formatter = ArrayFormatter::try_new(col.as_ref(), &FormatOptions::default())?;
+                let values: StringArray = (0..batch.num_rows())
+                    .map(|r| {
+                        (!col.is_null(r))
+                            .then(|| ctx.pseudonymiser.pseudonym(&formatter.value(r).to_string()))
+                    })
+                    .collect();
+                fields.push(Field::new(field.name(), DataType::Utf8, true));
+                columns.push(Arc::new(values));
+            }
+            None => {
+                fields.push(field.as_ref().clone());
+                columns.push(Arc::clone(batch.column(i)));
+            }
+        }
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+}
+
+/// Milliseconds since the epoch of each value of a timestamp column (`None` for nulls, and
+/// for every row of a column that is not a timestamp).
+pub(crate) fn timestamp_millis(col: &dyn Array) -> Vec<Option<i64>> {
+    use datafusion::arrow::datatypes::{
+        TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
+        TimestampSecondType,
+    };
+    let DataType::Timestamp(unit, _) = col.data_type() else {
+        return vec![None; col.len()];
+    };
+    match unit {
+        TimeUnit::Second => col
+            .as_primitive::<TimestampSecondType>()
+            .iter()
+            .map(|v| v.map(|v| v * 1000))
+            .collect(),
+        TimeUnit::Millisecond => col
+            .as_primitive::<TimestampMillisecondType>()
+            .iter()
+            .collect(),
+        TimeUnit::Microsecond => col
+            .as_primitive::<TimestampMicrosecondType>()
+            .iter()
+            .map(|v| v.map(|v| v / 1000))
+            .collect(),
+        TimeUnit::Nanosecond => col
+            .as_primitive::<TimestampNanosecondType>()
+            .iter()
+            .map(|v| v.map(|v| v / 1_000_000))
+            .collect(),
+    }
 }

@@ -21,8 +21,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::json::LineDelimitedWriter;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::catalog::{Session, TableProvider};
@@ -42,7 +42,9 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::TryStreamExt;
 use serde_json::value::RawValue;
 
-use super::{DetectError, Detector, EvalContext, RuleError, RuleMeta};
+use super::{
+    DetectError, Detector, EvalContext, RuleError, RuleMeta, protect_columns, timestamp_millis,
+};
 use crate::alert::{Alert, RuleRef, SCHEMA, Severity, format_time_ms};
 use crate::config::{Config, PrivacyAction};
 
@@ -198,7 +200,8 @@ pub struct Compiler<'a> {
     config: &'a Config,
     /// One context per stream holding only that stream's table, so a rule cannot read a
     /// stream its header does not name.
-    contexts: Vec<(SessionContext, Arc<BatchSlot>)>,
+    /// `None` for a projected stream (no schema), which SQL cannot read.
+    contexts: Vec<Option<(SessionContext, Arc<BatchSlot>)>>,
 }
 
 impl<'a> Compiler<'a> {
@@ -208,15 +211,16 @@ impl<'a> Compiler<'a> {
             .streams
             .iter()
             .map(|s| {
+                let schema = s.arrow_schema()?;
                 let ctx = SessionContext::new_with_config(session_config());
                 let slot = Arc::new(BatchSlot::default());
                 let table = StreamTable {
-                    schema: s.arrow_schema(),
+                    schema: Arc::clone(schema),
                     slot: Arc::clone(&slot),
                 };
                 ctx.register_table(s.name.get_ref().as_str(), Arc::new(table))
                     .expect("a fresh context accepts a table");
-                (ctx, slot)
+                Some((ctx, slot))
             })
             .collect();
         Compiler { config, contexts }
@@ -224,21 +228,14 @@ impl<'a> Compiler<'a> {
 
     /// Loads and plans one rule file.
     pub async fn compile_file(&self, path: &Path) -> Result<SqlDetector, RuleError> {
-        let text = std::fs::read_to_string(path).map_err(|e| RuleError {
-            file: path.to_path_buf(),
-            line: 0,
-            message: format!("cannot read rule: {e}"),
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| RuleError::at_line(path, 0, format!("cannot read rule: {e}")))?;
         self.compile(path, &text).await
     }
 
     /// Plans one rule from its text; `path` names it in errors.
     pub async fn compile(&self, path: &Path, text: &str) -> Result<SqlDetector, RuleError> {
-        let err = |line: usize, message: String| RuleError {
-            file: path.to_path_buf(),
-            line,
-            message,
-        };
+        let err = |line: usize, message: String| RuleError::at_line(path, line, message);
         let header = parse_header(text).map_err(|(line, m)| err(line, m))?;
         let stream_idx = self.config.stream_index(&header.stream).ok_or_else(|| {
             let names: Vec<_> = self
@@ -257,7 +254,16 @@ impl<'a> Compiler<'a> {
             )
         })?;
         let stream = &self.config.streams[stream_idx];
-        let (ctx, slot) = &self.contexts[stream_idx];
+        let Some((ctx, slot)) = &self.contexts[stream_idx] else {
+            return Err(err(
+                header.stream_line,
+                format!(
+                    "stream `{}` has no [streams.schema] (it is projected for Sigma rules); SQL \
+                     detectors need a declared schema",
+                    header.stream
+                ),
+            ));
+        };
         let query = &text[header.query_offset..];
         if query.trim().is_empty() {
             return Err(err(
@@ -328,19 +334,19 @@ impl<'a> Compiler<'a> {
         let meta = RuleMeta {
             id: header.id,
             title: header.title,
+            kind: "sql",
             severity: header.severity,
             description: header.description,
             stream: header.stream,
             tags: header.tags,
+            status: None,
+            falsepositives: Vec::new(),
             file: path.to_path_buf(),
         };
         Ok(SqlDetector {
-            rule: RuleRef {
-                id: meta.id.clone(),
-                title: meta.title.clone(),
-                kind: "sql".into(),
-            },
-            meta,
+            stream: stream_idx,
+            rule: RuleRef::of(&meta),
+            meta: [meta],
             slot: Arc::clone(slot),
             plan,
             task_ctx: ctx.task_ctx(),
@@ -484,7 +490,10 @@ fn parse_header(text: &str) -> Result<Header, (usize, String)> {
 
 /// A compiled SQL detector.
 pub struct SqlDetector {
-    meta: RuleMeta,
+    /// Its one rule (an array: [`Detector::rules`] is a slice).
+    meta: [RuleMeta; 1],
+    /// Index of the stream it reads.
+    stream: usize,
     rule: RuleRef,
     /// Where its stream's current batch is put before executing `plan`.
     slot: Arc<BatchSlot>,
@@ -513,41 +522,7 @@ impl SqlDetector {
 
     /// Applies the privacy policy to an output batch.
     fn protect(&self, batch: &RecordBatch, ctx: &EvalContext) -> DfResult<RecordBatch> {
-        if self.privacy.is_empty() {
-            return Ok(batch.clone());
-        }
-        let schema = batch.schema();
-        let mut fields: Vec<Field> = Vec::new();
-        let mut columns: Vec<ArrayRef> = Vec::new();
-        for (i, field) in schema.fields().iter().enumerate() {
-            match self.privacy.iter().find(|(c, _)| *c == i).map(|(_, a)| *a) {
-                Some(PrivacyAction::Drop) => continue,
-                Some(PrivacyAction::Pseudonymise) => {
-                    let formatter = ArrayFormatter::try_new(
-                        batch.column(i).as_ref(),
-                        &FormatOptions::default(),
-                    )?;
-                    let col = batch.column(i);
-                    let values: StringArray = (0..batch.num_rows())
-                        .map(|r| {
-                            (!col.is_null(r)).then(|| {
-                                ctx.pseudonymiser.pseudonym(&formatter.value(r).to_string())
-                            })
-                        })
-                        .collect();
-                    fields.push(Field::new(field.name(), DataType::Utf8, true));
-                    columns.push(Arc::new(values));
-                }
-                None => {
-                    fields.push(field.as_ref().clone());
-                    columns.push(Arc::clone(batch.column(i)));
-                }
-            }
-        }
-        Ok(RecordBatch::try_new(
-            Arc::new(Schema::new(fields)),
-            columns,
-        )?)
+        Ok(protect_columns(batch, &self.privacy, ctx)?)
     }
 
     fn alerts_from(
@@ -608,15 +583,15 @@ impl SqlDetector {
             };
             out.push(Alert {
                 schema: SCHEMA.to_string(),
-                id: Alert::compute_id(&self.meta.id, &entity, event_ms, &evidence),
+                id: Alert::compute_id(&self.meta[0].id, &entity, event_ms, &evidence),
                 rule: self.rule.clone(),
-                severity: self.meta.severity,
+                severity: self.meta[0].severity,
                 event_time: format_time_ms(event_ms),
                 detected_at: detected_at.clone(),
-                stream: self.meta.stream.clone(),
+                stream: self.meta[0].stream.clone(),
                 entity,
-                tags: self.meta.tags.clone(),
-                description: self.meta.description.clone(),
+                tags: self.meta[0].tags.clone(),
+                description: self.meta[0].description.clone(),
                 evidence,
                 evidence_truncated: 0,
             });
@@ -625,54 +600,28 @@ impl SqlDetector {
     }
 }
 
-/// Milliseconds since the epoch of each value of a timestamp column.
-fn timestamp_millis(col: &dyn Array) -> Vec<Option<i64>> {
-    let scale = |unit: &TimeUnit, v: i64| match unit {
-        TimeUnit::Second => v * 1000,
-        TimeUnit::Millisecond => v,
-        TimeUnit::Microsecond => v / 1000,
-        TimeUnit::Nanosecond => v / 1_000_000,
-    };
-    let DataType::Timestamp(unit, _) = col.data_type() else {
-        return vec![None; col.len()];
-    };
-    let values: Vec<Option<i64>> = match unit {
-        TimeUnit::Second => col
-            .as_primitive::<datafusion::arrow::datatypes::TimestampSecondType>()
-            .iter()
-            .collect(),
-        TimeUnit::Millisecond => col
-            .as_primitive::<datafusion::arrow::datatypes::TimestampMillisecondType>()
-            .iter()
-            .collect(),
-        TimeUnit::Microsecond => col
-            .as_primitive::<datafusion::arrow::datatypes::TimestampMicrosecondType>()
-            .iter()
-            .collect(),
-        TimeUnit::Nanosecond => col
-            .as_primitive::<datafusion::arrow::datatypes::TimestampNanosecondType>()
-            .iter()
-            .collect(),
-    };
-    values
-        .into_iter()
-        .map(|v| v.map(|v| scale(unit, v)))
-        .collect()
-}
-
 impl Detector for SqlDetector {
-    fn meta(&self) -> &RuleMeta {
+    fn name(&self) -> &str {
+        &self.meta[0].id
+    }
+
+    fn rules(&self) -> &[RuleMeta] {
         &self.meta
+    }
+
+    fn reads(&self, stream: usize) -> bool {
+        stream == self.stream
     }
 
     fn evaluate(
         &mut self,
+        _stream: usize,
         batch: &RecordBatch,
         ctx: &EvalContext,
         out: &mut Vec<Alert>,
     ) -> Result<(), DetectError> {
         let fail = |e: DataFusionError| DetectError {
-            rule: self.meta.id.clone(),
+            detector: self.meta[0].id.clone(),
             message: e.strip_backtrace(),
         };
         for result in self.run(batch).map_err(fail)? {
@@ -685,7 +634,7 @@ impl Detector for SqlDetector {
 impl fmt::Debug for SqlDetector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SqlDetector")
-            .field("rule", &self.meta.id)
+            .field("rule", &self.meta[0].id)
             .finish()
     }
 }
@@ -739,7 +688,7 @@ operator = "pseudonymise"
     }
 
     fn batch(config: &Config, lines: &str) -> RecordBatch {
-        let mut d = ReaderBuilder::new(config.streams[0].arrow_schema())
+        let mut d = ReaderBuilder::new(Arc::clone(config.streams[0].arrow_schema().unwrap()))
             .build_decoder()
             .unwrap();
         d.decode(lines.as_bytes()).unwrap();
@@ -780,8 +729,8 @@ operator = "pseudonymise"
         );
         let mut out = Vec::new();
         // Twice through the same plan: nothing is consumed by the first execution.
-        det.evaluate(&b, &ctx(), &mut out).unwrap();
-        det.evaluate(&b, &ctx(), &mut out).unwrap();
+        det.evaluate(0, &b, &ctx(), &mut out).unwrap();
+        det.evaluate(0, &b, &ctx(), &mut out).unwrap();
         assert_eq!(out.len(), 4);
         assert_eq!(out[0].entity, "h1");
         assert_eq!(out[1].entity, "h3");
@@ -812,7 +761,7 @@ operator = "pseudonymise"
 {"ts":"2026-01-05T02:30:02Z","host":"h2"}"#,
         );
         let mut out = Vec::new();
-        det.evaluate(&b, &ctx(), &mut out).unwrap();
+        det.evaluate(0, &b, &ctx(), &mut out).unwrap();
         assert_eq!(out.len(), 1);
         assert_eq!(
             (out[0].entity.as_str(), out[0].event_time.as_str()),

@@ -7,7 +7,7 @@
 //! least N) that is the worst case of any batch cut from it.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use datafusion::arrow::array::RecordBatch;
 use serde_json::Value;
@@ -128,7 +128,7 @@ fn decoded(records: &[SimRecord]) -> Vec<(usize, RecordBatch)> {
             continue;
         }
         let mut decoder = JsonDecoder::new(
-            stream.arrow_schema(),
+            Arc::clone(stream.arrow_schema().unwrap()),
             stream.event_time.get_ref(),
             raw.len(),
         )
@@ -198,7 +198,7 @@ fn every_record_fits_its_stream_schema() {
     let records = flatten(attack_run());
     for r in &records {
         let st = stream_of(r.topic);
-        let schema = st.arrow_schema();
+        let schema = st.arrow_schema().unwrap();
         let v = json(r);
         let obj = v.as_object().expect("one JSON object");
         *per_topic.entry(r.topic).or_default() += 1;

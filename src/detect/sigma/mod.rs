@@ -33,6 +33,9 @@
 
 pub mod condition;
 pub mod correlation;
+pub mod engine;
+#[cfg(test)]
+mod engine_tests;
 pub mod error;
 pub mod matcher;
 pub mod modifier;

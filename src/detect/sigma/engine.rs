@@ -1,0 +1,894 @@
+//! The Sigma rule set as one detector: files in, one [`SigmaPlan`] per stream, alerts out.
+//!
+//! In: Sigma files (detection rules, correlation rules) and the `[sigma]` configuration: which
+//! log sources feed which streams (with the extra conditions that make an event belong to a
+//! log source) and how Sigma field names become the stream's columns.
+//! Out: a [`SigmaEngine`] ([`Detector`]), or every problem located at file, line and column;
+//! plus warnings for rules no configured stream can ever feed.
+//!
+//! How a batch is evaluated: the decoded batch is seen through a *view* whose columns are named
+//! by Sigma field (`Image`), each resolved once per schema to the stream's column or dotted
+//! path (`Event.EventData.Image`, or `geo.country` inside a struct) — zero-copy, a struct
+//! parent's nulls merged into its child. The stream's plan scans each view column once for
+//! every rule and returns one bitmap per rule; only rows set in some bitmap are ever rendered,
+//! so a quiet batch costs the scans and nothing else.
+//!
+//! Alerts: `rule.id` is the Sigma `id` (else its `name`), severity its `level`, with title,
+//! status, tags and false positives; the evidence is the event's fields the rule reads or lists
+//! under `fields:`, personal fields pseudonymised as the stream's privacy policy says.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, RecordBatch, RecordBatchOptions, StructArray, make_array,
+};
+use datafusion::arrow::buffer::NullBuffer;
+use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef};
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use serde_json::value::RawValue;
+
+use super::condition::Condition;
+use super::error::SigmaError;
+use super::plan::{PlanBuilder, SigmaPlan};
+use super::rule::{Level, LogSource, Selection, SelectionKind, SigmaDocument, SigmaRule};
+use super::value::{FieldMatcher, Link, MatchValue, Number, Part, Pattern, Value};
+use super::yaml::Pos;
+use crate::alert::{Alert, RuleRef, SCHEMA, Severity, format_time_ms};
+use crate::config::{Config, LogsourceMapping, PrivacyAction, SigmaFieldMapping};
+use crate::detect::{
+    DetectError, Detector, EvalContext, LoadSummary, Projection, RuleError, RuleMeta,
+    timestamp_millis,
+};
+
+/// The name of the selection that carries a log source's conditions. Not a valid Sigma
+/// identifier start for rule authors to collide with (`them` patterns never see it: conditions
+/// are resolved to selection indices when parsed).
+const LOGSOURCE_SELECTION: &str = "$palisade_logsource";
+
+/// The column of a projected stream that holds every value of the record, for keywords.
+pub const KEYWORDS_COLUMN: &str = "_keywords";
+
+/// What [`SigmaEngine::load`] produced.
+pub struct Loaded {
+    /// The engine, when at least one rule loaded.
+    pub engine: Option<SigmaEngine>,
+    /// Problems that make rules fail to load.
+    pub errors: Vec<RuleError>,
+    /// Problems that do not (a rule no stream feeds, a field no stream has).
+    pub warnings: Vec<RuleError>,
+    /// Rules loaded and failed.
+    pub summary: LoadSummary,
+}
+
+/// Every Sigma rule, compiled per stream.
+pub struct SigmaEngine {
+    rules: Vec<RuleMeta>,
+    refs: Vec<RuleRef>,
+    /// Per stream (config order): its plan, if any rule reads it.
+    streams: Vec<Option<StreamPlan>>,
+}
+
+/// One stream's share of the rule set.
+struct StreamPlan {
+    /// The stream's name.
+    name: String,
+    plan: SigmaPlan,
+    /// Plan rule index -> engine rule index.
+    rules: Vec<usize>,
+    /// View columns: Sigma field name and the stream column (or dotted path) it reads.
+    fields: Vec<(String, String)>,
+    /// Per plan rule: indices into `fields` shown as evidence.
+    evidence: Vec<Vec<usize>>,
+    /// Some rule searches keywords: every string field goes into the view.
+    keywords: bool,
+    /// The stream's event-time column.
+    time: String,
+    /// The stream's entity columns.
+    entity: Vec<String>,
+    /// Personal columns (by path) and what to do with them.
+    privacy: HashMap<String, PrivacyAction>,
+    /// Column resolution for the last schema seen (schemas are stable per stream).
+    resolved: Option<(SchemaRef, Resolved)>,
+}
+
+/// How to build the view from batches of one schema.
+struct Resolved {
+    /// Per view field: where its array is, `None` when the stream has no such column.
+    fields: Vec<Option<Vec<usize>>>,
+    /// Extra string columns searched by keywords: view name and location.
+    keywords: Vec<(String, Vec<usize>)>,
+    schema: SchemaRef,
+}
+
+/// A detection rule on its way to the plans.
+struct Pending {
+    rule: SigmaRule,
+    file: PathBuf,
+}
+
+impl SigmaEngine {
+    /// Parses and compiles `files`. Never fails as a whole: a bad rule is an error entry and
+    /// the rest load; the caller decides whether errors stop the service.
+    pub fn load(config: &Config, files: &[PathBuf]) -> Loaded {
+        let mut errors = Vec::new();
+        let mut warnings = Vec::new();
+        let mut summary = LoadSummary::default();
+        let mut pending = Vec::new();
+        for file in files {
+            let text = match std::fs::read_to_string(file) {
+                Ok(t) => t,
+                Err(e) => {
+                    summary.failed += 1;
+                    errors.push(RuleError::at_line(
+                        file,
+                        0,
+                        format!("cannot read rule: {e}"),
+                    ));
+                    continue;
+                }
+            };
+            match super::parse(file, &text) {
+                Ok(docs) => {
+                    for doc in docs {
+                        match doc {
+                            SigmaDocument::Rule(rule) => pending.push(Pending {
+                                rule,
+                                file: file.clone(),
+                            }),
+                            SigmaDocument::Correlation(c) => {
+                                summary.failed += 1;
+                                errors.push(RuleError {
+                                    file: file.clone(),
+                                    line: c.meta.pos.line,
+                                    column: c.meta.pos.column,
+                                    message: "unsupported feature `correlation`: correlation \
+                                              rules are not evaluated yet"
+                                        .into(),
+                                });
+                            }
+                            SigmaDocument::Filter(f) => {
+                                summary.failed += 1;
+                                errors.push(RuleError {
+                                    file: file.clone(),
+                                    line: f.meta.pos.line,
+                                    column: f.meta.pos.column,
+                                    message: "unsupported feature `filter`: Sigma filter \
+                                              documents are not applied yet"
+                                        .into(),
+                                });
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    summary.failed += 1;
+                    errors.extend(e.errors.into_iter().map(rule_error));
+                }
+            }
+        }
+
+        let mut builders: Vec<Option<StreamBuilder>> =
+            (0..config.streams.len()).map(|_| None).collect();
+        let mut rules = Vec::new();
+        let mut refs = Vec::new();
+        // Rules that no stream feeds are still compiled, so that `check` reports their
+        // problems like any other's.
+        let mut scratch = PlanBuilder::new();
+        for Pending { rule, file } in pending {
+            let targets = streams_for(config, &rule.logsource);
+            let err_at = |pos: Pos, message: String| RuleError {
+                file: file.clone(),
+                line: pos.line,
+                column: pos.column,
+                message,
+            };
+            if targets.is_empty() {
+                if let Err(e) = scratch.add_rule(&rule) {
+                    summary.failed += 1;
+                    errors.push(rule_error(e.into_sigma_error(&file)));
+                    continue;
+                }
+                warnings.push(err_at(
+                    rule.meta.pos,
+                    format!(
+                        "never matches a configured stream: no [[sigma.logsources]] entry \
+                         matches its logsource ({}); add one that maps it to a stream",
+                        describe(&rule.logsource)
+                    ),
+                ));
+                summary.ok += 1;
+                continue;
+            }
+            let index = rules.len();
+            let mut added = true;
+            for (stream, entries) in &targets {
+                let s = &config.streams[*stream];
+                let builder = builders[*stream].get_or_insert_with(|| StreamBuilder {
+                    plan: PlanBuilder::new(),
+                    rules: Vec::new(),
+                    fields: Vec::new(),
+                    evidence: Vec::new(),
+                    keywords: false,
+                    mapping: config
+                        .sigma
+                        .streams
+                        .get(s.name())
+                        .cloned()
+                        .unwrap_or_default(),
+                });
+                let specialised = with_logsource_conditions(&rule, entries);
+                if let Err(e) = builder.plan.add_rule(&specialised) {
+                    summary.failed += 1;
+                    errors.push(rule_error(e.into_sigma_error(&file)));
+                    added = false;
+                    break;
+                }
+                builder.rules.push(index);
+                let mut shown = Vec::new();
+                for field in fields_read(&specialised)
+                    .into_iter()
+                    .chain(rule.fields.iter().cloned())
+                {
+                    let i = builder.field(&field);
+                    if !shown.contains(&i) {
+                        shown.push(i);
+                    }
+                }
+                builder.evidence.push(shown);
+                builder.keywords |= searches_keywords(&rule);
+                if let Some(schema) = s.arrow_schema() {
+                    for field in fields_read(&rule) {
+                        let column = builder.mapping.column(&field);
+                        if locate(schema.fields(), &column).is_none() {
+                            warnings.push(err_at(
+                                rule.meta.pos,
+                                format!(
+                                    "field `{field}` (column `{column}`) is not in the schema of \
+                                     stream `{}`: it is always null there",
+                                    s.name()
+                                ),
+                            ));
+                        }
+                    }
+                }
+            }
+            if !added {
+                // Already registered on earlier streams: leave those entries pointing at a
+                // rule that never alerts? No: rebuild is simpler to reason about, but a rule
+                // fails the same way on every stream (the conditions added per stream are
+                // plain literals), so it failed on the first one and nothing was registered.
+                continue;
+            }
+            summary.ok += 1;
+            let meta = rule_meta(&rule, &file, config, &targets);
+            refs.push(RuleRef::of(&meta));
+            rules.push(meta);
+        }
+
+        let mut streams = Vec::with_capacity(builders.len());
+        for (i, b) in builders.into_iter().enumerate() {
+            let Some(b) = b else {
+                streams.push(None);
+                continue;
+            };
+            let s = &config.streams[i];
+            match b.plan.build() {
+                Ok(plan) => streams.push(Some(StreamPlan {
+                    name: s.name().to_string(),
+                    plan,
+                    rules: b.rules,
+                    fields: b
+                        .fields
+                        .iter()
+                        .map(|f| (f.clone(), b.mapping.column(f)))
+                        .collect(),
+                    evidence: b.evidence,
+                    keywords: b.keywords,
+                    time: s.event_time.get_ref().clone(),
+                    entity: s.entity.get_ref().clone(),
+                    privacy: s
+                        .privacy
+                        .iter()
+                        .map(|(k, v)| (k.clone(), *v.get_ref()))
+                        .collect(),
+                    resolved: None,
+                })),
+                Err(e) => {
+                    errors.push(RuleError::at_line(
+                        Path::new(&config.origin),
+                        0,
+                        format!("Sigma rules of stream `{}`: {e}", s.name()),
+                    ));
+                    streams.push(None);
+                }
+            }
+        }
+        let engine = (!rules.is_empty()).then_some(SigmaEngine {
+            rules,
+            refs,
+            streams,
+        });
+        Loaded {
+            engine,
+            errors,
+            warnings,
+            summary,
+        }
+    }
+
+    /// What projected stream `stream` must decode for these rules.
+    pub fn projection(&self, stream: usize) -> Projection {
+        match &self.streams[stream] {
+            None => Projection::default(),
+            Some(sp) => {
+                let mut paths: Vec<String> = Vec::new();
+                for (_, path) in &sp.fields {
+                    if !paths.contains(path) {
+                        paths.push(path.clone());
+                    }
+                }
+                Projection {
+                    paths,
+                    keywords: sp.keywords,
+                }
+            }
+        }
+    }
+}
+
+/// A stream's plan under construction.
+struct StreamBuilder {
+    plan: PlanBuilder,
+    rules: Vec<usize>,
+    fields: Vec<String>,
+    evidence: Vec<Vec<usize>>,
+    keywords: bool,
+    mapping: SigmaFieldMapping,
+}
+
+impl StreamBuilder {
+    /// Index of view field `name`, added if new.
+    fn field(&mut self, name: &str) -> usize {
+        match self.fields.iter().position(|f| f == name) {
+            Some(i) => i,
+            None => {
+                self.fields.push(name.to_string());
+                self.fields.len() - 1
+            }
+        }
+    }
+}
+
+impl Detector for SigmaEngine {
+    fn name(&self) -> &str {
+        "sigma"
+    }
+
+    fn rules(&self) -> &[RuleMeta] {
+        &self.rules
+    }
+
+    fn reads(&self, stream: usize) -> bool {
+        self.streams.get(stream).is_some_and(Option::is_some)
+    }
+
+    fn evaluate(
+        &mut self,
+        stream: usize,
+        batch: &RecordBatch,
+        ctx: &EvalContext,
+        out: &mut Vec<Alert>,
+    ) -> Result<(), DetectError> {
+        let Some(sp) = self.streams.get_mut(stream).and_then(Option::as_mut) else {
+            return Ok(());
+        };
+        let fail = |message: String| DetectError {
+            detector: "sigma".into(),
+            message,
+        };
+        let view = sp.view(batch).map_err(fail)?;
+        let bits = sp.plan.evaluate(&view).map_err(|e| fail(e.to_string()))?;
+        if bits.iter().all(|b| b.count_set_bits() == 0) {
+            return Ok(());
+        }
+        let render = Render::new(sp, batch, &view, ctx).map_err(fail)?;
+        for (k, matched) in bits.iter().enumerate() {
+            if matched.count_set_bits() == 0 {
+                continue;
+            }
+            let r = sp.rules[k];
+            let meta = &self.rules[r];
+            for row in matched.set_indices() {
+                let evidence = render.evidence(&sp.evidence[k], row);
+                let entity = render.entity(row);
+                let event_ms = render.time(row).unwrap_or(ctx.now_ms);
+                out.push(Alert {
+                    schema: SCHEMA.to_string(),
+                    id: Alert::compute_id(&meta.id, &entity, event_ms, &evidence),
+                    rule: self.refs[r].clone(),
+                    severity: meta.severity,
+                    event_time: format_time_ms(event_ms),
+                    detected_at: format_time_ms(ctx.now_ms),
+                    stream: render.stream.clone(),
+                    entity,
+                    tags: meta.tags.clone(),
+                    description: meta.description.clone(),
+                    evidence,
+                    evidence_truncated: 0,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl StreamPlan {
+    /// The batch as the plan sees it: one column per Sigma field.
+    fn view(&mut self, batch: &RecordBatch) -> Result<RecordBatch, String> {
+        let schema = batch.schema();
+        let stale = !matches!(&self.resolved, Some((s, _)) if Arc::ptr_eq(s, &schema));
+        if stale {
+            let resolved = self.resolve(&schema);
+            self.resolved = Some((schema, resolved));
+        }
+        let (_, resolved) = self.resolved.as_ref().expect("resolved above");
+        let mut columns = Vec::with_capacity(resolved.schema.fields().len());
+        for at in resolved.fields.iter().flatten() {
+            columns.push(column_at(batch, at));
+        }
+        for (_, at) in &resolved.keywords {
+            columns.push(column_at(batch, at));
+        }
+        RecordBatch::try_new_with_options(
+            Arc::clone(&resolved.schema),
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+        )
+        .map_err(|e| format!("cannot build the Sigma view: {e}"))
+    }
+
+    fn resolve(&self, schema: &Schema) -> Resolved {
+        let mut out_fields = Vec::new();
+        let mut fields = Vec::with_capacity(self.fields.len());
+        for (name, path) in &self.fields {
+            let at = locate(schema.fields(), path);
+            if let Some(at) = &at {
+                out_fields.push(Field::new(name, type_at(schema.fields(), at), true));
+            }
+            fields.push(at);
+        }
+        let mut keywords = Vec::new();
+        if self.keywords {
+            let taken: HashSet<&str> = self.fields.iter().map(|(n, _)| n.as_str()).collect();
+            let mut leaves = Vec::new();
+            string_leaves(schema.fields(), &mut Vec::new(), "", &mut leaves);
+            for (name, at) in leaves {
+                if !taken.contains(name.as_str()) {
+                    out_fields.push(Field::new(&name, type_at(schema.fields(), &at), true));
+                    keywords.push((name, at));
+                }
+            }
+        }
+        Resolved {
+            fields,
+            keywords,
+            schema: Arc::new(Schema::new(out_fields)),
+        }
+    }
+}
+
+/// Finds dotted `path` among `fields`: an exact top-level name first, then through struct
+/// children. Returns the child index at each level.
+fn locate(fields: &Fields, path: &str) -> Option<Vec<usize>> {
+    if let Some(i) = fields.iter().position(|f| f.name() == path) {
+        return Some(vec![i]);
+    }
+    // The longest prefix that names a struct field, then the rest inside it.
+    for (i, f) in fields.iter().enumerate() {
+        let Some(rest) = path
+            .strip_prefix(f.name().as_str())
+            .and_then(|r| r.strip_prefix('.'))
+        else {
+            continue;
+        };
+        if let DataType::Struct(children) = f.data_type()
+            && let Some(mut tail) = locate(children, rest)
+        {
+            tail.insert(0, i);
+            return Some(tail);
+        }
+    }
+    None
+}
+
+fn type_at(fields: &Fields, at: &[usize]) -> DataType {
+    let f = &fields[at[0]];
+    match (f.data_type(), at.len()) {
+        (_, 1) => f.data_type().clone(),
+        (DataType::Struct(children), _) => type_at(children, &at[1..]),
+        _ => unreachable!("located paths go through structs"),
+    }
+}
+
+/// Every string column, nested ones by their dotted path.
+fn string_leaves(
+    fields: &Fields,
+    at: &mut Vec<usize>,
+    prefix: &str,
+    out: &mut Vec<(String, Vec<usize>)>,
+) {
+    for (i, f) in fields.iter().enumerate() {
+        at.push(i);
+        let name = format!("{prefix}{}", f.name());
+        match f.data_type() {
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+                out.push((name, at.clone()))
+            }
+            DataType::Struct(children) => string_leaves(children, at, &format!("{name}."), out),
+            _ => {}
+        }
+        at.pop();
+    }
+}
+
+/// The array at `at`, a struct parent's nulls merged into the child (zero-copy otherwise).
+fn column_at(batch: &RecordBatch, at: &[usize]) -> ArrayRef {
+    let mut array = Arc::clone(batch.column(at[0]));
+    for &i in &at[1..] {
+        let parent: &StructArray = array.as_struct();
+        let child = Arc::clone(parent.column(i));
+        array = match parent.nulls() {
+            None => child,
+            Some(nulls) => {
+                let merged = NullBuffer::union(Some(nulls), child.nulls());
+                make_array(
+                    child
+                        .to_data()
+                        .into_builder()
+                        .nulls(merged)
+                        .build()
+                        .expect("same length, more nulls"),
+                )
+            }
+        };
+    }
+    array
+}
+
+/// What alerts of one batch are rendered from (built only when some rule matched).
+struct Render<'a> {
+    view: &'a RecordBatch,
+    names: Vec<String>,
+    formatters: Vec<Option<ArrayFormatter<'a>>>,
+    /// Per view field: pseudonymise (or drop) its values.
+    privacy: Vec<Option<PrivacyAction>>,
+    entity: Vec<(Option<ArrayFormatter<'a>>, Option<PrivacyAction>)>,
+    times: Vec<Option<i64>>,
+    stream: String,
+    ctx: &'a EvalContext,
+}
+
+impl<'a> Render<'a> {
+    fn new(
+        sp: &StreamPlan,
+        batch: &'a RecordBatch,
+        view: &'a RecordBatch,
+        ctx: &'a EvalContext,
+    ) -> Result<Render<'a>, String> {
+        let options = FormatOptions::default();
+        let (_, resolved) = sp.resolved.as_ref().expect("view() resolved it");
+        let mut names = Vec::with_capacity(sp.fields.len());
+        let mut formatters = Vec::with_capacity(sp.fields.len());
+        let mut privacy = Vec::with_capacity(sp.fields.len());
+        let mut col = 0;
+        for ((name, path), at) in sp.fields.iter().zip(&resolved.fields) {
+            names.push(name.clone());
+            privacy.push(sp.privacy.get(path).copied());
+            if at.is_some() {
+                formatters.push(Some(
+                    ArrayFormatter::try_new(view.column(col).as_ref(), &options)
+                        .map_err(|e| e.to_string())?,
+                ));
+                col += 1;
+            } else {
+                formatters.push(None);
+            }
+        }
+        let entity = sp
+            .entity
+            .iter()
+            .map(|name| {
+                let f = batch
+                    .column_by_name(name)
+                    .and_then(|c| ArrayFormatter::try_new(c.as_ref(), &options).ok());
+                (f, sp.privacy.get(name).copied())
+            })
+            .collect();
+        let times = batch
+            .column_by_name(&sp.time)
+            .map(|c| timestamp_millis(c.as_ref()))
+            .unwrap_or_else(|| vec![None; batch.num_rows()]);
+        let stream = sp.name.clone();
+        Ok(Render {
+            view,
+            names,
+            formatters,
+            privacy,
+            entity,
+            times,
+            stream,
+            ctx,
+        })
+    }
+
+    fn time(&self, row: usize) -> Option<i64> {
+        self.times.get(row).copied().flatten()
+    }
+
+    fn entity(&self, row: usize) -> String {
+        let mut parts = Vec::with_capacity(self.entity.len());
+        for (f, action) in &self.entity {
+            let value = f
+                .as_ref()
+                .map(|f| f.value(row).to_string())
+                .unwrap_or_default();
+            parts.push(match action {
+                Some(PrivacyAction::Pseudonymise) if !value.is_empty() => {
+                    self.ctx.pseudonymiser.pseudonym(&value)
+                }
+                Some(PrivacyAction::Drop) => "redacted".to_string(),
+                _ if value.is_empty() => "-".to_string(),
+                _ => value,
+            });
+        }
+        parts.join("/")
+    }
+
+    /// The fields `shown` of `row` as one JSON object (nulls and absent fields left out).
+    fn evidence(&self, shown: &[usize], row: usize) -> Vec<Box<RawValue>> {
+        let mut object = serde_json::Map::new();
+        for &i in shown {
+            let Some(f) = &self.formatters[i] else {
+                continue;
+            };
+            let col = self.view.column(self.view_index(i));
+            if col.is_null(row) {
+                continue;
+            }
+            let text = f.value(row).to_string();
+            let value = match self.privacy[i] {
+                Some(PrivacyAction::Drop) => continue,
+                Some(PrivacyAction::Pseudonymise) => {
+                    serde_json::Value::String(self.ctx.pseudonymiser.pseudonym(&text))
+                }
+                None => match col.data_type() {
+                    DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+                        serde_json::Value::String(text)
+                    }
+                    _ => serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+                },
+            };
+            object.insert(self.names[i].clone(), value);
+        }
+        let json = serde_json::to_string(&object).expect("a map serializes");
+        vec![RawValue::from_string(json).expect("valid JSON")]
+    }
+
+    /// The view column of field `i` (absent fields have none, so indices shift).
+    fn view_index(&self, i: usize) -> usize {
+        self.formatters[..i].iter().filter(|f| f.is_some()).count()
+    }
+}
+
+/// The streams a rule's log source maps to, with the matching entries of each: the most
+/// specific entries only (an entry naming product and category beats one naming product).
+fn streams_for<'c>(
+    config: &'c Config,
+    logsource: &LogSource,
+) -> Vec<(usize, Vec<&'c LogsourceMapping>)> {
+    let same = |entry: &Option<String>, rule: &Option<String>| match entry {
+        None => true,
+        Some(e) => rule.as_deref().is_some_and(|r| r.eq_ignore_ascii_case(e)),
+    };
+    let matching: Vec<&LogsourceMapping> = config
+        .sigma
+        .logsources
+        .iter()
+        .filter(|m| {
+            same(&m.product, &logsource.product)
+                && same(&m.category, &logsource.category)
+                && same(&m.service, &logsource.service)
+        })
+        .collect();
+    let Some(best) = matching.iter().map(|m| m.specificity()).max() else {
+        return Vec::new();
+    };
+    let mut out: Vec<(usize, Vec<&LogsourceMapping>)> = Vec::new();
+    for m in matching.into_iter().filter(|m| m.specificity() == best) {
+        let s = config
+            .stream_index(m.stream.get_ref())
+            .expect("config validated the stream");
+        match out.iter_mut().find(|(i, _)| *i == s) {
+            Some((_, entries)) => entries.push(m),
+            None => out.push((s, vec![m])),
+        }
+    }
+    out
+}
+
+fn describe(logsource: &LogSource) -> String {
+    let mut parts = Vec::new();
+    for (key, value) in [
+        ("product", &logsource.product),
+        ("category", &logsource.category),
+        ("service", &logsource.service),
+    ] {
+        if let Some(v) = value {
+            parts.push(format!("{key}: {v}"));
+        }
+    }
+    if parts.is_empty() {
+        "empty".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+/// `rule` with its log source's conditions ANDed to every condition: the OR over the
+/// matching entries of the AND of each entry's `field: values`. An entry without conditions
+/// admits every event of its stream, and then no condition is added.
+fn with_logsource_conditions(rule: &SigmaRule, entries: &[&LogsourceMapping]) -> SigmaRule {
+    if entries.iter().any(|e| e.conditions.is_empty()) {
+        return rule.clone();
+    }
+    let pos = rule.detection.pos;
+    let groups: Vec<Vec<FieldMatcher>> = entries
+        .iter()
+        .map(|e| {
+            e.conditions
+                .iter()
+                .map(|(field, values)| FieldMatcher {
+                    field: Some(field.clone()),
+                    modifiers: Vec::new(),
+                    time_part: None,
+                    link: Link::Any,
+                    negated: false,
+                    values: values
+                        .values()
+                        .into_iter()
+                        .map(|text| MatchValue {
+                            variants: vec![literal(text)],
+                            pos,
+                        })
+                        .collect(),
+                    pos,
+                })
+                .collect()
+        })
+        .collect();
+    let mut rule = rule.clone();
+    let index = rule.detection.selections.len();
+    rule.detection.selections.insert(
+        LOGSOURCE_SELECTION.to_string(),
+        Selection {
+            kind: SelectionKind::Any(groups),
+            pos,
+        },
+    );
+    for condition in &mut rule.detection.condition {
+        let mut children = match std::mem::replace(condition, Condition::Selection(index)) {
+            Condition::And(children) => children,
+            other => vec![other],
+        };
+        children.push(Condition::Selection(index));
+        *condition = Condition::And(children);
+    }
+    rule
+}
+
+/// An exact, case-insensitive match of `text` (an integer also matches numerically).
+fn literal(text: String) -> Value {
+    match text.parse::<i64>() {
+        Ok(n) => Value::Number {
+            value: Number::Int(n),
+            text,
+        },
+        Err(_) => Value::Pattern(Pattern {
+            parts: if text.is_empty() {
+                Vec::new()
+            } else {
+                vec![Part::Literal(text)]
+            },
+            case_sensitive: false,
+        }),
+    }
+}
+
+/// The fields a rule's detection reads (field references included), in first-use order.
+pub fn fields_read(rule: &SigmaRule) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut add = |f: &str| {
+        if !out.iter().any(|o| o == f) {
+            out.push(f.to_string());
+        }
+    };
+    for selection in rule.detection.selections.values() {
+        let matchers: Vec<&FieldMatcher> = match &selection.kind {
+            SelectionKind::All(ms) => ms.iter().collect(),
+            SelectionKind::Any(groups) => groups.iter().flatten().collect(),
+            SelectionKind::Keywords(m) => vec![m],
+        };
+        for m in matchers {
+            if let Some(f) = &m.field {
+                add(f);
+            }
+            for v in m.values.iter().flat_map(|v| &v.variants) {
+                if let Value::FieldRef { field, .. } = v {
+                    add(field);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn searches_keywords(rule: &SigmaRule) -> bool {
+    rule.detection.selections.values().any(|s| match &s.kind {
+        SelectionKind::Keywords(_) => true,
+        SelectionKind::Any(groups) => groups.iter().flatten().any(|m| m.field.is_none()),
+        SelectionKind::All(ms) => ms.iter().any(|m| m.field.is_none()),
+    })
+}
+
+fn rule_meta(
+    rule: &SigmaRule,
+    file: &Path,
+    config: &Config,
+    targets: &[(usize, Vec<&LogsourceMapping>)],
+) -> RuleMeta {
+    let m = &rule.meta;
+    let id = m.id.clone().or_else(|| m.name.clone()).unwrap_or_else(|| {
+        let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("rule");
+        format!("{stem}:{}", m.pos.line)
+    });
+    RuleMeta {
+        id,
+        title: m.title.clone(),
+        kind: "sigma",
+        severity: severity(m.level),
+        description: m.description.clone().unwrap_or_else(|| m.title.clone()),
+        stream: targets
+            .iter()
+            .map(|(s, _)| config.streams[*s].name())
+            .collect::<Vec<_>>()
+            .join(","),
+        tags: m.tags.clone(),
+        status: m.status.map(|s| format!("{s:?}").to_ascii_lowercase()),
+        falsepositives: m.falsepositives.clone(),
+        file: file.to_path_buf(),
+    }
+}
+
+/// Sigma's level as an alert severity; a rule without a level alerts as `medium`.
+pub fn severity(level: Option<Level>) -> Severity {
+    match level {
+        Some(Level::Informational) => Severity::Info,
+        Some(Level::Low) => Severity::Low,
+        Some(Level::Medium) | None => Severity::Medium,
+        Some(Level::High) => Severity::High,
+        Some(Level::Critical) => Severity::Critical,
+    }
+}
+
+fn rule_error(e: SigmaError) -> RuleError {
+    let text = e.to_string();
+    let prefix = format!("{}:{}:{}: ", e.file.display(), e.line, e.column);
+    RuleError {
+        message: text.strip_prefix(&prefix).unwrap_or(&text).to_string(),
+        file: e.file,
+        line: e.line,
+        column: e.column,
+    }
+}

@@ -1,0 +1,280 @@
+//! The Sigma engine end to end: config + rule files -> alerts from decoded batches.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
+
+use super::engine::{Loaded, SigmaEngine};
+use crate::alert::{Alert, Severity};
+use crate::config::Config;
+use crate::decode::JsonDecoder;
+use crate::detect::{Detector, EvalContext};
+use crate::privacy::Pseudonymiser;
+use crate::source::{Origin, RawBatch};
+
+const CONFIG: &str = r#"
+[kafka]
+brokers = "x:1"
+group_id = "g"
+alerts_topic = "a"
+dead_letter_topic = "d"
+
+[detectors]
+rules = []
+
+[[streams]]
+name = "auth"
+topics = ["auth"]
+format = "json"
+event_time = "ts"
+entity = ["user"]
+[streams.schema]
+ts = "timestamp"
+user = "string"
+src_ip = "string"
+result = "string"
+port = "int32"
+geo = "struct<country: string, city: string>"
+[streams.privacy]
+user = "pseudonymise"
+
+[[streams]]
+name = "proc"
+topics = ["proc"]
+format = "json"
+event_time = "ts"
+entity = ["host"]
+[streams.schema]
+ts = "timestamp"
+host = "string"
+kind = "string"
+image = "string"
+cmd = "string"
+
+[[sigma.logsources]]
+product = "city"
+service = "auth"
+stream = "auth"
+
+[[sigma.logsources]]
+product = "city"
+stream = "proc"
+
+[[sigma.logsources]]
+product = "city"
+category = "process_creation"
+stream = "proc"
+conditions = { kind = "start" }
+
+[sigma.streams.proc.fields]
+Image = "image"
+CommandLine = "cmd"
+"#;
+
+fn config() -> Config {
+    Config::parse(CONFIG, "test.toml", Path::new(".")).unwrap()
+}
+
+fn load(rules: &[(&str, &str)]) -> (Loaded, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut files: Vec<PathBuf> = Vec::new();
+    for (name, text) in rules {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        files.push(path);
+    }
+    (SigmaEngine::load(&config(), &files), dir)
+}
+
+fn engine(rules: &[(&str, &str)]) -> SigmaEngine {
+    let (loaded, _dir) = load(rules);
+    assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+    loaded.engine.expect("rules loaded")
+}
+
+fn batch(stream: &str, lines: &str) -> (usize, RecordBatch) {
+    let config = config();
+    let s = config.stream_index(stream).unwrap();
+    let st = &config.streams[s];
+    let mut raw = RawBatch::new(s);
+    for (i, line) in lines.lines().enumerate() {
+        raw.push(
+            line.as_bytes(),
+            Origin {
+                source: 0,
+                partition: 0,
+                offset: i as i64,
+                timestamp_ms: 0,
+            },
+        );
+    }
+    let mut d = JsonDecoder::new(
+        Arc::clone(st.arrow_schema().unwrap()),
+        st.event_time.get_ref(),
+        1024,
+    )
+    .unwrap();
+    let decoded = d.decode(&raw);
+    assert!(decoded.dead.is_empty(), "{:?}", decoded.dead);
+    (s, decoded.batch)
+}
+
+fn run(engine: &mut SigmaEngine, stream: &str, lines: &str) -> Vec<Alert> {
+    let (s, b) = batch(stream, lines);
+    let ctx = EvalContext {
+        now_ms: 1_000,
+        pseudonymiser: Pseudonymiser::new(b"k"),
+    };
+    let mut out = Vec::new();
+    engine.evaluate(s, &b, &ctx, &mut out).unwrap();
+    out
+}
+
+const SPRAY_USER: &str = r#"
+title: Login failure from a listed address
+id: 11111111-1111-4111-8111-111111111111
+status: test
+level: high
+tags: [attack.credential-access, attack.t1110]
+falsepositives: [a user who forgot their password]
+logsource: {product: city, service: auth}
+detection:
+  selection:
+    result: failure
+    src_ip|cidr: 10.9.0.0/16
+  country:
+    geo.country: [RU, KP]
+  condition: selection or country
+fields: [src_ip]
+"#;
+
+#[test]
+fn matching_rows_alert_with_the_rules_metadata_and_pseudonymised_evidence() {
+    let mut e = engine(&[("spray.yml", SPRAY_USER)]);
+    let out = run(
+        &mut e,
+        "auth",
+        r#"{"ts":"2026-01-05T02:30:00Z","user":"alice","src_ip":"10.9.1.2","result":"failure"}
+{"ts":"2026-01-05T02:30:01Z","user":"bob","src_ip":"10.8.1.2","result":"failure"}
+{"ts":"2026-01-05T02:30:02Z","user":"carol","src_ip":"10.9.1.3","result":"success"}
+{"ts":"2026-01-05T02:30:03Z","user":"dave","src_ip":"1.2.3.4","result":"success","geo":{"country":"KP","city":"x"}}"#,
+    );
+    let users: Vec<&str> = out.iter().map(|a| a.entity.as_str()).collect();
+    let p = Pseudonymiser::new(b"k");
+    assert_eq!(users, vec![p.pseudonym("alice"), p.pseudonym("dave")]);
+    let a = &out[0];
+    assert_eq!(a.rule.id, "11111111-1111-4111-8111-111111111111");
+    assert_eq!(a.rule.kind, "sigma");
+    assert_eq!(a.rule.status.as_deref(), Some("test"));
+    assert_eq!(
+        a.rule.falsepositives,
+        vec!["a user who forgot their password"]
+    );
+    assert_eq!(a.severity, Severity::High);
+    assert_eq!(a.stream, "auth");
+    assert_eq!(a.tags, vec!["attack.credential-access", "attack.t1110"]);
+    assert_eq!(a.event_time, "2026-01-05T02:30:00.000Z");
+    let evidence = a.evidence[0].get();
+    assert_eq!(evidence, r#"{"result":"failure","src_ip":"10.9.1.2"}"#);
+    // A nested struct field (`geo.country`) is read through the struct.
+    assert!(out[1].evidence[0].get().contains(r#""geo.country":"KP""#));
+}
+
+#[test]
+fn logsource_conditions_and_field_mapping_apply_per_stream() {
+    let rule = r#"
+title: Shell from a web server
+id: 22222222-2222-4222-8222-222222222222
+logsource: {product: city, category: process_creation}
+detection:
+  selection:
+    Image|endswith: '\cmd.exe'
+    CommandLine|contains: whoami
+  condition: selection
+level: critical
+"#;
+    let mut e = engine(&[("shell.yml", rule)]);
+    let out = run(
+        &mut e,
+        "proc",
+        r#"{"ts":"2026-01-05T02:30:00Z","host":"w1","kind":"start","image":"C:\\Windows\\cmd.exe","cmd":"cmd /c WHOAMI"}
+{"ts":"2026-01-05T02:30:01Z","host":"w2","kind":"file","image":"C:\\Windows\\cmd.exe","cmd":"cmd /c whoami"}
+{"ts":"2026-01-05T02:30:02Z","host":"w3","kind":"start","image":"C:\\Windows\\pwsh.exe","cmd":"whoami"}"#,
+    );
+    // w2 is not a process creation (the log source's condition), w3 not cmd.exe.
+    let hosts: Vec<&str> = out.iter().map(|a| a.entity.as_str()).collect();
+    assert_eq!(hosts, vec!["w1"]);
+    assert_eq!(out[0].severity, Severity::Critical);
+    // Evidence is named by Sigma field, and includes the log source's field.
+    let evidence = out[0].evidence[0].get();
+    assert!(
+        evidence.contains(r#""Image":"C:\\Windows\\cmd.exe""#),
+        "{evidence}"
+    );
+    assert!(evidence.contains(r#""kind":"start""#), "{evidence}");
+    // The rule does not read the auth stream.
+    assert!(!e.reads(0) && e.reads(1));
+}
+
+#[test]
+fn keywords_search_every_string_field() {
+    let rule = r#"
+title: Mimikatz anywhere
+id: 33333333-3333-4333-8333-333333333333
+logsource: {product: city}
+detection:
+  keywords: ['sekurlsa::', 'mimikatz']
+  condition: keywords
+"#;
+    let mut e = engine(&[("kw.yml", rule)]);
+    let out = run(
+        &mut e,
+        "proc",
+        r#"{"ts":"2026-01-05T02:30:00Z","host":"a","kind":"start","image":"x","cmd":"run SEKURLSA::logonpasswords"}
+{"ts":"2026-01-05T02:30:01Z","host":"b","kind":"start","image":"C:\\mimikatz.exe","cmd":"x"}
+{"ts":"2026-01-05T02:30:02Z","host":"c","kind":"start","image":"x","cmd":"y"}"#,
+    );
+    let hosts: Vec<&str> = out.iter().map(|a| a.entity.as_str()).collect();
+    assert_eq!(hosts, vec!["a", "b"]);
+}
+
+#[test]
+fn problems_are_located_and_unmapped_rules_are_warnings() {
+    let bad = "title: Bad\nlogsource: {product: city}\ndetection:\n  sel:\n    image|nosuch: x\n  condition: sel\n";
+    let unmapped = "title: Linux\nlogsource: {product: linux}\ndetection:\n  sel:\n    a: b\n  condition: sel\n";
+    let missing_field = "title: Typo\nlogsource: {product: city, service: auth}\ndetection:\n  sel:\n    usr: x\n  condition: sel\n";
+    let (loaded, _dir) = load(&[
+        ("bad.yml", bad),
+        ("linux.yml", unmapped),
+        ("typo.yml", missing_field),
+    ]);
+    assert_eq!((loaded.summary.ok, loaded.summary.failed), (2, 1));
+    let e = &loaded.errors[0];
+    assert!(e.file.ends_with("bad.yml"));
+    assert_eq!((e.line, e.column), (5, 11), "{e}");
+    assert!(e.message.contains("nosuch"), "{e}");
+    let warnings: Vec<String> = loaded.warnings.iter().map(|w| w.to_string()).collect();
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(warnings[0].contains("linux.yml:1:1: never matches a configured stream"));
+    assert!(warnings[0].contains("product: linux"));
+    assert!(
+        warnings[1].contains("field `usr` (column `usr`) is not in the schema of stream `auth`")
+    );
+}
+
+#[test]
+fn the_most_specific_log_source_entry_wins() {
+    // `product: city` alone maps to `proc` without conditions; `process_creation` is more
+    // specific and adds `kind = start`: only the latter applies to a process_creation rule.
+    let rule = "title: T\nid: 4\nlogsource: {product: city, category: process_creation}\ndetection:\n  sel:\n    host: h\n  condition: sel\n";
+    let mut e = engine(&[("t.yml", rule)]);
+    let out = run(
+        &mut e,
+        "proc",
+        r#"{"ts":"2026-01-05T02:30:00Z","host":"h","kind":"exit"}
+{"ts":"2026-01-05T02:30:00Z","host":"h","kind":"start"}"#,
+    );
+    assert_eq!(out.len(), 1);
+    assert!(out[0].evidence[0].get().contains("start"));
+}
