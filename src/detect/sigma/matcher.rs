@@ -25,12 +25,18 @@
 //! patterns, regexes and networks on the value's decimal text (formatted on the stack). On a
 //! boolean column: booleans by value, patterns on `true` / `false`.
 //!
+//! Two more evaluations over arrays serve the values that are not a column's own:
+//! [`compare_columns`] compares two columns row by row (`fieldref`), and [`time_parts`] turns a
+//! date column (timestamps, ISO 8601 strings) into the integer column of its minutes, hours,
+//! days, ISO weeks, months or years in UTC, which a column matcher then matches the time
+//! modifiers' numbers and comparisons against.
+//!
 //! Guarantees: no allocation per row (scratch space is per batch); a value that cannot be
-//! evaluated here (`%placeholder%`s awaiting `expand`, `fieldref`; time parts are refused by
-//! [`super::plan`], which sees the modifiers) is an [`Unsupported`] error from the builder,
-//! never a silent non-match; an array type not listed above is an [`EvalError`], never a
-//! silent non-match. Case folding is ASCII-only (as Aho-Corasick's): `É` and `é` are different
-//! letters here.
+//! evaluated on one column (`%placeholder%`s not yet expanded, `fieldref`: [`super::plan`]
+//! deals with both before registering values here) is an [`Unsupported`] error from the
+//! builder, never a silent non-match; an array type not listed above is an [`EvalError`],
+//! never a silent non-match. Case folding is ASCII-only (as Aho-Corasick's): `É` and `é` are
+//! different letters here.
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
@@ -38,14 +44,22 @@ use std::io::Write as _;
 use std::net::IpAddr;
 
 use aho_corasick::{AhoCorasick, MatchKind};
-use datafusion::arrow::array::{Array, AsArray};
+use chrono::{
+    DateTime, Datelike as _, NaiveDate, NaiveDateTime, NaiveTime, TimeDelta, Timelike as _, Utc,
+};
+use datafusion::arrow::array::{
+    Array, AsArray, BooleanArray, Float32Array, Float64Array, Int8Array, Int16Array, Int32Array,
+    Int64Array, LargeStringArray, StringArray, StringViewArray, UInt8Array, UInt16Array,
+    UInt32Array, UInt64Array,
+};
 use datafusion::arrow::buffer::{BooleanBuffer, Buffer};
 use datafusion::arrow::datatypes::{
-    DataType, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, UInt8Type,
-    UInt16Type, UInt32Type, UInt64Type,
+    DataType, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, TimeUnit,
+    TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
+    TimestampSecondType, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
 };
 
-use super::value::{Cidr, CmpOp, Number, Part, Pattern, Value};
+use super::value::{Cidr, CmpOp, Number, Part, Pattern, TimePart, Value};
 
 /// A value the evaluator cannot match, found when building: the rule has to be left out (or
 /// the feature implemented), never run with a matcher that silently never fires.
@@ -58,13 +72,21 @@ pub struct Unsupported {
     pub message: String,
 }
 
-/// A column whose Arrow type no matcher knows how to read.
+/// A column whose Arrow type the evaluation at hand does not read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("Sigma values cannot be matched against a column of type {data_type}")]
+#[error("{reads}, not a column of type {data_type}")]
 pub struct EvalError {
     /// The column's type.
     pub data_type: DataType,
+    /// What the evaluation reads, e.g. "Sigma values are matched against strings, booleans
+    /// and numbers".
+    pub reads: &'static str,
 }
+
+/// What [`ColumnMatcher::evaluate`] and [`compare_columns`] read.
+const READS_VALUES: &str = "Sigma values are matched against strings, booleans and numbers";
+/// What [`time_parts`] reads.
+const READS_DATES: &str = "time modifiers read dates from timestamps and date strings";
 
 /// Where a literal must sit in the value for its user to match.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,18 +181,20 @@ impl ColumnMatcherBuilder {
     /// rule before registering any of it.
     pub fn check(value: &Value) -> Result<(), Unsupported> {
         match value {
+            // The plan expands placeholders and compares fields (`super::plan`); what reaches
+            // a column matcher has neither.
             Value::Pattern(p) if p.has_placeholders() => Err(Unsupported {
                 feature: "expand",
                 message: format!(
-                    "`{p}` has `%placeholders%`; they must be resolved from configuration \
-                     before the rule can be evaluated"
+                    "`{p}` has `%placeholders%`: expand them (with their configured values) \
+                     before registering the pattern on a column"
                 ),
             }),
             Value::FieldRef { field, .. } => Err(Unsupported {
                 feature: "fieldref",
                 message: format!(
-                    "comparing with field `{field}` needs two columns; the column matcher \
-                     sees one"
+                    "comparing with field `{field}` needs two columns; a column matcher sees \
+                     one (compare the columns with `compare_columns`)"
                 ),
             }),
             Value::Regex(r) => compile_regex(r).map(drop),
@@ -467,6 +491,42 @@ enum Scalar {
     Bool(bool),
 }
 
+impl Scalar {
+    /// The value as a number, unless it is a boolean.
+    fn num(self) -> Option<Num> {
+        match self {
+            Scalar::Int(i) => Some(Num::Int(i128::from(i))),
+            Scalar::UInt(u) => Some(Num::Int(i128::from(u))),
+            Scalar::Float(f) => Some(Num::Float(f)),
+            Scalar::Bool(_) => None,
+        }
+    }
+}
+
+/// Room on the stack for a scalar's text: f64's Display writes every digit (up to 309 before
+/// the point).
+struct TextBuf([u8; 400]);
+
+impl TextBuf {
+    fn new() -> TextBuf {
+        TextBuf([0; 400])
+    }
+
+    /// `v` as decimal text (`true` / `false` for booleans), without allocating.
+    fn format(&mut self, v: Scalar) -> Option<&str> {
+        let mut cursor = std::io::Cursor::new(&mut self.0[..]);
+        let written = match v {
+            Scalar::Int(i) => write!(cursor, "{i}"),
+            Scalar::UInt(u) => write!(cursor, "{u}"),
+            Scalar::Float(f) => write!(cursor, "{f}"),
+            Scalar::Bool(b) => write!(cursor, "{b}"),
+        };
+        let end = cursor.position() as usize;
+        written.ok()?;
+        std::str::from_utf8(&self.0[..end]).ok()
+    }
+}
+
 /// Per-batch bits and scratch: one word vector per slot, and the verifications already
 /// queued for the current row.
 struct Out {
@@ -591,6 +651,7 @@ impl ColumnMatcher {
             other => {
                 return Err(EvalError {
                     data_type: other.clone(),
+                    reads: READS_VALUES,
                 });
             }
         }
@@ -631,20 +692,14 @@ impl ColumnMatcher {
     /// text (formatted on the stack: a rule's `'4688'` matches an integer column's 4688).
     fn scalar_row(&self, row: usize, v: Scalar, out: &mut Out) {
         self.present_row(row, out);
-        let num = match v {
-            Scalar::Int(i) => Some(Num::Int(i128::from(i))),
-            Scalar::UInt(u) => Some(Num::Int(i128::from(u))),
-            Scalar::Float(f) => Some(Num::Float(f)),
-            Scalar::Bool(b) => {
-                for &(s, want) in &self.bools {
-                    if b == want {
-                        out.set(s, row);
-                    }
+        if let Scalar::Bool(b) = v {
+            for &(s, want) in &self.bools {
+                if b == want {
+                    out.set(s, row);
                 }
-                None
             }
-        };
-        if let Some(n) = num {
+        }
+        if let Some(n) = v.num() {
             for &(s, want) in &self.numbers {
                 if n.cmp_number(want) == Some(Ordering::Equal) {
                     out.set(s, row);
@@ -659,19 +714,8 @@ impl ColumnMatcher {
         if !self.scalars_as_text {
             return;
         }
-        // f64's Display writes every digit (up to 309 before the point), so leave room.
-        let mut buf = [0u8; 400];
-        let mut cursor = std::io::Cursor::new(&mut buf[..]);
-        let written = match v {
-            Scalar::Int(i) => write!(cursor, "{i}"),
-            Scalar::UInt(u) => write!(cursor, "{u}"),
-            Scalar::Float(f) => write!(cursor, "{f}"),
-            Scalar::Bool(b) => write!(cursor, "{b}"),
-        };
-        let end = cursor.position() as usize;
-        if written.is_ok()
-            && let Ok(text) = std::str::from_utf8(&buf[..end])
-        {
+        let mut buf = TextBuf::new();
+        if let Some(text) = buf.format(v) {
             // Numbers, comparisons and booleans were decided on the value itself above.
             self.string_tests(row, text, out);
         }
@@ -772,6 +816,281 @@ fn finish(out: Out, len: usize) -> Vec<BooleanBuffer> {
         .collect()
 }
 
+/// Row by row, whether `left` and `right` hold the same value: a `fieldref` match. Strings
+/// compare byte for byte, ASCII-case-insensitively unless `case_sensitive`; numbers by value
+/// (an integer and a float as f64); booleans by value; a string with a number or a boolean by
+/// text (the number's decimal text, `true` / `false`). A null on either side is not equal.
+/// One pass, no allocation per row.
+pub fn compare_columns(
+    left: &dyn Array,
+    right: &dyn Array,
+    case_sensitive: bool,
+) -> Result<BooleanBuffer, EvalError> {
+    let (l, r) = (Cells::new(left)?, Cells::new(right)?);
+    debug_assert_eq!(left.len(), right.len(), "columns of one batch");
+    let mut buf = TextBuf::new();
+    Ok(BooleanBuffer::collect_bool(
+        left.len().min(right.len()),
+        |row| match (l.get(row), r.get(row)) {
+            (Some(a), Some(b)) => same_cell(a, b, case_sensitive, &mut buf),
+            _ => false,
+        },
+    ))
+}
+
+fn same_cell(a: Cell<'_>, b: Cell<'_>, case_sensitive: bool, buf: &mut TextBuf) -> bool {
+    let same_text = |x: &str, y: &str| {
+        if case_sensitive {
+            x == y
+        } else {
+            x.eq_ignore_ascii_case(y)
+        }
+    };
+    match (a, b) {
+        (Cell::Text(x), Cell::Text(y)) => same_text(x, y),
+        (Cell::Scalar(x), Cell::Scalar(y)) => match (x, y) {
+            (Scalar::Bool(p), Scalar::Bool(q)) => p == q,
+            _ => match (x.num(), y.num()) {
+                (Some(p), Some(q)) => p.same(q),
+                // A boolean and a number are never the same value.
+                _ => false,
+            },
+        },
+        (Cell::Text(t), Cell::Scalar(v)) | (Cell::Scalar(v), Cell::Text(t)) => {
+            buf.format(v).is_some_and(|text| same_text(t, text))
+        }
+    }
+}
+
+/// One non-null value of a row.
+#[derive(Debug, Clone, Copy)]
+enum Cell<'a> {
+    Text(&'a str),
+    Scalar(Scalar),
+}
+
+/// A column read one cell at a time, whatever its type: the row-wise comparisons of two
+/// columns, which a per-type loop would have to write for every pair of types.
+enum Cells<'a> {
+    Utf8(&'a StringArray),
+    LargeUtf8(&'a LargeStringArray),
+    Utf8View(&'a StringViewArray),
+    Bool(&'a BooleanArray),
+    I8(&'a Int8Array),
+    I16(&'a Int16Array),
+    I32(&'a Int32Array),
+    I64(&'a Int64Array),
+    U8(&'a UInt8Array),
+    U16(&'a UInt16Array),
+    U32(&'a UInt32Array),
+    U64(&'a UInt64Array),
+    F32(&'a Float32Array),
+    F64(&'a Float64Array),
+}
+
+impl<'a> Cells<'a> {
+    /// Reads the types [`ColumnMatcher::evaluate`] reads.
+    fn new(array: &'a dyn Array) -> Result<Cells<'a>, EvalError> {
+        Ok(match array.data_type() {
+            DataType::Utf8 => Cells::Utf8(array.as_string()),
+            DataType::LargeUtf8 => Cells::LargeUtf8(array.as_string()),
+            DataType::Utf8View => Cells::Utf8View(array.as_string_view()),
+            DataType::Boolean => Cells::Bool(array.as_boolean()),
+            DataType::Int8 => Cells::I8(array.as_primitive()),
+            DataType::Int16 => Cells::I16(array.as_primitive()),
+            DataType::Int32 => Cells::I32(array.as_primitive()),
+            DataType::Int64 => Cells::I64(array.as_primitive()),
+            DataType::UInt8 => Cells::U8(array.as_primitive()),
+            DataType::UInt16 => Cells::U16(array.as_primitive()),
+            DataType::UInt32 => Cells::U32(array.as_primitive()),
+            DataType::UInt64 => Cells::U64(array.as_primitive()),
+            DataType::Float32 => Cells::F32(array.as_primitive()),
+            DataType::Float64 => Cells::F64(array.as_primitive()),
+            other => {
+                return Err(EvalError {
+                    data_type: other.clone(),
+                    reads: READS_VALUES,
+                });
+            }
+        })
+    }
+
+    /// Row `row`, `None` when null.
+    #[inline]
+    fn get(&self, row: usize) -> Option<Cell<'a>> {
+        macro_rules! read {
+            ($a:expr, $cell:expr) => {
+                if $a.is_null(row) {
+                    None
+                } else {
+                    Some($cell($a.value(row)))
+                }
+            };
+        }
+        let int = |v: i64| Cell::Scalar(Scalar::Int(v));
+        let uint = |v: u64| Cell::Scalar(Scalar::UInt(v));
+        match self {
+            Cells::Utf8(a) => read!(a, Cell::Text),
+            Cells::LargeUtf8(a) => read!(a, Cell::Text),
+            Cells::Utf8View(a) => read!(a, Cell::Text),
+            Cells::Bool(a) => read!(a, |v| Cell::Scalar(Scalar::Bool(v))),
+            Cells::I8(a) => read!(a, |v| int(i64::from(v))),
+            Cells::I16(a) => read!(a, |v| int(i64::from(v))),
+            Cells::I32(a) => read!(a, |v| int(i64::from(v))),
+            Cells::I64(a) => read!(a, int),
+            Cells::U8(a) => read!(a, |v| uint(u64::from(v))),
+            Cells::U16(a) => read!(a, |v| uint(u64::from(v))),
+            Cells::U32(a) => read!(a, |v| uint(u64::from(v))),
+            Cells::U64(a) => read!(a, uint),
+            Cells::F32(a) => read!(a, |v| Cell::Scalar(Scalar::Float(f64::from(v)))),
+            Cells::F64(a) => read!(a, |v| Cell::Scalar(Scalar::Float(v))),
+        }
+    }
+}
+
+/// The `part` of each row's date, in UTC, as integers: the column that the values of a time
+/// modifier (`hour: 3`, `hour|gte: 22`) are matched against. Reads timestamps of any unit (the
+/// instant they hold, whatever zone the type names) and strings in the ISO 8601 forms of
+/// [`parse_datetime`]. A null row, a string that is not such a date, or a timestamp outside
+/// chrono's range is null, so it matches no value (and a negation holds on it). One allocation
+/// per batch (the result), none per row.
+pub fn time_parts(array: &dyn Array, part: TimePart) -> Result<Int64Array, EvalError> {
+    let len = array.len();
+    macro_rules! timestamps {
+        ($t:ty, $to_utc:expr) => {{
+            let a = array.as_primitive::<$t>();
+            (0..len)
+                .map(|row| {
+                    if a.is_null(row) {
+                        return None;
+                    }
+                    let utc: Option<DateTime<Utc>> = $to_utc(a.value(row));
+                    utc.map(|t| part_of(t.naive_utc(), part))
+                })
+                .collect()
+        }};
+    }
+    macro_rules! strings {
+        ($a:expr) => {{
+            let a = $a;
+            (0..len)
+                .map(|row| {
+                    if a.is_null(row) {
+                        return None;
+                    }
+                    parse_datetime(a.value(row)).map(|t| part_of(t, part))
+                })
+                .collect()
+        }};
+    }
+    Ok(match array.data_type() {
+        DataType::Timestamp(TimeUnit::Second, _) => {
+            timestamps!(TimestampSecondType, |v| DateTime::from_timestamp(v, 0))
+        }
+        DataType::Timestamp(TimeUnit::Millisecond, _) => {
+            timestamps!(TimestampMillisecondType, DateTime::from_timestamp_millis)
+        }
+        DataType::Timestamp(TimeUnit::Microsecond, _) => {
+            timestamps!(TimestampMicrosecondType, DateTime::from_timestamp_micros)
+        }
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => {
+            timestamps!(TimestampNanosecondType, |v| Some(
+                DateTime::from_timestamp_nanos(v)
+            ))
+        }
+        DataType::Utf8 => strings!(array.as_string::<i32>()),
+        DataType::LargeUtf8 => strings!(array.as_string::<i64>()),
+        DataType::Utf8View => strings!(array.as_string_view()),
+        other => {
+            return Err(EvalError {
+                data_type: other.clone(),
+                reads: READS_DATES,
+            });
+        }
+    })
+}
+
+fn part_of(t: NaiveDateTime, part: TimePart) -> i64 {
+    i64::from(match part {
+        TimePart::Minute => t.minute(),
+        TimePart::Hour => t.hour(),
+        TimePart::Day => t.day(),
+        TimePart::Week => t.iso_week().week(),
+        TimePart::Month => t.month(),
+        TimePart::Year => return i64::from(t.year()),
+    })
+}
+
+/// A date as events write it, in UTC. The forms of ISO 8601 / RFC 3339 that logs use: a date
+/// `2025-11-27`; then optionally a time after `T`, `t` or a space: `07:40`, `07:40:10`, or
+/// with a fraction of any length after `.` or `,` (`07:40:10.132`); then, after a time,
+/// optionally a zone: `Z`, `z`, `+02:00`, `+0200`, `+02` (the time is moved to UTC), or none
+/// (the time is taken as UTC, as in evtx's `UtcTime`, `2025-11-27 07:40:10.132`). A date
+/// alone is its midnight. Surrounding spaces are ignored; anything else is not a date.
+/// Reads the bytes in place: no allocation.
+fn parse_datetime(text: &str) -> Option<NaiveDateTime> {
+    let s = text.trim().as_bytes();
+    // The `n`-digit number at `at`.
+    let num = |at: usize, n: usize| -> Option<u32> {
+        let digits = s.get(at..at + n)?;
+        digits.iter().all(u8::is_ascii_digit).then(|| {
+            digits
+                .iter()
+                .fold(0, |acc, &d| acc * 10 + u32::from(d - b'0'))
+        })
+    };
+    let byte = |at: usize| s.get(at).copied();
+    if byte(4) != Some(b'-') || byte(7) != Some(b'-') {
+        return None;
+    }
+    let year = i32::try_from(num(0, 4)?).ok()?;
+    let date = NaiveDate::from_ymd_opt(year, num(5, 2)?, num(8, 2)?)?;
+    if s.len() == 10 {
+        return Some(date.and_time(NaiveTime::MIN));
+    }
+    if !matches!(byte(10), Some(b'T' | b't' | b' ')) || byte(13) != Some(b':') {
+        return None;
+    }
+    let (hour, minute) = (num(11, 2)?, num(14, 2)?);
+    let mut i = 16;
+    let mut second = 0;
+    if byte(i) == Some(b':') {
+        second = num(i + 1, 2)?;
+        i += 3;
+        if matches!(byte(i), Some(b'.' | b',')) {
+            let start = i + 1;
+            i = start;
+            while byte(i).is_some_and(|b| b.is_ascii_digit()) {
+                i += 1;
+            }
+            if i == start {
+                return None;
+            }
+        }
+    }
+    let local = date.and_time(NaiveTime::from_hms_opt(hour, minute, second)?);
+    let zone = &s[i..];
+    let east_secs = match zone {
+        [] | [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), rest @ ..] => {
+            let at = i + 1;
+            let (h, m) = match rest {
+                [_, _] => (num(at, 2)?, 0),
+                [_, _, _, _] => (num(at, 2)?, num(at + 2, 2)?),
+                [_, _, b':', _, _] => (num(at, 2)?, num(at + 3, 2)?),
+                _ => return None,
+            };
+            if h > 23 || m > 59 {
+                return None;
+            }
+            let secs = i64::from(h * 3600 + m * 60);
+            if *sign == b'-' { -secs } else { secs }
+        }
+        _ => return None,
+    };
+    local.checked_sub_signed(TimeDelta::seconds(east_secs))
+}
+
 /// A number read from a row: integers exactly (i128 holds every i64 and u64), floats as f64.
 #[derive(Debug, Clone, Copy)]
 enum Num {
@@ -796,6 +1115,16 @@ impl Num {
             return Some(Num::Int(i));
         }
         t.parse::<f64>().ok().map(Num::Float)
+    }
+
+    /// Whether two values read from rows are the same number (an integer and a float compare
+    /// as f64; NaN equals nothing).
+    fn same(self, other: Num) -> bool {
+        match (self, other) {
+            (Num::Int(a), Num::Int(b)) => a == b,
+            (Num::Int(a), Num::Float(b)) | (Num::Float(b), Num::Int(a)) => a as f64 == b,
+            (Num::Float(a), Num::Float(b)) => a == b,
+        }
     }
 
     /// `self` compared with `other`; `None` when either is NaN.

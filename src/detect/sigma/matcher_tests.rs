@@ -1,12 +1,14 @@
 //! Column matcher tests: every value kind through the real rule parser, against real Arrow
-//! arrays, plus a differential property test of the pattern path against a regex reference.
+//! arrays, plus a differential property test of the pattern path against a regex reference;
+//! the two-column comparisons of `fieldref` and the date parts of the time modifiers.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
     ArrayRef, BooleanArray, Date32Array, Float64Array, Int32Array, Int64Array, LargeStringArray,
-    StringArray, StringViewArray, UInt64Array,
+    StringArray, StringViewArray, TimestampMicrosecondArray, TimestampMillisecondArray,
+    TimestampNanosecondArray, TimestampSecondArray, UInt64Array,
 };
 use proptest::prelude::*;
 
@@ -476,6 +478,152 @@ fn unsupported_values_and_types_are_errors() {
     let dates = Date32Array::from(vec![1]);
     assert_eq!(m.evaluate(&dates).unwrap_err().data_type, DataType::Date32);
     assert!(!ColumnMatcher::supports(&DataType::Date32));
+}
+
+#[test]
+fn dates_in_the_forms_events_write_them() {
+    for (text, utc) in [
+        // evtx `UtcTime`: no zone, taken as UTC; the fraction does not matter.
+        ("2025-11-27 07:40:10.132", Some("2025-11-27 07:40:10")),
+        ("2025-11-27T07:40:10Z", Some("2025-11-27 07:40:10")),
+        ("2025-11-27t07:40:10z", Some("2025-11-27 07:40:10")),
+        ("2025-11-27T07:40", Some("2025-11-27 07:40:00")),
+        // Zones move the time to UTC, across days too.
+        (
+            "2025-11-27T07:40:10.123456789+02:00",
+            Some("2025-11-27 05:40:10"),
+        ),
+        ("2025-11-27T07:40:10,5-0130", Some("2025-11-27 09:10:10")),
+        ("2025-11-27T00:10+01", Some("2025-11-26 23:10:00")),
+        ("  2025-11-27  ", Some("2025-11-27 00:00:00")),
+        ("2025-02-30", None),
+        ("2025-11-27T24:00:00", None),
+        ("2025-11-27T07:40:10.", None),
+        ("2025-11-27T07:40:10+2", None),
+        ("2025-11-27T07:40:10+24:00", None),
+        ("2025-11-27T07:40:10 UTC", None),
+        ("2025-11-27Z", None),
+        ("2025-11-27T07", None),
+        ("20251127", None),
+        ("27/11/2025", None),
+        ("", None),
+    ] {
+        assert_eq!(
+            parse_datetime(text).map(|t| t.to_string()).as_deref(),
+            utc,
+            "{text:?}"
+        );
+    }
+}
+
+#[test]
+fn time_parts_of_timestamps_of_every_unit_and_of_date_strings() {
+    // A Sunday: ISO week 53 of 2020.
+    let at = "2021-01-03T23:59:30Z";
+    let secs = chrono::DateTime::parse_from_rfc3339(at)
+        .unwrap()
+        .timestamp();
+    let text = [Some(at), None];
+    let arrays: [ArrayRef; 7] = [
+        Arc::new(TimestampSecondArray::from(vec![Some(secs), None])),
+        // The zone of the type does not matter: the value is an instant, read in UTC.
+        Arc::new(
+            TimestampMillisecondArray::from(vec![Some(secs * 1000), None])
+                .with_timezone("America/New_York"),
+        ),
+        Arc::new(TimestampMicrosecondArray::from(vec![
+            Some(secs * 1_000_000),
+            None,
+        ])),
+        Arc::new(TimestampNanosecondArray::from(vec![
+            Some(secs * 1_000_000_000),
+            None,
+        ])),
+        Arc::new(StringArray::from(text.to_vec())),
+        Arc::new(LargeStringArray::from(text.to_vec())),
+        Arc::new(StringViewArray::from(text.to_vec())),
+    ];
+    for a in &arrays {
+        for (part, expected) in [
+            (TimePart::Minute, 59),
+            (TimePart::Hour, 23),
+            (TimePart::Day, 3),
+            (TimePart::Week, 53),
+            (TimePart::Month, 1),
+            (TimePart::Year, 2021),
+        ] {
+            let got: Vec<Option<i64>> = time_parts(a.as_ref(), part).unwrap().iter().collect();
+            assert_eq!(got, [Some(expected), None], "{part:?} of {}", a.data_type());
+        }
+    }
+    // ISO weeks around new year; what is not a date (or out of range) has no part.
+    let days = strings(&[
+        Some("2024-12-30"),
+        Some("2026-12-31"),
+        Some("2027-01-01"),
+        Some("2027-01-04"),
+        Some("yesterday"),
+    ]);
+    let weeks: Vec<Option<i64>> = time_parts(&days, TimePart::Week).unwrap().iter().collect();
+    assert_eq!(weeks, [Some(1), Some(53), Some(53), Some(1), None]);
+    let far = TimestampSecondArray::from(vec![i64::MAX]);
+    assert_eq!(time_parts(&far, TimePart::Year).unwrap().null_count(), 1);
+    let e = time_parts(&Int64Array::from(vec![1]), TimePart::Hour).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "time modifiers read dates from timestamps and date strings, not a column of type Int64"
+    );
+}
+
+#[test]
+fn two_columns_compared_row_by_row() {
+    let cmp = |a: &dyn Array, b: &dyn Array, cased: bool| -> Vec<bool> {
+        compare_columns(a, b, cased).unwrap().iter().collect()
+    };
+    let left = strings(&[
+        Some("Bob"),
+        Some("bob"),
+        Some("x"),
+        None,
+        Some(""),
+        Some("a"),
+    ]);
+    let right = StringViewArray::from(vec![
+        Some("bob"),
+        Some("bob"),
+        Some("y"),
+        None,
+        Some(""),
+        None,
+    ]);
+    assert_eq!(cmp(&left, &right, false), [T, T, F, F, T, F]);
+    assert_eq!(cmp(&left, &right, true), [F, T, F, F, T, F]);
+    // Numbers by value, whatever their types.
+    let ints = Int32Array::from(vec![Some(1), Some(2), Some(3), None]);
+    let floats = Float64Array::from(vec![Some(1.0), Some(2.5), Some(f64::NAN), Some(1.0)]);
+    assert_eq!(cmp(&ints, &floats, false), [T, F, F, F]);
+    let unsigned = UInt64Array::from(vec![u64::MAX, 5]);
+    let signed = Int64Array::from(vec![-1, 5]);
+    assert_eq!(cmp(&unsigned, &signed, false), [F, T]);
+    // A string and a number by the number's text.
+    let texts = strings(&[Some("1"), Some("2.5"), Some("03"), Some("1.0")]);
+    assert_eq!(cmp(&texts, &floats, false), [T, T, F, F]);
+    // Booleans by value, or by text against strings; never equal to a number.
+    let bools = BooleanArray::from(vec![true, false, true]);
+    let words = strings(&[Some("TRUE"), Some("false"), Some("1")]);
+    assert_eq!(cmp(&bools, &words, false), [T, T, F]);
+    assert_eq!(cmp(&words, &bools, true), [F, T, F]);
+    assert_eq!(
+        cmp(&bools, &Int64Array::from(vec![1, 0, 1]), false),
+        [F, F, F]
+    );
+    assert_eq!(
+        cmp(&bools, &BooleanArray::from(vec![true, true, true]), false),
+        [T, F, T]
+    );
+    let dates = Date32Array::from(vec![1]);
+    let e = compare_columns(&strings(&[Some("x")]), &dates, false).unwrap_err();
+    assert_eq!(e.data_type, DataType::Date32);
 }
 
 #[test]

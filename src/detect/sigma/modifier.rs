@@ -79,7 +79,7 @@ pub enum Modifier {
     Hour,
     /// `day` of the month of a date field (1-31).
     Day,
-    /// `week` of the year of a date field (1-52).
+    /// `week` of the year of a date field (ISO 8601 week, 1-53).
     Week,
     /// `month` of a date field (1-12).
     Month,
@@ -656,6 +656,47 @@ fn convert_inner(chain: &Chain, node: &Node, scalar: &Scalar, cx: &Cx) -> Result
             Ok(values)
         }
     }
+}
+
+/// The variants of one configured value of an `expand` placeholder, as they stand in place of
+/// `%name%` in a value written under `modifiers`: wildcards and escapes parsed as in a rule value
+/// (`srv*` is a pattern, `\*` a star), then the chain's text transformations (`windash`, the
+/// UTF-16 encodings) applied in order, as they were to the text around the placeholder. The
+/// shape modifiers (`contains`, ...) shape the whole value, not this piece of it, and
+/// `base64` / `base64offset` never get here (a placeholder cannot be encoded before it is
+/// expanded: refused when parsing).
+///
+/// Errors (a message) when a transformation cannot apply to the value, e.g. its UTF-16 bytes
+/// are not text.
+pub(super) fn placeholder_value(
+    text: &str,
+    modifiers: &[Modifier],
+) -> Result<Vec<Vec<Part>>, String> {
+    let mut works = vec![parse_pattern(text, false)];
+    for &m in modifiers {
+        let m = match m {
+            Modifier::Windash | Modifier::Utf16Le | Modifier::Utf16Be | Modifier::Wide => m,
+            // The byte order mark starts the whole value, not this piece.
+            Modifier::Utf16 => Modifier::Utf16Le,
+            Modifier::Base64 | Modifier::Base64Offset => {
+                return Err(format!("`{m}` cannot encode a placeholder's value"));
+            }
+            _ => continue,
+        };
+        let mut next = Vec::with_capacity(works.len());
+        for w in works {
+            apply(m, w, &mut next).map_err(|f| f.message)?;
+        }
+        works = next;
+    }
+    let mut variants: Vec<Vec<Part>> = Vec::with_capacity(works.len());
+    for w in works {
+        let parts = finish(w, false).map_err(|f| f.message)?.parts;
+        if !variants.contains(&parts) {
+            variants.push(parts);
+        }
+    }
+    Ok(variants)
 }
 
 /// Parses Sigma's wildcards and escapes: `*` and `?` are wildcards; `\*`, `\?` and `\\` stand
@@ -1480,6 +1521,38 @@ mod tests {
             e.contains("unsupported feature `expand with base64`"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn placeholder_values_are_patterns_under_the_text_modifiers() {
+        use Modifier as M;
+        let shown = |text: &str, mods: &[Modifier]| -> Vec<String> {
+            placeholder_value(text, mods)
+                .unwrap()
+                .into_iter()
+                .map(|parts| {
+                    Pattern {
+                        parts,
+                        case_sensitive: false,
+                    }
+                    .to_string()
+                })
+                .collect()
+        };
+        // Wildcards and escapes as in a rule; the shape of the whole value is not this piece's.
+        assert_eq!(shown("srv*", &[M::Contains, M::Expand]), ["srv*"]);
+        assert_eq!(shown(r"a\*b?", &[M::Expand]), [r"a\*b?"]);
+        // No placeholders within placeholders.
+        assert_eq!(shown("%x%", &[M::Expand]), ["%x%"]);
+        assert_eq!(
+            shown("-a", &[M::Windash, M::Expand]),
+            ["-a", "/a", "\u{2013}a", "\u{2014}a", "\u{2015}a"]
+        );
+        assert_eq!(shown("ab", &[M::Expand, M::Utf16Le]), ["a\0b\0"]);
+        // The byte order mark starts the whole value, not the placeholder's piece.
+        assert_eq!(shown("ab", &[M::Utf16, M::Expand]), ["a\0b\0"]);
+        let e = placeholder_value("\u{e9}", &[M::Utf16Be, M::Expand]).unwrap_err();
+        assert!(e.contains("not UTF-8 text"), "{e}");
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //! every rule, the per-value bitmaps combined per rule with Arrow's bitwise kernels.
 //!
 //! In: [`SigmaRule`]s, added one by one to a [`PlanBuilder`] (a rule with a value the
-//! evaluator does not support is refused whole, with where the value was written). Per batch,
-//! a [`RecordBatch`].
+//! evaluator does not support is refused whole, with where the value was written), and the
+//! values of the `%placeholders%` that `expand` refers to
+//! ([`PlanBuilder::with_placeholders`]). Per batch, a [`RecordBatch`].
 //! Out: one [`BooleanBuffer`] per rule, in the order added, bit `i` set when row `i` satisfies
 //! the rule's condition.
 //!
@@ -14,6 +15,22 @@
 //! matchers, a list of maps the OR of the maps; the condition tree combines selections with
 //! `&`, `|`, `!`; several conditions are ORed.
 //!
+//! Three kinds of values need more than one column's matcher, and are prepared once, when
+//! rules are added:
+//!
+//! - `expand`: each `%name%` is replaced by each value configured for `name` (values are
+//!   Sigma patterns: `*` and `?` are wildcards), under the value's own modifiers (`windash`,
+//!   the UTF-16 encodings); several placeholders give the cross product, at most
+//!   [`MAX_PLACEHOLDER_VARIANTS`] patterns per written value. The patterns share the value's
+//!   slot. A placeholder without configured values refuses the rule, as the specification
+//!   asks of a tool that cannot resolve it.
+//! - `fieldref`: a slot of its own per pair of fields (shared by every rule comparing the
+//!   same two), evaluated per batch by [`compare_columns`]: equal values, case-insensitively
+//!   unless `cased`; a null or absent field on either side is not equal.
+//! - Time modifiers (`minute`, `hour`, `day`, `week`, `month`, `year`): a column matcher on
+//!   the time part of the field's dates, in UTC, fed per batch by [`time_parts`]; `week` is
+//!   the ISO 8601 week (1-53). A value that is not a date is null there.
+//!
 //! Nulls: a null or absent field matches only `null` and `exists: false`, so a negation (`neq`,
 //! `not`) holds on it: `User|neq: admin` selects an event without a user.
 //!
@@ -21,8 +38,13 @@
 //! absent field (it matches only `null` and `exists: false`). Keywords (selections without a
 //! field) search every string column of the batch (`Utf8`, `LargeUtf8`, `Utf8View`): a keyword
 //! matches a row when any of those columns contains it.
+//!
+//! Guarantees: everything is compiled by [`PlanBuilder::build`]; evaluating a batch reads each
+//! column, compares each pair of fields and extracts each time part once, then only combines
+//! bitmaps, without allocating per row.
 
-use std::collections::HashMap;
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use datafusion::arrow::array::RecordBatch;
@@ -31,10 +53,17 @@ use datafusion::arrow::datatypes::DataType;
 
 use super::condition::{Condition, Quantifier};
 use super::error::{ErrorKind, SigmaError};
-use super::matcher::{ColumnMatcher, ColumnMatcherBuilder, EvalError, Unsupported};
+use super::matcher::{
+    ColumnMatcher, ColumnMatcherBuilder, EvalError, Unsupported, compare_columns, time_parts,
+};
+use super::modifier::{Modifier, placeholder_value};
 use super::rule::{SelectionKind, SigmaRule};
-use super::value::{FieldMatcher, Link};
+use super::value::{FieldMatcher, Link, Part, Pattern, TimePart, Value};
 use super::yaml::Pos;
+
+/// The most patterns one written value may become once its placeholders are expanded: beyond,
+/// the rule is refused rather than the column's automaton flooded.
+pub const MAX_PLACEHOLDER_VARIANTS: usize = 4096;
 
 /// A rule refused by [`PlanBuilder::add_rule`]: which value, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -80,6 +109,26 @@ enum Source {
     Column(usize),
     /// The keyword matcher, over every string column.
     Keywords,
+    /// The field comparisons: a slot is an index into the plan's [`FieldPair`]s.
+    FieldRefs,
+}
+
+/// What a column matcher reads: a column's values, or one time part of its dates.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ColumnKey {
+    /// The column, by exact name.
+    name: String,
+    /// For time modifiers: the part of the column's dates matched instead of its values.
+    part: Option<TimePart>,
+}
+
+/// `field|fieldref: other`: two columns compared row by row.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct FieldPair {
+    field: String,
+    other: String,
+    /// `fieldref|cased`.
+    case_sensitive: bool,
 }
 
 /// One `field|modifiers: values` entry, compiled.
@@ -99,14 +148,35 @@ struct RulePlan {
     conditions: Vec<Condition>,
 }
 
+/// One entry of a rule, checked and ready to register: [`PlanBuilder::add_rule`] prepares the
+/// whole rule before it registers anything.
+struct Lowered<'r> {
+    matcher: &'r FieldMatcher,
+    values: LoweredValues<'r>,
+}
+
+enum LoweredValues<'r> {
+    /// Per written value, what its slot matches: its variants, placeholders expanded.
+    Values(Vec<Vec<Cow<'r, Value>>>),
+    /// `fieldref`: per written value, the two fields it compares.
+    FieldRefs(Vec<FieldPair>),
+}
+
 /// Collects rules; [`PlanBuilder::build`] compiles them.
 #[derive(Debug, Default)]
 pub struct PlanBuilder {
-    /// Column name -> index into `columns`.
-    column_ids: HashMap<String, usize>,
-    columns: Vec<(String, ColumnMatcherBuilder, usize)>,
+    /// Column (and time part) -> index into `columns`.
+    column_ids: HashMap<ColumnKey, usize>,
+    /// Per column matcher: what it reads, its builder, its next free slot.
+    columns: Vec<(ColumnKey, ColumnMatcherBuilder, usize)>,
     keywords: ColumnMatcherBuilder,
     keyword_slots: usize,
+    /// Every pair of fields some `fieldref` compares, once; the slot of such a value.
+    pairs: Vec<FieldPair>,
+    /// Pair -> its index in `pairs`.
+    pair_ids: HashMap<FieldPair, usize>,
+    /// Placeholder name (without the `%`) -> its configured values, for `expand`.
+    placeholders: HashMap<String, Vec<String>>,
     rules: Vec<RulePlan>,
 }
 
@@ -116,35 +186,40 @@ impl PlanBuilder {
         PlanBuilder::default()
     }
 
+    /// Sets the values of the `%placeholders%` that `expand` refers to: name (without the
+    /// `%`, case-sensitive) -> its values, each a Sigma pattern (`srv-*`; `\*` for a star).
+    /// Applies to the rules added afterwards.
+    pub fn with_placeholders(mut self, placeholders: HashMap<String, Vec<String>>) -> PlanBuilder {
+        self.placeholders = placeholders;
+        self
+    }
+
     /// Adds `rule`; returns its index in [`SigmaPlan::evaluate`]'s result. A rule that cannot
     /// be evaluated is refused whole and leaves the plan unchanged.
     pub fn add_rule(&mut self, rule: &SigmaRule) -> Result<usize, PlanError> {
-        let matchers = || {
-            rule.detection
-                .selections
-                .values()
-                .flat_map(|s| match &s.kind {
-                    SelectionKind::All(ms) => ms.iter().collect::<Vec<_>>(),
-                    SelectionKind::Any(groups) => groups.iter().flatten().collect(),
-                    SelectionKind::Keywords(m) => vec![m],
-                })
-        };
-        // Check everything first, so that a refused rule registers nothing.
-        for m in matchers() {
-            check(m)?;
-        }
-        let mut selections = Vec::with_capacity(rule.detection.selections.len());
+        // Prepare everything first, so that a refused rule registers nothing.
+        let mut lowered = Vec::with_capacity(rule.detection.selections.len());
         for selection in rule.detection.selections.values() {
-            let groups = match &selection.kind {
-                SelectionKind::All(ms) => vec![self.register_all(ms)?],
-                SelectionKind::Any(groups) => groups
-                    .iter()
-                    .map(|ms| self.register_all(ms))
-                    .collect::<Result<_, _>>()?,
-                SelectionKind::Keywords(m) => vec![vec![self.register(m)?]],
+            let groups: Vec<&[FieldMatcher]> = match &selection.kind {
+                SelectionKind::All(ms) => vec![ms],
+                SelectionKind::Any(groups) => groups.iter().map(Vec::as_slice).collect(),
+                SelectionKind::Keywords(m) => vec![std::slice::from_ref(m)],
             };
-            selections.push(groups);
+            let groups = groups
+                .into_iter()
+                .map(|ms| ms.iter().map(|m| self.lower(m)).collect())
+                .collect::<Result<Vec<Vec<Lowered>>, PlanError>>()?;
+            lowered.push(groups);
         }
+        let selections = lowered
+            .into_iter()
+            .map(|groups| {
+                groups
+                    .into_iter()
+                    .map(|ms| ms.into_iter().map(|m| self.register(m)).collect())
+                    .collect()
+            })
+            .collect();
         self.rules.push(RulePlan {
             selections,
             conditions: rule.detection.condition.clone(),
@@ -152,68 +227,226 @@ impl PlanBuilder {
         Ok(self.rules.len() - 1)
     }
 
-    fn register_all(&mut self, ms: &[FieldMatcher]) -> Result<Vec<MatcherPlan>, PlanError> {
-        ms.iter().map(|m| self.register(m)).collect()
+    /// Checks `m` and prepares its values: placeholders expanded, field references paired.
+    fn lower<'r>(&self, m: &'r FieldMatcher) -> Result<Lowered<'r>, PlanError> {
+        let is_ref = |v: &Value| matches!(v, Value::FieldRef { .. });
+        if m.values.iter().any(|v| v.variants.iter().any(is_ref)) {
+            let mut pairs = Vec::with_capacity(m.values.len());
+            for v in &m.values {
+                // The parser makes `fieldref` the kind of the whole key, one variant per value,
+                // without time modifiers; anything else is a model this plan does not know.
+                match (&m.field, m.time_part, v.variants.as_slice()) {
+                    (
+                        Some(field),
+                        None,
+                        [
+                            Value::FieldRef {
+                                field: other,
+                                case_sensitive,
+                            },
+                        ],
+                    ) => pairs.push(FieldPair {
+                        field: field.clone(),
+                        other: other.clone(),
+                        case_sensitive: *case_sensitive,
+                    }),
+                    _ => {
+                        return Err(PlanError {
+                            pos: v.pos,
+                            source: Unsupported {
+                                feature: "fieldref",
+                                message: "a field reference compares one field with another, \
+                                          alone in its value and without a time modifier"
+                                    .to_string(),
+                            },
+                        });
+                    }
+                }
+            }
+            return Ok(Lowered {
+                matcher: m,
+                values: LoweredValues::FieldRefs(pairs),
+            });
+        }
+        let mut values = Vec::with_capacity(m.values.len());
+        for v in &m.values {
+            let at = |source| PlanError { pos: v.pos, source };
+            let mut variants = Vec::with_capacity(v.variants.len());
+            let mut expanded = HashSet::new();
+            for variant in &v.variants {
+                match variant {
+                    Value::Pattern(p) if p.has_placeholders() => {
+                        for e in self.expand(p, &m.modifiers).map_err(at)? {
+                            if expanded.insert(e.clone()) {
+                                variants.push(Cow::Owned(Value::Pattern(e)));
+                            }
+                        }
+                        if expanded.len() > MAX_PLACEHOLDER_VARIANTS {
+                            return Err(at(too_many_variants(p)));
+                        }
+                    }
+                    other => {
+                        ColumnMatcherBuilder::check(other).map_err(at)?;
+                        variants.push(Cow::Borrowed(other));
+                    }
+                }
+            }
+            values.push(variants);
+        }
+        Ok(Lowered {
+            matcher: m,
+            values: LoweredValues::Values(values),
+        })
     }
 
-    fn register(&mut self, m: &FieldMatcher) -> Result<MatcherPlan, PlanError> {
-        let mut slots = Vec::with_capacity(m.values.len());
+    /// `p` with each `%placeholder%` replaced by each of its configured values (the cross
+    /// product when there are several), as written under the value's `modifiers`.
+    fn expand(&self, p: &Pattern, modifiers: &[Modifier]) -> Result<Vec<Pattern>, Unsupported> {
+        let mut partial: Vec<Vec<Part>> = vec![Vec::new()];
+        for part in &p.parts {
+            let Part::Placeholder(name) = part else {
+                for w in &mut partial {
+                    w.push(part.clone());
+                }
+                continue;
+            };
+            let configured = match self.placeholders.get(name) {
+                Some(values) if !values.is_empty() => values,
+                Some(_) => {
+                    return Err(Unsupported {
+                        feature: "expand",
+                        message: format!(
+                            "placeholder `%{name}%` is configured with no values, and a value \
+                             must match something: give it at least one under \
+                             `[sigma.placeholders]`"
+                        ),
+                    });
+                }
+                None => {
+                    return Err(Unsupported {
+                        feature: "expand",
+                        message: format!(
+                            "placeholder `%{name}%` has no configured values: list them under \
+                             `[sigma.placeholders]` in the configuration, e.g. \
+                             `{name} = [\"value\", \"prefix*\"]` (Sigma patterns: `*` and `?` \
+                             are wildcards)"
+                        ),
+                    });
+                }
+            };
+            let mut choices: Vec<Vec<Part>> = Vec::with_capacity(configured.len());
+            for text in configured {
+                let variants = placeholder_value(text, modifiers).map_err(|e| Unsupported {
+                    feature: "expand",
+                    message: format!("value `{text}` of placeholder `%{name}%`: {e}"),
+                })?;
+                for v in variants {
+                    if !choices.contains(&v) {
+                        choices.push(v);
+                    }
+                }
+            }
+            if partial.len().saturating_mul(choices.len()) > MAX_PLACEHOLDER_VARIANTS {
+                return Err(too_many_variants(p));
+            }
+            partial = partial
+                .iter()
+                .flat_map(|w| {
+                    choices.iter().map(move |c| {
+                        let mut next = w.clone();
+                        next.extend(c.iter().cloned());
+                        next
+                    })
+                })
+                .collect();
+        }
+        Ok(partial
+            .into_iter()
+            .map(|parts| Pattern::normalised(parts, p.case_sensitive))
+            .collect())
+    }
+
+    /// Registers a prepared entry. Cannot fail: [`PlanBuilder::lower`] checked every value.
+    fn register(&mut self, l: Lowered) -> MatcherPlan {
+        let m = l.matcher;
+        let values = match l.values {
+            LoweredValues::FieldRefs(pairs) => {
+                let slots = pairs
+                    .into_iter()
+                    .map(|pair| {
+                        *self.pair_ids.entry(pair.clone()).or_insert_with(|| {
+                            self.pairs.push(pair);
+                            self.pairs.len() - 1
+                        })
+                    })
+                    .collect();
+                return MatcherPlan {
+                    source: Source::FieldRefs,
+                    slots,
+                    link: m.link,
+                    negated: m.negated,
+                };
+            }
+            LoweredValues::Values(values) => values,
+        };
+        let mut slots = Vec::with_capacity(values.len());
         let source = match &m.field {
             Some(field) => {
-                let id = match self.column_ids.get(field) {
+                let key = ColumnKey {
+                    name: field.clone(),
+                    part: m.time_part,
+                };
+                let id = match self.column_ids.get(&key) {
                     Some(&id) => id,
                     None => {
                         self.columns
-                            .push((field.clone(), ColumnMatcherBuilder::new(), 0));
-                        self.column_ids
-                            .insert(field.clone(), self.columns.len() - 1);
+                            .push((key.clone(), ColumnMatcherBuilder::new(), 0));
+                        self.column_ids.insert(key, self.columns.len() - 1);
                         self.columns.len() - 1
                     }
                 };
                 let (_, builder, next) = &mut self.columns[id];
-                for v in &m.values {
+                for variants in &values {
                     let slot = *next;
                     *next += 1;
-                    for variant in &v.variants {
-                        builder
-                            .add(slot, variant)
-                            .map_err(|source| PlanError { pos: v.pos, source })?;
+                    for variant in variants {
+                        builder.add(slot, variant).expect("checked by lower");
                     }
                     slots.push(slot);
                 }
                 Source::Column(id)
             }
             None => {
-                for v in &m.values {
+                for variants in &values {
                     let slot = self.keyword_slots;
                     self.keyword_slots += 1;
-                    for variant in &v.variants {
+                    for variant in variants {
                         self.keywords
                             .add_keyword(slot, variant)
-                            .map_err(|source| PlanError { pos: v.pos, source })?;
+                            .expect("checked by lower");
                     }
                     slots.push(slot);
                 }
                 Source::Keywords
             }
         };
-        Ok(MatcherPlan {
+        MatcherPlan {
             source,
             slots,
             link: m.link,
             negated: m.negated,
-        })
+        }
     }
 
     /// Compiles every column's matcher.
     pub fn build(self) -> Result<SigmaPlan, BuildError> {
         let mut columns = Vec::with_capacity(self.columns.len());
-        for (name, b, _) in self.columns {
+        for (key, b, _) in self.columns {
             let matcher = b.build().map_err(|source| BuildError {
-                column: Some(name.clone()),
+                column: Some(key.name.clone()),
                 source,
             })?;
-            columns.push((name, matcher));
+            columns.push((key, matcher));
         }
         Ok(SigmaPlan {
             columns,
@@ -221,44 +454,33 @@ impl PlanBuilder {
                 column: None,
                 source,
             })?,
+            pairs: self.pairs,
             rules: self.rules,
         })
     }
 }
 
-/// Refuses what no column matcher evaluates: time parts of dates, and the values
-/// [`ColumnMatcherBuilder::check`] rejects.
-fn check(m: &FieldMatcher) -> Result<(), PlanError> {
-    if let Some(part) = m.time_part {
-        return Err(PlanError {
-            pos: m.pos,
-            source: Unsupported {
-                feature: "time modifiers",
-                message: format!(
-                    "comparing the {part:?} of a date field is not implemented yet: the \
-                     evaluator compares the field's value itself"
-                ),
-            },
-        });
+fn too_many_variants(p: &Pattern) -> Unsupported {
+    Unsupported {
+        feature: "expand",
+        message: format!(
+            "expanding the placeholders of `{p}` gives more than {MAX_PLACEHOLDER_VARIANTS} \
+             patterns: configure fewer values, or use fewer placeholders in one value"
+        ),
     }
-    for v in &m.values {
-        for variant in &v.variants {
-            ColumnMatcherBuilder::check(variant)
-                .map_err(|source| PlanError { pos: v.pos, source })?;
-        }
-    }
-    Ok(())
 }
 
 /// Compiled rules over shared column matchers. Immutable: one plan serves every batch.
 #[derive(Debug)]
 pub struct SigmaPlan {
-    columns: Vec<(String, ColumnMatcher)>,
+    columns: Vec<(ColumnKey, ColumnMatcher)>,
     keywords: ColumnMatcher,
+    /// The `fieldref` comparisons; the slots of [`Source::FieldRefs`].
+    pairs: Vec<FieldPair>,
     rules: Vec<RulePlan>,
 }
 
-/// Where the column a plan reads has a type no matcher reads.
+/// Where a column the plan reads has a type it cannot read for the values tested on it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("column `{column}`: {source}")]
 pub struct PlanEvalError {
@@ -279,15 +501,44 @@ impl SigmaPlan {
     pub fn evaluate(&self, batch: &RecordBatch) -> Result<Vec<BooleanBuffer>, PlanEvalError> {
         let len = batch.num_rows();
         let mut slots = Vec::with_capacity(self.columns.len());
-        for (name, matcher) in &self.columns {
-            let bits = match batch.column_by_name(name) {
-                Some(array) => matcher.evaluate(array).map_err(|source| PlanEvalError {
-                    column: name.clone(),
-                    source,
-                })?,
-                None => matcher.evaluate_absent(len),
+        for (key, matcher) in &self.columns {
+            let error = |source| PlanEvalError {
+                column: key.name.clone(),
+                source,
+            };
+            let bits = match (batch.column_by_name(&key.name), key.part) {
+                (Some(array), None) => matcher.evaluate(array).map_err(error)?,
+                (Some(array), Some(part)) => {
+                    let parts = time_parts(array, part).map_err(error)?;
+                    matcher.evaluate(&parts).map_err(error)?
+                }
+                (None, _) => matcher.evaluate_absent(len),
             };
             slots.push(bits);
+        }
+        let mut pairs = Vec::with_capacity(self.pairs.len());
+        for pair in &self.pairs {
+            let bits = match (
+                batch.column_by_name(&pair.field),
+                batch.column_by_name(&pair.other),
+            ) {
+                (Some(a), Some(b)) => {
+                    compare_columns(a, b, pair.case_sensitive).map_err(|source| {
+                        let unread = if ColumnMatcher::supports(a.data_type()) {
+                            &pair.other
+                        } else {
+                            &pair.field
+                        };
+                        PlanEvalError {
+                            column: unread.clone(),
+                            source,
+                        }
+                    })?
+                }
+                // An absent field equals nothing.
+                _ => BooleanBuffer::new_unset(len),
+            };
+            pairs.push(bits);
         }
         let mut keywords = vec![BooleanBuffer::new_unset(len); self.keywords.slots()];
         if !keywords.is_empty() {
@@ -310,6 +561,7 @@ impl SigmaPlan {
             len,
             columns: &slots,
             keywords: &keywords,
+            pairs: &pairs,
         };
         Ok(self.rules.iter().map(|r| cx.rule(r)).collect())
     }
@@ -320,6 +572,7 @@ struct Bits<'a> {
     len: usize,
     columns: &'a [Vec<BooleanBuffer>],
     keywords: &'a [BooleanBuffer],
+    pairs: &'a [BooleanBuffer],
 }
 
 impl Bits<'_> {
@@ -341,6 +594,7 @@ impl Bits<'_> {
         let slots = match m.source {
             Source::Column(c) => &self.columns[c],
             Source::Keywords => self.keywords,
+            Source::FieldRefs => self.pairs,
         };
         let values = m.slots.iter().map(|&s| slots[s].clone());
         let combined = match m.link {

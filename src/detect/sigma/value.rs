@@ -56,7 +56,10 @@ pub enum TimePart {
     Hour,
     /// Day of the month, 1-31.
     Day,
-    /// Week of the year, 1-52.
+    /// ISO 8601 week of the year, 1-53: weeks start on Monday and week 1 holds the year's
+    /// first Thursday, so the first days of January may be in week 52 or 53 of the year
+    /// before, and the last days of December in week 1. (The specification says 1-52; an ISO
+    /// year has 53 weeks every five or six years.)
     Week,
     /// 1-12
     Month,
@@ -138,6 +141,25 @@ impl Pattern {
     /// True when a `%placeholder%` is still to be resolved.
     pub fn has_placeholders(&self) -> bool {
         self.parts.iter().any(|p| matches!(p, Part::Placeholder(_)))
+    }
+
+    /// The pattern of `parts` in normal form: adjacent literals merged, empty literals dropped,
+    /// no two `AnyChars` in a row. For patterns assembled from pieces, such as a placeholder
+    /// replaced by a configured value.
+    pub fn normalised(parts: impl IntoIterator<Item = Part>, case_sensitive: bool) -> Pattern {
+        let mut out: Vec<Part> = Vec::new();
+        for part in parts {
+            match (out.last_mut(), part) {
+                (_, Part::Literal(s)) if s.is_empty() => {}
+                (Some(Part::Literal(prev)), Part::Literal(s)) => prev.push_str(&s),
+                (Some(Part::AnyChars), Part::AnyChars) => {}
+                (_, part) => out.push(part),
+            }
+        }
+        Pattern {
+            parts: out,
+            case_sensitive,
+        }
     }
 }
 
