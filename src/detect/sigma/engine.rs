@@ -175,7 +175,13 @@ impl SigmaEngine {
         let mut refs = Vec::new();
         // Rules that no stream feeds are still compiled, so that `check` reports their
         // problems like any other's.
-        let mut scratch = PlanBuilder::new();
+        let placeholders: HashMap<String, Vec<String>> = config
+            .sigma
+            .placeholders
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut scratch = PlanBuilder::new().with_placeholders(placeholders.clone());
         for Pending { rule, file } in pending {
             let targets = streams_for(config, &rule.logsource);
             let err_at = |pos: Pos, message: String| RuleError {
@@ -206,7 +212,7 @@ impl SigmaEngine {
             for (stream, entries) in &targets {
                 let s = &config.streams[*stream];
                 let builder = builders[*stream].get_or_insert_with(|| StreamBuilder {
-                    plan: PlanBuilder::new(),
+                    plan: PlanBuilder::new().with_placeholders(placeholders.clone()),
                     rules: Vec::new(),
                     fields: Vec::new(),
                     evidence: Vec::new(),
