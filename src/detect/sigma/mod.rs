@@ -23,6 +23,8 @@
 //!   in one pass (one case-folded Aho-Corasick automaton per column).
 //! - [`plan`]: a rule set's matchers by column, combined per rule by its condition -> one
 //!   bitmap per rule.
+//! - [`correlate`]: correlation rules over those bitmaps, in event time: sliding windows per
+//!   group, bounded state -> correlation hits.
 //!
 //! Follows the Sigma specification 2.1 (rules, modifiers appendix, correlation rules,
 //! filters). What it leaves out, as "unsupported feature" errors: the pre-2.0 condition
@@ -32,6 +34,7 @@
 //! text unless base64-encoded afterwards.
 
 pub mod condition;
+pub mod correlate;
 pub mod correlation;
 pub mod engine;
 #[cfg(test)]
