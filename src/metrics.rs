@@ -44,6 +44,10 @@ pub struct Metrics {
     pub ready: IntGauge,
     /// Loaded detectors.
     pub rules_loaded: IntGauge,
+    /// Detector state held (correlation groups, events), by kind.
+    pub state_held: IntGaugeVec,
+    /// Detector state given up to stay within bounds, by reason.
+    pub state_evicted: IntCounterVec,
     /// End-to-end latency (Kafka timestamp to alert acknowledged), as quantiles.
     pub latency: std::sync::Arc<LatencySummary>,
 }
@@ -138,6 +142,23 @@ impl Metrics {
         registry
             .register(Box::new(rules_loaded.clone()))
             .expect("registered once");
+        let state_held = IntGaugeVec::new(
+            Opts::new(
+                "palisade_detector_state",
+                "State held by detectors: correlation groups and the events they keep.",
+            ),
+            &["kind"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(state_held.clone()))
+            .expect("registered once");
+        let state_evicted = counter(
+            "palisade_detector_state_evicted_total",
+            "State given up to stay within bounds: groups evicted, events dropped from full \
+             groups, events too late for their window, evidence rows left out of alerts.",
+            &["reason"],
+        );
         let latency = std::sync::Arc::new(LatencySummary::new(
             "palisade_e2e_latency_seconds",
             "Kafka timestamp of the oldest record of a batch to acknowledgement of an alert from it.",
@@ -160,6 +181,8 @@ impl Metrics {
             sink_retries,
             ready,
             rules_loaded,
+            state_held,
+            state_evicted,
             latency,
         }
     }

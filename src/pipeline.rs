@@ -251,6 +251,7 @@ fn compute_loop(
         })
         .collect();
     let detector_names = detectors.detector_names();
+    let mut state = detectors.state();
     let mut timings: Vec<Timing> = Vec::new();
     let mut stream_time = i64::MIN;
     while let Some(batch) = raw.blocking_recv() {
@@ -284,6 +285,35 @@ fn compute_loop(
                 metrics.detector_errors.with_label_values(&[detector]).inc();
                 tracing::warn!(detector, error = %e, "detector failed on a batch; other detectors ran");
             }
+        }
+        let now = detectors.state();
+        if now != state {
+            metrics
+                .state_held
+                .with_label_values(&["groups"])
+                .set(now.groups as i64);
+            metrics
+                .state_held
+                .with_label_values(&["events"])
+                .set(now.events as i64);
+            for (reason, was, is) in [
+                ("groups_evicted", state.groups_evicted, now.groups_evicted),
+                ("events_dropped", state.events_dropped, now.events_dropped),
+                ("events_late", state.events_late, now.events_late),
+                (
+                    "evidence_truncated",
+                    state.evidence_truncated,
+                    now.evidence_truncated,
+                ),
+            ] {
+                if is > was {
+                    metrics
+                        .state_evicted
+                        .with_label_values(&[reason])
+                        .inc_by(is - was);
+                }
+            }
+            state = now;
         }
         let processed = Processed {
             stream: batch.stream,

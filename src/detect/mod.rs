@@ -152,6 +152,39 @@ pub trait Detector: Send {
         ctx: &EvalContext,
         out: &mut Vec<Alert>,
     ) -> Result<(), DetectError>;
+    /// The state it holds across batches and what its bounds made it give up (totals since
+    /// load). Stateless detectors hold nothing.
+    fn state(&self) -> StateCounters {
+        StateCounters::default()
+    }
+}
+
+/// State held by detectors, and what bounds evicted: for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StateCounters {
+    /// Correlation groups held now.
+    pub groups: u64,
+    /// Events held in them now.
+    pub events: u64,
+    /// Groups evicted to make room (total).
+    pub groups_evicted: u64,
+    /// Events dropped from full groups (total).
+    pub events_dropped: u64,
+    /// Events too late for their group's window (total).
+    pub events_late: u64,
+    /// Evidence rows left out of alerts (total).
+    pub evidence_truncated: u64,
+}
+
+impl std::ops::AddAssign for StateCounters {
+    fn add_assign(&mut self, o: StateCounters) {
+        self.groups += o.groups;
+        self.events += o.events;
+        self.groups_evicted += o.groups_evicted;
+        self.events_dropped += o.events_dropped;
+        self.events_late += o.events_late;
+        self.evidence_truncated += o.evidence_truncated;
+    }
 }
 
 /// Time spent and outcome of one detector on one batch, for metrics.
@@ -286,6 +319,15 @@ impl DetectorSet {
     /// What projected stream `stream` must decode.
     pub fn projection(&self, stream: usize) -> &Projection {
         &self.projections[stream]
+    }
+
+    /// State held and evicted, over every detector.
+    pub fn state(&self) -> StateCounters {
+        let mut total = StateCounters::default();
+        for d in &self.detectors {
+            total += d.state();
+        }
+        total
     }
 
     /// Problems that did not stop the load.

@@ -467,6 +467,11 @@ impl CorrelationSet {
         out.append(&mut s.produced);
     }
 
+    /// What correlation `correlation` refers to.
+    pub fn sources(&self, correlation: usize) -> &[Source] {
+        &self.trackers[correlation].spec.sources
+    }
+
     /// True when base rule `rule` should not alert on its own: correlations refer to it and
     /// none of them sets `generate: true`.
     pub fn suppresses_base_rule(&self, rule: usize) -> bool {

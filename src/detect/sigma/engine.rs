@@ -30,16 +30,21 @@ use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use serde_json::value::RawValue;
 
 use super::condition::Condition;
+use super::correlate::{
+    CorrelationHit, CorrelationSet, CorrelationSetError, CorrelationSpec, Limits, Source,
+};
 use super::error::SigmaError;
 use super::plan::{PlanBuilder, SigmaPlan};
-use super::rule::{Level, LogSource, Selection, SelectionKind, SigmaDocument, SigmaRule};
+use super::rule::{
+    CorrelationRule, Level, LogSource, Selection, SelectionKind, SigmaDocument, SigmaRule,
+};
 use super::value::{FieldMatcher, Link, MatchValue, Number, Part, Pattern, Value};
 use super::yaml::Pos;
 use crate::alert::{Alert, RuleRef, SCHEMA, Severity, format_time_ms};
 use crate::config::{Config, LogsourceMapping, PrivacyAction, SigmaFieldMapping};
 use crate::detect::{
     DetectError, Detector, EvalContext, LoadSummary, Projection, RuleError, RuleMeta,
-    timestamp_millis,
+    StateCounters, timestamp_millis,
 };
 
 /// The name of the selection that carries a log source's conditions. Not a valid Sigma
@@ -64,10 +69,24 @@ pub struct Loaded {
 
 /// Every Sigma rule, compiled per stream.
 pub struct SigmaEngine {
+    /// Detection rules (indices `0..n`, the base rules of correlations), then correlations.
     rules: Vec<RuleMeta>,
     refs: Vec<RuleRef>,
     /// Per stream (config order): its plan, if any rule reads it.
     streams: Vec<Option<StreamPlan>>,
+    /// The correlation rules and their state.
+    correlate: Option<Correlations>,
+    /// Reused from batch to batch.
+    hits: Vec<CorrelationHit>,
+}
+
+/// The correlation rules of the set.
+struct Correlations {
+    set: CorrelationSet,
+    /// Engine rule index of correlation `i` (its meta).
+    metas: Vec<usize>,
+    /// Per correlation: group-by names whose values are personal on some source stream.
+    private_groups: Vec<Vec<bool>>,
 }
 
 /// One stream's share of the rule set.
@@ -81,6 +100,8 @@ struct StreamPlan {
     fields: Vec<(String, String)>,
     /// Per plan rule: indices into `fields` shown as evidence.
     evidence: Vec<Vec<usize>>,
+    /// Fields shown for an event that feeds a correlation.
+    correlation_evidence: Vec<usize>,
     /// Some rule searches keywords: every string field goes into the view.
     keywords: bool,
     /// The stream's event-time column.
@@ -116,6 +137,7 @@ impl SigmaEngine {
         let mut warnings = Vec::new();
         let mut summary = LoadSummary::default();
         let mut pending = Vec::new();
+        let mut correlations = Vec::new();
         for file in files {
             let text = match std::fs::read_to_string(file) {
                 Ok(t) => t,
@@ -137,17 +159,7 @@ impl SigmaEngine {
                                 rule,
                                 file: file.clone(),
                             }),
-                            SigmaDocument::Correlation(c) => {
-                                summary.failed += 1;
-                                errors.push(RuleError {
-                                    file: file.clone(),
-                                    line: c.meta.pos.line,
-                                    column: c.meta.pos.column,
-                                    message: "unsupported feature `correlation`: correlation \
-                                              rules are not evaluated yet"
-                                        .into(),
-                                });
-                            }
+                            SigmaDocument::Correlation(c) => correlations.push((c, file.clone())),
                             SigmaDocument::Filter(f) => {
                                 summary.failed += 1;
                                 errors.push(RuleError {
@@ -171,8 +183,11 @@ impl SigmaEngine {
 
         let mut builders: Vec<Option<StreamBuilder>> =
             (0..config.streams.len()).map(|_| None).collect();
-        let mut rules = Vec::new();
+        let mut rules: Vec<RuleMeta> = Vec::new();
         let mut refs = Vec::new();
+        // Per base rule: its Sigma `name` and the streams it reads (for correlations).
+        let mut names: Vec<Option<String>> = Vec::new();
+        let mut rule_streams: Vec<Vec<usize>> = Vec::new();
         // Rules that no stream feeds are still compiled, so that `check` reports their
         // problems like any other's.
         let placeholders: HashMap<String, Vec<String>> = config
@@ -216,6 +231,7 @@ impl SigmaEngine {
                     rules: Vec::new(),
                     fields: Vec::new(),
                     evidence: Vec::new(),
+                    correlation_evidence: Vec::new(),
                     keywords: false,
                     mapping: config
                         .sigma
@@ -271,7 +287,22 @@ impl SigmaEngine {
             let meta = rule_meta(&rule, &file, config, &targets);
             refs.push(RuleRef::of(&meta));
             rules.push(meta);
+            names.push(rule.meta.name.clone());
+            rule_streams.push(targets.iter().map(|(s, _)| *s).collect());
         }
+
+        let base_rules = rules.len();
+        let correlate = link_correlations(
+            config,
+            &correlations,
+            &names,
+            &rule_streams,
+            &mut rules,
+            &mut builders,
+            &mut errors,
+            &mut summary,
+        );
+        refs.extend(rules[base_rules..].iter().map(RuleRef::of));
 
         let mut streams = Vec::with_capacity(builders.len());
         for (i, b) in builders.into_iter().enumerate() {
@@ -291,6 +322,7 @@ impl SigmaEngine {
                         .map(|f| (f.clone(), b.mapping.column(f)))
                         .collect(),
                     evidence: b.evidence,
+                    correlation_evidence: b.correlation_evidence,
                     keywords: b.keywords,
                     time: s.event_time.get_ref().clone(),
                     entity: s.entity.get_ref().clone(),
@@ -315,6 +347,8 @@ impl SigmaEngine {
             rules,
             refs,
             streams,
+            correlate,
+            hits: Vec::new(),
         });
         Loaded {
             engine,
@@ -350,6 +384,7 @@ struct StreamBuilder {
     rules: Vec<usize>,
     fields: Vec<String>,
     evidence: Vec<Vec<usize>>,
+    correlation_evidence: Vec<usize>,
     keywords: bool,
     mapping: SigmaFieldMapping,
 }
@@ -380,6 +415,21 @@ impl Detector for SigmaEngine {
         self.streams.get(stream).is_some_and(Option::is_some)
     }
 
+    fn state(&self) -> StateCounters {
+        let mut total = StateCounters::default();
+        if let Some(c) = &self.correlate {
+            for k in c.set.stats().correlations {
+                total.groups += k.groups as u64;
+                total.events += k.events as u64;
+                total.groups_evicted += k.groups_evicted;
+                total.events_dropped += k.events_dropped;
+                total.events_late += k.events_late;
+                total.evidence_truncated += k.evidence_truncated;
+            }
+        }
+        total
+    }
+
     fn evaluate(
         &mut self,
         stream: usize,
@@ -395,39 +445,143 @@ impl Detector for SigmaEngine {
             message,
         };
         let view = sp.view(batch).map_err(fail)?;
+        let sp: &StreamPlan = sp;
         let bits = sp.plan.evaluate(&view).map_err(|e| fail(e.to_string()))?;
-        if bits.iter().all(|b| b.count_set_bits() == 0) {
-            return Ok(());
+        let matched = bits.iter().any(|b| b.count_set_bits() > 0);
+        // Rendering needs formatters over the view: only worth building when a row matched.
+        let render = if matched {
+            Some(Render::new(sp, batch, &view, ctx).map_err(fail)?)
+        } else {
+            None
+        };
+        if let Some(render) = &render {
+            for (k, matched) in bits.iter().enumerate() {
+                let r = sp.rules[k];
+                if matched.count_set_bits() == 0
+                    || self
+                        .correlate
+                        .as_ref()
+                        .is_some_and(|c| c.set.suppresses_base_rule(r))
+                {
+                    continue;
+                }
+                let meta = &self.rules[r];
+                for row in matched.set_indices() {
+                    let evidence = vec![raw(render.object(&sp.evidence[k], row))];
+                    let entity = render.entity(row);
+                    let event_ms = render.time(row).unwrap_or(ctx.now_ms);
+                    out.push(Alert {
+                        schema: SCHEMA.to_string(),
+                        id: Alert::compute_id(&meta.id, &entity, event_ms, &evidence),
+                        rule: self.refs[r].clone(),
+                        severity: meta.severity,
+                        event_time: format_time_ms(event_ms),
+                        detected_at: format_time_ms(ctx.now_ms),
+                        stream: sp.name.clone(),
+                        entity,
+                        tags: meta.tags.clone(),
+                        description: meta.description.clone(),
+                        evidence,
+                        evidence_truncated: 0,
+                    });
+                }
+            }
         }
-        let render = Render::new(sp, batch, &view, ctx).map_err(fail)?;
-        for (k, matched) in bits.iter().enumerate() {
-            if matched.count_set_bits() == 0 {
+        let Some(corr) = &mut self.correlate else {
+            return Ok(());
+        };
+        let times: Vec<i64> = match &render {
+            Some(r) => r.times.iter().map(|t| t.unwrap_or(ctx.now_ms)).collect(),
+            None => batch
+                .column_by_name(&sp.time)
+                .map(|c| timestamp_millis(c.as_ref()))
+                .unwrap_or_else(|| vec![None; batch.num_rows()])
+                .into_iter()
+                .map(|t| t.unwrap_or(ctx.now_ms))
+                .collect(),
+        };
+        let mut evidence = |row: usize| match &render {
+            Some(r) => r.object(&sp.correlation_evidence, row),
+            None => "{}".to_string(),
+        };
+        self.hits.clear();
+        corr.set.observe(
+            &view,
+            &times,
+            &sp.rules,
+            &bits,
+            &mut evidence,
+            &mut self.hits,
+        );
+        for hit in self.hits.drain(..) {
+            if !hit.alert {
                 continue;
             }
-            let r = sp.rules[k];
+            let r = corr.metas[hit.correlation];
             let meta = &self.rules[r];
-            for row in matched.set_indices() {
-                let evidence = render.evidence(&sp.evidence[k], row);
-                let entity = render.entity(row);
-                let event_ms = render.time(row).unwrap_or(ctx.now_ms);
-                out.push(Alert {
-                    schema: SCHEMA.to_string(),
-                    id: Alert::compute_id(&meta.id, &entity, event_ms, &evidence),
-                    rule: self.refs[r].clone(),
-                    severity: meta.severity,
-                    event_time: format_time_ms(event_ms),
-                    detected_at: format_time_ms(ctx.now_ms),
-                    stream: render.stream.clone(),
-                    entity,
-                    tags: meta.tags.clone(),
-                    description: meta.description.clone(),
-                    evidence,
-                    evidence_truncated: 0,
-                });
+            let private = &corr.private_groups[hit.correlation];
+            let entity = if hit.group.is_empty() {
+                "-".to_string()
+            } else {
+                hit.group
+                    .iter()
+                    .zip(private)
+                    .map(|((_, v), &p)| {
+                        if p && !v.is_empty() {
+                            ctx.pseudonymiser.pseudonym(v)
+                        } else if v.is_empty() {
+                            "-".to_string()
+                        } else {
+                            v.clone()
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join("/")
+            };
+            let mut group = serde_json::Map::new();
+            for ((name, value), &p) in hit.group.iter().zip(private) {
+                let value = if p {
+                    ctx.pseudonymiser.pseudonym(value)
+                } else {
+                    value.clone()
+                };
+                group.insert(name.clone(), serde_json::Value::String(value));
             }
+            let mut summary = serde_json::json!({
+                "correlation": meta.id,
+                "group": group,
+                "value": hit.value,
+                "first_event": format_time_ms(hit.first_ms),
+                "last_event": format_time_ms(hit.last_ms),
+            });
+            if let Some(v) = &hit.field_value {
+                summary["field_value"] = serde_json::Value::String(v.clone());
+            }
+            let mut evidence = Vec::with_capacity(hit.evidence.len() + 1);
+            evidence.push(raw(summary.to_string()));
+            evidence.extend(hit.evidence.into_iter().map(raw));
+            out.push(Alert {
+                schema: SCHEMA.to_string(),
+                id: Alert::compute_id(&meta.id, &entity, hit.last_ms, &evidence),
+                rule: self.refs[r].clone(),
+                severity: meta.severity,
+                event_time: format_time_ms(hit.last_ms),
+                detected_at: format_time_ms(ctx.now_ms),
+                stream: sp.name.clone(),
+                entity,
+                tags: meta.tags.clone(),
+                description: meta.description.clone(),
+                evidence,
+                evidence_truncated: hit.evidence_truncated,
+            });
         }
         Ok(())
     }
+}
+
+/// A JSON text as evidence (always valid: rendered by serde_json).
+fn raw(json: String) -> Box<RawValue> {
+    RawValue::from_string(json).expect("rendered by serde_json")
 }
 
 impl StreamPlan {
@@ -572,7 +726,6 @@ struct Render<'a> {
     privacy: Vec<Option<PrivacyAction>>,
     entity: Vec<(Option<ArrayFormatter<'a>>, Option<PrivacyAction>)>,
     times: Vec<Option<i64>>,
-    stream: String,
     ctx: &'a EvalContext,
 }
 
@@ -616,7 +769,6 @@ impl<'a> Render<'a> {
             .column_by_name(&sp.time)
             .map(|c| timestamp_millis(c.as_ref()))
             .unwrap_or_else(|| vec![None; batch.num_rows()]);
-        let stream = sp.name.clone();
         Ok(Render {
             view,
             names,
@@ -624,7 +776,6 @@ impl<'a> Render<'a> {
             privacy,
             entity,
             times,
-            stream,
             ctx,
         })
     }
@@ -653,7 +804,7 @@ impl<'a> Render<'a> {
     }
 
     /// The fields `shown` of `row` as one JSON object (nulls and absent fields left out).
-    fn evidence(&self, shown: &[usize], row: usize) -> Vec<Box<RawValue>> {
+    fn object(&self, shown: &[usize], row: usize) -> String {
         let mut object = serde_json::Map::new();
         for &i in shown {
             let Some(f) = &self.formatters[i] else {
@@ -678,13 +829,268 @@ impl<'a> Render<'a> {
             };
             object.insert(self.names[i].clone(), value);
         }
-        let json = serde_json::to_string(&object).expect("a map serializes");
-        vec![RawValue::from_string(json).expect("valid JSON")]
+        serde_json::to_string(&object).expect("a map serializes")
     }
 
     /// The view column of field `i` (absent fields have none, so indices shift).
     fn view_index(&self, i: usize) -> usize {
         self.formatters[..i].iter().filter(|f| f.is_some()).count()
+    }
+}
+
+/// Resolves the correlation rules against the loaded detection rules: references by id or
+/// name, `group-by` and value fields through `aliases` (added to the views of the streams that
+/// feed them), and builds the [`CorrelationSet`]. A correlation with a problem is an error
+/// entry; the others load.
+#[allow(clippy::too_many_arguments)]
+fn link_correlations(
+    config: &Config,
+    correlations: &[(CorrelationRule, PathBuf)],
+    names: &[Option<String>],
+    rule_streams: &[Vec<usize>],
+    rules: &mut Vec<RuleMeta>,
+    builders: &mut [Option<StreamBuilder>],
+    errors: &mut Vec<RuleError>,
+    summary: &mut LoadSummary,
+) -> Option<Correlations> {
+    if correlations.is_empty() {
+        return None;
+    }
+    let base_rules = rules.len();
+    let find_base = |reference: &str| {
+        (0..base_rules)
+            .find(|&i| rules[i].id == reference || names[i].as_deref() == Some(reference))
+    };
+    let correlation_name = |c: &CorrelationRule| c.meta.id.clone().or_else(|| c.meta.name.clone());
+    let find_correlation = |reference: &str| {
+        correlations.iter().position(|(c, _)| {
+            c.meta.id.as_deref() == Some(reference) || c.meta.name.as_deref() == Some(reference)
+        })
+    };
+    // Resolve each correlation's sources; a correlation whose references do not resolve is
+    // left out, and so are those referring to it.
+    let mut sources: Vec<Option<Vec<Source>>> = Vec::with_capacity(correlations.len());
+    for (c, file) in correlations {
+        let mut resolved = Vec::new();
+        let mut ok = true;
+        for r in &c.correlation.rules {
+            if let Some(i) = find_base(&r.reference) {
+                resolved.push(Source::Rule(i));
+            } else if let Some(j) = find_correlation(&r.reference) {
+                resolved.push(Source::Correlation(j));
+            } else {
+                ok = false;
+                errors.push(RuleError {
+                    file: file.clone(),
+                    line: r.pos.line,
+                    column: r.pos.column,
+                    message: format!(
+                        "correlation refers to `{}`, which is no loaded rule's id or name (rules \
+                         that failed to load or that no stream feeds cannot be correlated)",
+                        r.reference
+                    ),
+                });
+            }
+        }
+        sources.push(ok.then_some(resolved));
+    }
+    // Drop correlations that refer to dropped ones, until stable.
+    loop {
+        let mut changed = false;
+        for i in 0..sources.len() {
+            let broken = sources[i].as_ref().is_some_and(|srcs| {
+                srcs.iter()
+                    .any(|s| matches!(s, Source::Correlation(j) if sources[*j].is_none()))
+            });
+            if broken {
+                sources[i] = None;
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    // Renumber the kept correlations.
+    let kept: Vec<usize> = (0..correlations.len())
+        .filter(|&i| sources[i].is_some())
+        .collect();
+    let new_index = |j: usize| kept.iter().position(|&k| k == j).expect("kept");
+    let mut specs = Vec::with_capacity(kept.len());
+    let mut private_groups = Vec::with_capacity(kept.len());
+    for &i in &kept {
+        let (c, _) = &correlations[i];
+        let corr = &c.correlation;
+        let srcs: Vec<Source> = sources[i]
+            .as_ref()
+            .expect("kept")
+            .iter()
+            .map(|s| match *s {
+                Source::Correlation(j) => Source::Correlation(new_index(j)),
+                other => other,
+            })
+            .collect();
+        // The field a source reads for `name`: its alias for that rule, else `name` itself.
+        let field_for = |name: &str, source: &Source| -> String {
+            let Some(by_rule) = corr.aliases.get(name) else {
+                return name.to_string();
+            };
+            let keys: Vec<String> = match *source {
+                Source::Rule(r) => [Some(rules[r].id.clone()), names[r].clone()]
+                    .into_iter()
+                    .flatten()
+                    .collect(),
+                Source::Correlation(j) => correlation_name(&correlations[kept[j]].0)
+                    .into_iter()
+                    .collect(),
+            };
+            keys.iter()
+                .find_map(|k| by_rule.get(k))
+                .cloned()
+                .unwrap_or_else(|| name.to_string())
+        };
+        let value_field = corr
+            .condition
+            .as_ref()
+            .and_then(|c| c.field.first().cloned());
+        let mut group_columns = Vec::with_capacity(srcs.len());
+        let mut value_columns = Vec::with_capacity(srcs.len());
+        let mut private = vec![false; corr.group_by.len()];
+        for source in &srcs {
+            let columns: Vec<String> = corr.group_by.iter().map(|g| field_for(g, source)).collect();
+            let value = value_field.as_ref().map(|f| field_for(f, source));
+            if let Source::Rule(r) = source {
+                for &stream in &rule_streams[*r] {
+                    let s = &config.streams[stream];
+                    let b = builders[stream]
+                        .as_mut()
+                        .expect("the rule's stream has a plan");
+                    let mut shown = Vec::new();
+                    for (g, column) in columns.iter().enumerate() {
+                        shown.push(b.field(column));
+                        if s.privacy.contains_key(&b.mapping.column(column)) {
+                            private[g] = true;
+                        }
+                    }
+                    if let Some(v) = &value {
+                        shown.push(b.field(v));
+                    }
+                    for f in shown {
+                        if !b.correlation_evidence.contains(&f) {
+                            b.correlation_evidence.push(f);
+                        }
+                    }
+                    // Show what the rule shows when its event feeds a correlation.
+                    let k = b.rules.iter().position(|&x| x == *r).expect("registered");
+                    for &f in &b.evidence[k].clone() {
+                        if !b.correlation_evidence.contains(&f) {
+                            b.correlation_evidence.push(f);
+                        }
+                    }
+                }
+            }
+            group_columns.push(columns);
+            value_columns.push(value);
+        }
+        specs.push(CorrelationSpec {
+            kind: corr.kind,
+            sources: srcs,
+            group_by: corr.group_by.clone(),
+            group_columns,
+            value_columns,
+            timespan_ms: i64::try_from(corr.timespan.duration.as_millis()).unwrap_or(i64::MAX),
+            condition: corr.condition.clone(),
+            generate: corr.generate,
+        });
+        private_groups.push(private);
+    }
+    let limits = Limits {
+        max_groups_per_correlation: config.sigma.correlation.max_groups,
+        max_events_per_group: config.sigma.correlation.max_events_per_group,
+        max_evidence: config.sigma.correlation.max_evidence,
+    };
+    summary.failed += correlations.len() - kept.len();
+    let set = match CorrelationSet::new(specs, limits) {
+        Ok(set) => set,
+        Err(e) => {
+            let (file, pos) = match &e {
+                CorrelationSetError::Invalid { correlation, .. } => {
+                    let (c, f) = &correlations[kept[*correlation]];
+                    (f.clone(), c.meta.pos)
+                }
+                CorrelationSetError::Cycle { path } => {
+                    let (c, f) = &correlations[kept[path[0]]];
+                    (f.clone(), c.meta.pos)
+                }
+                CorrelationSetError::Limits(_) => (PathBuf::from(&config.origin), Pos::default()),
+            };
+            summary.failed += kept.len();
+            errors.push(RuleError {
+                file,
+                line: pos.line,
+                column: pos.column,
+                message: e.to_string(),
+            });
+            return None;
+        }
+    };
+    let mut metas = Vec::with_capacity(kept.len());
+    for (n, &i) in kept.iter().enumerate() {
+        let (c, file) = &correlations[i];
+        let m = &c.meta;
+        let mut streams: Vec<usize> = Vec::new();
+        collect_streams(set_sources(&set, n), &set, rule_streams, &mut streams);
+        summary.ok += 1;
+        metas.push(rules.len());
+        rules.push(RuleMeta {
+            id: correlation_name(c).unwrap_or_else(|| {
+                let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("rule");
+                format!("{stem}:{}", m.pos.line)
+            }),
+            title: m.title.clone(),
+            kind: "sigma-correlation",
+            severity: severity(m.level),
+            description: m.description.clone().unwrap_or_else(|| m.title.clone()),
+            stream: streams
+                .iter()
+                .map(|s| config.streams[*s].name())
+                .collect::<Vec<_>>()
+                .join(","),
+            tags: m.tags.clone(),
+            status: m.status.map(|s| format!("{s:?}").to_ascii_lowercase()),
+            falsepositives: m.falsepositives.clone(),
+            file: file.clone(),
+        });
+    }
+    Some(Correlations {
+        set,
+        metas,
+        private_groups,
+    })
+}
+
+fn set_sources(set: &CorrelationSet, correlation: usize) -> &[Source] {
+    set.sources(correlation)
+}
+
+/// The streams whose rules feed `sources`, through inner correlations too.
+fn collect_streams(
+    sources: &[Source],
+    set: &CorrelationSet,
+    rule_streams: &[Vec<usize>],
+    out: &mut Vec<usize>,
+) {
+    for s in sources {
+        match *s {
+            Source::Rule(r) => {
+                for &st in &rule_streams[r] {
+                    if !out.contains(&st) {
+                        out.push(st);
+                    }
+                }
+            }
+            Source::Correlation(j) => collect_streams(set.sources(j), set, rule_streams, out),
+        }
     }
 }
 

@@ -278,3 +278,142 @@ fn the_most_specific_log_source_entry_wins() {
     assert_eq!(out.len(), 1);
     assert!(out[0].evidence[0].get().contains("start"));
 }
+
+const FAILED_LOGIN: &str = r#"
+title: Failed login
+id: aaaaaaaa-0000-4000-8000-000000000001
+name: failed_login
+logsource: {product: city, service: auth}
+detection:
+  selection:
+    result: failure
+  condition: selection
+level: low
+---
+title: Password spray
+id: aaaaaaaa-0000-4000-8000-000000000002
+status: experimental
+correlation:
+  type: value_count
+  rules: [failed_login]
+  group-by: [src_ip]
+  timespan: 5m
+  condition:
+    gte: 3
+    field: user
+level: high
+"#;
+
+#[test]
+fn a_value_count_correlation_fires_once_across_batches_and_silences_its_base_rule() {
+    let mut e = engine(&[("spray.yml", FAILED_LOGIN)]);
+    // A burst straddling a batch (and a minute) boundary: users a, b in the first batch,
+    // c in the second; another address never reaches three users.
+    let first = run(
+        &mut e,
+        "auth",
+        r#"{"ts":"2026-01-05T02:30:58Z","user":"a","src_ip":"10.0.0.9","result":"failure"}
+{"ts":"2026-01-05T02:30:59Z","user":"b","src_ip":"10.0.0.9","result":"failure"}
+{"ts":"2026-01-05T02:30:59Z","user":"a","src_ip":"10.0.0.7","result":"failure"}"#,
+    );
+    assert!(
+        first.is_empty(),
+        "the base rule alone does not alert: {first:?}"
+    );
+    let second = run(
+        &mut e,
+        "auth",
+        r#"{"ts":"2026-01-05T02:31:01Z","user":"b","src_ip":"10.0.0.9","result":"failure"}
+{"ts":"2026-01-05T02:31:02Z","user":"c","src_ip":"10.0.0.9","result":"failure"}
+{"ts":"2026-01-05T02:31:03Z","user":"d","src_ip":"10.0.0.9","result":"success"}"#,
+    );
+    assert_eq!(second.len(), 1, "{second:?}");
+    let a = &second[0];
+    assert_eq!(a.rule.id, "aaaaaaaa-0000-4000-8000-000000000002");
+    assert_eq!(a.rule.kind, "sigma-correlation");
+    assert_eq!(a.severity, Severity::High);
+    assert_eq!(a.entity, "10.0.0.9");
+    assert_eq!(a.event_time, "2026-01-05T02:31:02.000Z");
+    let summary: serde_json::Value = serde_json::from_str(a.evidence[0].get()).unwrap();
+    assert_eq!(summary["value"], 3.0);
+    assert_eq!(summary["first_event"], "2026-01-05T02:30:58.000Z");
+    // Contributing events follow, personal fields pseudonymised.
+    assert_eq!(a.evidence.len(), 1 + 4);
+    let p = Pseudonymiser::new(b"k");
+    assert!(
+        a.evidence[1].get().contains(&p.pseudonym("a")),
+        "{}",
+        a.evidence[1].get()
+    );
+    assert!(!a.evidence.iter().any(|e| e.get().contains(r#""a""#)));
+}
+
+#[test]
+fn a_temporal_correlation_joins_streams_through_aliases() {
+    let rules = r#"
+title: Failed login
+id: bbbbbbbb-0000-4000-8000-000000000001
+name: failed_login
+logsource: {product: city, service: auth}
+detection:
+  selection: {result: failure}
+  condition: selection
+---
+title: Shell
+id: bbbbbbbb-0000-4000-8000-000000000002
+name: shell
+logsource: {product: city, category: process_creation}
+detection:
+  selection: {Image|endswith: '\cmd.exe'}
+  condition: selection
+---
+title: Failed login then a shell on the same machine
+id: bbbbbbbb-0000-4000-8000-000000000003
+correlation:
+  type: temporal_ordered
+  rules: [failed_login, shell]
+  group-by: [machine]
+  timespan: 10m
+  aliases:
+    machine:
+      failed_login: src_ip
+      shell: host
+generate: true
+level: critical
+"#;
+    let mut e = engine(&[("chain.yml", rules)]);
+    let logins = run(
+        &mut e,
+        "auth",
+        r#"{"ts":"2026-01-05T02:30:00Z","user":"a","src_ip":"ws-7","result":"failure"}"#,
+    );
+    // `generate: true`: the base rule alerts too.
+    assert_eq!(logins.len(), 1);
+    let shells = run(
+        &mut e,
+        "proc",
+        r#"{"ts":"2026-01-05T02:34:00Z","host":"ws-7","kind":"start","image":"C:\\cmd.exe"}
+{"ts":"2026-01-05T02:34:00Z","host":"ws-8","kind":"start","image":"C:\\cmd.exe"}"#,
+    );
+    let ids: Vec<(&str, &str)> = shells
+        .iter()
+        .map(|a| (a.rule.id.as_str(), a.entity.as_str()))
+        .collect();
+    assert_eq!(
+        ids,
+        vec![
+            ("bbbbbbbb-0000-4000-8000-000000000002", "ws-7"),
+            ("bbbbbbbb-0000-4000-8000-000000000002", "ws-8"),
+            ("bbbbbbbb-0000-4000-8000-000000000003", "ws-7"),
+        ]
+    );
+}
+
+#[test]
+fn a_correlation_naming_an_unknown_rule_is_located() {
+    let text = "title: C\ncorrelation:\n  type: event_count\n  rules: [nosuch]\n  group-by: [user]\n  timespan: 1m\n  condition: {gte: 2}\n";
+    let (loaded, _dir) = load(&[("c.yml", text)]);
+    assert_eq!(loaded.summary.failed, 1);
+    let e = loaded.errors[0].to_string();
+    assert!(e.contains("c.yml:4:") && e.contains("`nosuch`"), "{e}");
+}
