@@ -87,6 +87,11 @@ pub struct Live {
     pub echo: Echo,
     /// Told the bound metrics address once listening.
     pub on_listening: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
+    /// The rule folders (or files) the detectors came from, watched for changes.
+    pub rules: Vec<PathBuf>,
+    /// The rule files as they were just before the detectors were loaded
+    /// ([`rule_files_state`]): a change after that point triggers a reload.
+    pub rules_seen: Option<RuleFiles>,
 }
 
 impl Live {
@@ -99,6 +104,8 @@ impl Live {
             metrics_addr: config.metrics_addr(),
             echo: Echo::Off,
             on_listening: None,
+            rules: config.rule_dirs(),
+            rules_seen: None,
         }
     }
 }
@@ -118,8 +125,11 @@ pub async fn run_live(
         metrics_addr,
         echo,
         on_listening,
+        rules,
+        rules_seen,
     } = live;
     health.set("kafka", false, "starting");
+    health.set("rules", true, format!("{} rules loaded", detectors.len()));
     health.set("sink", true, "delivering");
     metrics.rules_loaded.set(detectors.len() as i64);
     let server = Server::start(
@@ -166,7 +176,17 @@ pub async fn run_live(
         sources,
         Arc::clone(&health),
         tx,
-        shutdown,
+        shutdown.clone(),
+    ));
+    let (reload_tx, reload_rx) = std::sync::mpsc::sync_channel(1);
+    let watcher = tokio::spawn(watch_rules(
+        Arc::clone(&config),
+        rules,
+        rules_seen,
+        reload_tx,
+        Arc::clone(&metrics),
+        Arc::clone(&health),
+        shutdown.clone(),
     ));
     let pipeline = Pipeline {
         pseudonymiser: pseudonymiser(&config),
@@ -177,8 +197,10 @@ pub async fn run_live(
         committer: Arc::clone(&committer) as _,
         echo,
         clock: Clock::Wall,
+        reload: Some(reload_rx),
     };
     let result = pipeline.run(rx).await;
+    watcher.abort();
     health.set("kafka", false, "stopping");
     let _ = source.await;
     if result.is_ok() {
@@ -259,6 +281,7 @@ pub async fn replay(
         committer: Arc::new(NoCommit),
         echo: Echo::Off,
         clock: Clock::EventTime,
+        reload: None,
     };
     let summary = pipeline.run(rx).await?;
     match reader.await {
@@ -287,4 +310,124 @@ pub fn simulate_to_file(path: &std::path::Path, sim: SimOptions) -> Result<Writt
     let mut out = std::io::BufWriter::new(file);
     crate::source::embedded::write_jsonl(&mut out, Simulator::new(sim))
         .map_err(io(format!("cannot write {}", path.display())))
+}
+
+/// Hot reload: watches the rule folders (every `[detectors] reload_interval_ms`) and listens
+/// for SIGHUP; on a change, compiles the whole rule set again off the hot path and hands it to
+/// the pipeline, which swaps it in between two batches. A set that fails to load changes
+/// nothing: the previous rules keep running, and the failure is logged, counted
+/// (`palisade_rule_reloads_total{result="failed"}`) and shown by `/readyz` until a later
+/// reload succeeds.
+pub async fn watch_rules(
+    config: Arc<Config>,
+    paths: Vec<PathBuf>,
+    seen: Option<RuleFiles>,
+    tx: std::sync::mpsc::SyncSender<DetectorSet>,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let interval = config.detectors.reload_interval_ms;
+    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; rule reload by signal is off");
+            None
+        }
+    };
+    let mut seen = seen.unwrap_or_else(|| rule_files_state(&paths));
+    loop {
+        let poll = async {
+            if interval == 0 {
+                std::future::pending::<()>().await
+            } else {
+                tokio::time::sleep(std::time::Duration::from_millis(interval)).await
+            }
+        };
+        let hup = async {
+            match &mut hangup {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        let forced = tokio::select! {
+            _ = crate::pipeline::stopped(&mut shutdown) => return,
+            _ = poll => false,
+            _ = hup => true,
+        };
+        let now = rule_files_state(&paths);
+        if !forced && now == seen {
+            continue;
+        }
+        seen = now;
+        tracing::info!(
+            reason = if forced { "SIGHUP" } else { "files changed" },
+            "reloading rules"
+        );
+        let load = {
+            let config = Arc::clone(&config);
+            let paths = paths.clone();
+            tokio::task::spawn_blocking(move || {
+                tokio::runtime::Handle::current().block_on(DetectorSet::load(&config, &paths))
+            })
+        };
+        match load.await {
+            Ok(Ok(set)) => {
+                let rules = set.len();
+                for w in set.warnings() {
+                    tracing::warn!("{w}");
+                }
+                let tx = tx.clone();
+                let sent = tokio::task::spawn_blocking(move || tx.send(set).is_ok()).await;
+                if !matches!(sent, Ok(true)) {
+                    return; // the pipeline has stopped
+                }
+                metrics.rule_reloads.with_label_values(&["ok"]).inc();
+                health.set("rules", true, format!("{rules} rules loaded"));
+            }
+            Ok(Err(e)) => {
+                tracing::error!("rule reload failed; the previous rules keep running:\n{e}");
+                metrics.rule_reloads.with_label_values(&["failed"]).inc();
+                let first = e.errors.first().map(|e| e.to_string()).unwrap_or_default();
+                health.set(
+                    "rules",
+                    true,
+                    format!(
+                        "last reload FAILED, previous rules still running: {} problem(s), first: {first}",
+                        e.errors.len()
+                    ),
+                );
+            }
+            Err(e) => panic!("rule loading panicked: {e}"),
+        }
+    }
+}
+
+/// Rule files with their size and modification time.
+pub type RuleFiles = Vec<(PathBuf, u64, Option<std::time::SystemTime>)>;
+
+/// Every rule file under `paths` with its size and modification time: what a reload would
+/// read, compared from poll to poll.
+pub fn rule_files_state(paths: &[PathBuf]) -> RuleFiles {
+    fn walk(path: &std::path::Path, out: &mut Vec<(PathBuf, u64, Option<std::time::SystemTime>)>) {
+        if path.is_dir() {
+            if let Ok(entries) = std::fs::read_dir(path) {
+                for e in entries.flatten() {
+                    walk(&e.path(), out);
+                }
+            }
+        } else if crate::detect::is_rule_file(path)
+            && let Ok(m) = std::fs::metadata(path)
+        {
+            out.push((path.to_path_buf(), m.len(), m.modified().ok()));
+        }
+    }
+    let mut out = Vec::new();
+    for p in paths {
+        walk(p, &mut out);
+    }
+    out.sort();
+    out
 }

@@ -143,8 +143,15 @@ impl Default for PipelineConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DetectorsConfig {
-    /// Folders searched recursively for `*.sql` detectors.
+    /// Folders searched recursively for rules (`*.sql`, Sigma `*.yml` / `*.yaml`).
     pub rules: Vec<Spanned<PathBuf>>,
+    /// How often a running service looks for changed rule files, in ms; 0: only on SIGHUP.
+    #[serde(default = "default_reload_interval_ms")]
+    pub reload_interval_ms: u64,
+}
+
+fn default_reload_interval_ms() -> u64 {
+    2_000
 }
 
 /// The metrics and health endpoint.

@@ -232,9 +232,13 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(group) = &args.group {
         config.kafka.group_id = group.clone();
     }
+    let mut live = Live::new(&config);
+    if !args.rules.is_empty() {
+        live.rules = args.rules.clone();
+    }
+    live.rules_seen = Some(app::rule_files_state(&live.rules));
     let detectors = app::load_detectors(&config, &args.rules).await?;
     tracing::info!(rules = detectors.len(), "detectors loaded");
-    let mut live = Live::new(&config);
     if let Some(addr) = args.metrics_addr {
         live.metrics_addr = addr;
     }

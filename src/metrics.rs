@@ -44,6 +44,8 @@ pub struct Metrics {
     pub ready: IntGauge,
     /// Loaded detectors.
     pub rules_loaded: IntGauge,
+    /// Rule reloads, by result (`ok`, `failed`).
+    pub rule_reloads: IntCounterVec,
     /// Detector state held (correlation groups, events), by kind.
     pub state_held: IntGaugeVec,
     /// Detector state given up to stay within bounds, by reason.
@@ -142,6 +144,11 @@ impl Metrics {
         registry
             .register(Box::new(rules_loaded.clone()))
             .expect("registered once");
+        let rule_reloads = counter(
+            "palisade_rule_reloads_total",
+            "Rule set reloads (file change or SIGHUP); a failed one leaves the previous rules running.",
+            &["result"],
+        );
         let state_held = IntGaugeVec::new(
             Opts::new(
                 "palisade_detector_state",
@@ -181,6 +188,7 @@ impl Metrics {
             sink_retries,
             ready,
             rules_loaded,
+            rule_reloads,
             state_held,
             state_evicted,
             latency,

@@ -131,6 +131,9 @@ pub struct Pipeline {
     pub clock: Clock,
     /// Pseudonymisation key.
     pub pseudonymiser: Pseudonymiser,
+    /// New rule sets, compiled elsewhere (see [`crate::app::watch_rules`]): swapped in
+    /// between two batches, so every batch is evaluated by exactly one rule set.
+    pub reload: Option<std::sync::mpsc::Receiver<DetectorSet>>,
 }
 
 impl Pipeline {
@@ -145,6 +148,7 @@ impl Pipeline {
             echo,
             clock,
             pseudonymiser,
+            reload,
         } = self;
         let capacity = *config.pipeline.channel_batches.get_ref();
         let (tx, mut processed) = mpsc::channel::<Processed>(capacity);
@@ -157,7 +161,15 @@ impl Pipeline {
             };
             std::thread::Builder::new()
                 .name("palisade-compute".into())
-                .spawn(move || compute_loop(&config, detectors, &metrics, ctx, clock, raw, tx))
+                .spawn(move || {
+                    let stages = Compute {
+                        config: &config,
+                        metrics: &metrics,
+                        clock,
+                        reload,
+                    };
+                    compute_loop(stages, detectors, ctx, raw, tx)
+                })
                 .expect("spawning a thread")
         };
         let mut summary = Summary::default();
@@ -228,16 +240,28 @@ impl Pipeline {
     }
 }
 
+/// What the compute stage works with besides its input and output.
+struct Compute<'a> {
+    config: &'a Config,
+    metrics: &'a Metrics,
+    clock: Clock,
+    reload: Option<std::sync::mpsc::Receiver<DetectorSet>>,
+}
+
 /// The compute stage: decode and detect, one batch at a time, on its own thread.
 fn compute_loop(
-    config: &Config,
+    stages: Compute<'_>,
     mut detectors: DetectorSet,
-    metrics: &Metrics,
     mut ctx: EvalContext,
-    clock: Clock,
     mut raw: mpsc::Receiver<RawBatch>,
     out: mpsc::Sender<Processed>,
 ) {
+    let Compute {
+        config,
+        metrics,
+        clock,
+        reload,
+    } = stages;
     let mut decoders: Vec<JsonDecoder> = config
         .streams
         .iter()
@@ -250,11 +274,24 @@ fn compute_loop(
             .expect("validated schema")
         })
         .collect();
-    let detector_names = detectors.detector_names();
+    let mut detector_names = detectors.detector_names();
     let mut state = detectors.state();
     let mut timings: Vec<Timing> = Vec::new();
     let mut stream_time = i64::MIN;
     while let Some(batch) = raw.blocking_recv() {
+        // A new rule set takes over between batches: none is evaluated twice or skipped.
+        while let Some(mut new) = reload.as_ref().and_then(|rx| rx.try_recv().ok()) {
+            let kept = new.adopt_state(&mut detectors);
+            detectors = new;
+            detector_names = detectors.detector_names();
+            state = detectors.state();
+            metrics.rules_loaded.set(detectors.len() as i64);
+            tracing::info!(
+                rules = detectors.len(),
+                correlations_kept = kept,
+                "new rule set in effect"
+            );
+        }
         let decoder = &mut decoders[batch.stream];
         let decoded = decoder.decode(&batch);
         ctx.now_ms = match clock {

@@ -152,6 +152,13 @@ pub trait Detector: Send {
         ctx: &EvalContext,
         out: &mut Vec<Alert>,
     ) -> Result<(), DetectError>;
+    /// After a reload, `self` replacing `old`: takes over the state of what did not change.
+    /// Returns how many stateful rules kept their state.
+    fn adopt_state(&mut self, _old: &mut dyn Detector) -> usize {
+        0
+    }
+    /// For [`Detector::adopt_state`]: the concrete detector.
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any;
     /// The state it holds across batches and what its bounds made it give up (totals since
     /// load). Stateless detectors hold nothing.
     fn state(&self) -> StateCounters {
@@ -319,6 +326,24 @@ impl DetectorSet {
     /// What projected stream `stream` must decode.
     pub fn projection(&self, stream: usize) -> &Projection {
         &self.projections[stream]
+    }
+
+    /// After a reload, `self` replacing `old`: detectors of the same name take over the state
+    /// of what did not change in them (correlations keep their windows). Returns how many
+    /// stateful rules kept their state.
+    pub fn adopt_state(&mut self, old: &mut DetectorSet) -> usize {
+        let mut kept = 0;
+        for d in &mut self.detectors {
+            if let Some(o) = old.detectors.iter_mut().find(|o| o.name() == d.name()) {
+                kept += d.adopt_state(o.as_mut());
+            }
+        }
+        kept
+    }
+
+    /// Whether `other` decodes the same paths on every projected stream.
+    pub fn same_projections(&self, other: &DetectorSet) -> bool {
+        self.projections == other.projections
     }
 
     /// State held and evicted, over every detector.

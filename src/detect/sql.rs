@@ -613,6 +613,10 @@ impl Detector for SqlDetector {
         stream == self.stream
     }
 
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+
     fn evaluate(
         &mut self,
         _stream: usize,

@@ -231,6 +231,7 @@ async fn offsets_wait_for_alert_acknowledgement_so_a_crash_loses_nothing() {
         echo: Echo::Off,
         clock: Clock::Wall,
         pseudonymiser: app::pseudonymiser(&config),
+        reload: None,
     };
     let run = tokio::spawn(pipeline.run(raw_rx));
     // Wait until the sink holds a batch with alerts (the rest queue up behind it).

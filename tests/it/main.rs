@@ -3,6 +3,7 @@
 mod cli;
 mod decode_props;
 mod kafka_pipeline;
+mod reload;
 mod replay;
 mod support;
 mod tansu;

@@ -467,6 +467,19 @@ impl CorrelationSet {
         out.append(&mut s.produced);
     }
 
+    /// Takes over the state of correlation `from` of `old` as the state of correlation `to`
+    /// (the same correlation, reloaded unchanged): its groups, open windows, clocks and
+    /// counters. `old` is left with empty state for it.
+    pub fn adopt(&mut self, to: usize, old: &mut CorrelationSet, from: usize) {
+        let (new, was) = (&mut self.trackers[to], &mut old.trackers[from]);
+        debug_assert_eq!(new.spec.kind, was.spec.kind);
+        std::mem::swap(&mut new.groups, &mut was.groups);
+        std::mem::swap(&mut new.closing, &mut was.closing);
+        std::mem::swap(&mut new.source_clocks, &mut was.source_clocks);
+        new.clock = was.clock;
+        new.counters = was.counters;
+    }
+
     /// What correlation `correlation` refers to.
     pub fn sources(&self, correlation: usize) -> &[Source] {
         &self.trackers[correlation].spec.sources

@@ -87,6 +87,9 @@ struct Correlations {
     metas: Vec<usize>,
     /// Per correlation: group-by names whose values are personal on some source stream.
     private_groups: Vec<Vec<bool>>,
+    /// Per correlation: a digest of its rule and of the rules it reads, to tell after a
+    /// reload whether it changed (unchanged ones keep their state).
+    fingerprints: Vec<u64>,
 }
 
 /// One stream's share of the rule set.
@@ -187,6 +190,7 @@ impl SigmaEngine {
         let mut refs = Vec::new();
         // Per base rule: its Sigma `name` and the streams it reads (for correlations).
         let mut names: Vec<Option<String>> = Vec::new();
+        let mut digests: Vec<u64> = Vec::new();
         let mut rule_streams: Vec<Vec<usize>> = Vec::new();
         // Rules that no stream feeds are still compiled, so that `check` reports their
         // problems like any other's.
@@ -288,6 +292,12 @@ impl SigmaEngine {
             refs.push(RuleRef::of(&meta));
             rules.push(meta);
             names.push(rule.meta.name.clone());
+            digests.push({
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                format!("{:?}{:?}", rule.logsource, rule.detection).hash(&mut h);
+                h.finish()
+            });
             rule_streams.push(targets.iter().map(|(s, _)| *s).collect());
         }
 
@@ -296,6 +306,7 @@ impl SigmaEngine {
             config,
             &correlations,
             &names,
+            &digests,
             &rule_streams,
             &mut rules,
             &mut builders,
@@ -402,6 +413,28 @@ impl StreamBuilder {
     }
 }
 
+impl SigmaEngine {
+    /// After a reload: takes over the correlation state of every correlation of `old` that
+    /// did not change (same id, same rule, same rules read). Returns how many kept state.
+    pub fn adopt_state(&mut self, old: &mut SigmaEngine) -> usize {
+        let (Some(new), Some(was)) = (&mut self.correlate, &mut old.correlate) else {
+            return 0;
+        };
+        let mut kept = 0;
+        for n in 0..new.metas.len() {
+            let id = &self.rules[new.metas[n]].id;
+            let found = (0..was.metas.len()).find(|&o| {
+                old.rules[was.metas[o]].id == *id && was.fingerprints[o] == new.fingerprints[n]
+            });
+            if let Some(o) = found {
+                new.set.adopt(n, &mut was.set, o);
+                kept += 1;
+            }
+        }
+        kept
+    }
+}
+
 impl Detector for SigmaEngine {
     fn name(&self) -> &str {
         "sigma"
@@ -413,6 +446,17 @@ impl Detector for SigmaEngine {
 
     fn reads(&self, stream: usize) -> bool {
         self.streams.get(stream).is_some_and(Option::is_some)
+    }
+
+    fn adopt_state(&mut self, old: &mut dyn Detector) -> usize {
+        match old.as_any_mut().downcast_mut::<SigmaEngine>() {
+            Some(old) => SigmaEngine::adopt_state(self, old),
+            None => 0,
+        }
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
     }
 
     fn state(&self) -> StateCounters {
@@ -847,6 +891,7 @@ fn link_correlations(
     config: &Config,
     correlations: &[(CorrelationRule, PathBuf)],
     names: &[Option<String>],
+    digests: &[u64],
     rule_streams: &[Vec<usize>],
     rules: &mut Vec<RuleMeta>,
     builders: &mut [Option<StreamBuilder>],
@@ -1035,6 +1080,30 @@ fn link_correlations(
         }
     };
     let mut metas = Vec::with_capacity(kept.len());
+    let fingerprints = kept
+        .iter()
+        .map(|&i| {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            fn feed(
+                h: &mut impl Hasher,
+                i: usize,
+                correlations: &[(CorrelationRule, PathBuf)],
+                sources: &[Option<Vec<Source>>],
+                digests: &[u64],
+            ) {
+                format!("{:?}", correlations[i].0.correlation).hash(h);
+                for s in sources[i].as_deref().unwrap_or_default() {
+                    match *s {
+                        Source::Rule(r) => digests[r].hash(h),
+                        Source::Correlation(j) => feed(h, j, correlations, sources, digests),
+                    }
+                }
+            }
+            feed(&mut h, i, correlations, &sources, digests);
+            h.finish()
+        })
+        .collect();
     for (n, &i) in kept.iter().enumerate() {
         let (c, file) = &correlations[i];
         let m = &c.meta;
@@ -1066,6 +1135,7 @@ fn link_correlations(
         set,
         metas,
         private_groups,
+        fingerprints,
     })
 }
 

@@ -417,3 +417,35 @@ fn a_correlation_naming_an_unknown_rule_is_located() {
     let e = loaded.errors[0].to_string();
     assert!(e.contains("c.yml:4:") && e.contains("`nosuch`"), "{e}");
 }
+
+#[test]
+fn a_reload_keeps_the_state_of_unchanged_correlations_only() {
+    let burst = |e: &mut SigmaEngine, users: &[&str], second: u32| {
+        let lines: Vec<String> = users
+            .iter()
+            .map(|u| {
+                format!(
+                    r#"{{"ts":"2026-01-05T02:31:{second:02}Z","user":"{u}","src_ip":"10.0.0.9","result":"failure"}}"#
+                )
+            })
+            .collect();
+        run(e, "auth", &lines.join("\n"))
+    };
+    let mut old = engine(&[("spray.yml", FAILED_LOGIN)]);
+    assert!(burst(&mut old, &["a", "b"], 0).is_empty());
+
+    // The same rules, reloaded: the two users seen before still count.
+    let mut same = engine(&[("spray.yml", FAILED_LOGIN)]);
+    assert_eq!(same.adopt_state(&mut old), 1);
+    assert_eq!(burst(&mut same, &["c"], 1).len(), 1);
+
+    // A changed correlation (threshold 4) starts from nothing.
+    let mut old = engine(&[("spray.yml", FAILED_LOGIN)]);
+    assert!(burst(&mut old, &["a", "b", "c"], 0).len() == 1);
+    assert!(burst(&mut old, &["d", "e"], 2).is_empty());
+    let changed = FAILED_LOGIN.replace("gte: 3", "gte: 4");
+    let mut new = engine(&[("spray.yml", changed.as_str())]);
+    assert_eq!(new.adopt_state(&mut old), 0);
+    assert!(burst(&mut new, &["f", "g", "h"], 3).is_empty());
+    assert_eq!(burst(&mut new, &["i"], 4).len(), 1);
+}
