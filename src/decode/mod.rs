@@ -9,6 +9,12 @@
 //! per-record work. Only when that fails (or the record count does not match) is each record
 //! probed on its own to find the culprits, so a bad record costs its batch a slower decode but
 //! never the loss of its neighbours.
+//!
+//! [`project`] holds the other decoder, [`project::ProjectingDecoder`]: for wide nested events
+//! (Windows events as evtx-dump writes them) of which the rules read only a few dotted paths,
+//! it extracts just those, as strings, in one serde_json pass per record.
+
+pub mod project;
 
 use std::sync::Arc;
 
