@@ -4,5 +4,6 @@ mod cli;
 mod decode_props;
 mod kafka_pipeline;
 mod replay;
+mod ruletest;
 mod support;
 mod tansu;
