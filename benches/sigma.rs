@@ -76,7 +76,7 @@ const KEYS: &[&str] = &[
 
 fn system(rng: &mut Rng, id: u32, ts: &str) -> String {
     format!(
-        r#""System":{{"Provider":{{"#attributes":{{"Name":"Microsoft-Windows-Sysmon","Guid":"5770385F-C22A-43E0-BF4C-06F5698FFBD9"}}}},"EventID":{id},"Version":5,"Level":4,"Task":{id},"Opcode":0,"Keywords":"0x8000000000000000","TimeCreated":{{"#attributes":{{"SystemTime":"{ts}"}}}},"EventRecordID":{},"Correlation":null,"Execution":{{"#attributes":{{"ProcessID":3544,"ThreadID":4272}}}},"Channel":"Microsoft-Windows-Sysmon/Operational","Computer":"ws-{}.city.local","Security":{{"#attributes":{{"UserID":"S-1-5-18"}}}}}}"#,
+        r##""System":{{"Provider":{{"#attributes":{{"Name":"Microsoft-Windows-Sysmon","Guid":"5770385F-C22A-43E0-BF4C-06F5698FFBD9"}}}},"EventID":{id},"Version":5,"Level":4,"Task":{id},"Opcode":0,"Keywords":"0x8000000000000000","TimeCreated":{{"#attributes":{{"SystemTime":"{ts}"}}}},"EventRecordID":{},"Correlation":null,"Execution":{{"#attributes":{{"ProcessID":3544,"ThreadID":4272}}}},"Channel":"Microsoft-Windows-Sysmon/Operational","Computer":"ws-{}.city.local","Security":{{"#attributes":{{"UserID":"S-1-5-18"}}}}}}"##,
         rng.next() % 10_000_000,
         rng.next() % 400
     )
@@ -92,7 +92,13 @@ fn event(rng: &mut Rng, i: usize) -> String {
     );
     let image = rng.pick(IMAGES);
     let user = rng.pick(USERS);
-    let guid = format!("{{{}-{}-{}-{}}}", rng.hex(8), rng.hex(4), rng.hex(4), rng.hex(12));
+    let guid = format!(
+        "{{{}-{}-{}-{}}}",
+        rng.hex(8),
+        rng.hex(4),
+        rng.hex(4),
+        rng.hex(12)
+    );
     let hashes = format!(
         "SHA1={},MD5={},SHA256={},IMPHASH={}",
         rng.hex(40),
@@ -104,7 +110,7 @@ fn event(rng: &mut Rng, i: usize) -> String {
         0..=3 => (
             1,
             format!(
-                r#""RuleName":"-","UtcTime":"{ts}","ProcessGuid":"{guid}","ProcessId":{},"Image":"{}","FileVersion":"10.0.19041.1 (WinBuild.160101.0800)","Description":"Application","Product":"Microsoft® Windows® Operating System","Company":"Microsoft Corporation","OriginalFileName":"app.exe","CommandLine":"\"{}\" --type=renderer --field-trial-handle={} --lang=en-CA --enable-features=NetworkService,NetworkServiceInProcess --mojo-platform-channel-handle={} /prefetch:1","CurrentDirectory":"{}\\","User":"{}","LogonGuid":"{guid}","LogonId":"0x{}","TerminalSessionId":1,"IntegrityLevel":"Medium","Hashes":"{hashes}","ParentProcessGuid":"{guid}","ParentProcessId":{},"ParentImage":"C:\\Windows\\explorer.exe","ParentCommandLine":"C:\\Windows\\Explorer.EXE","ParentUser":"{}""#,
+                r##""RuleName":"-","UtcTime":"{ts}","ProcessGuid":"{guid}","ProcessId":{},"Image":"{}","FileVersion":"10.0.19041.1 (WinBuild.160101.0800)","Description":"Application","Product":"Microsoft® Windows® Operating System","Company":"Microsoft Corporation","OriginalFileName":"app.exe","CommandLine":"\"{}\" --type=renderer --field-trial-handle={} --lang=en-CA --enable-features=NetworkService,NetworkServiceInProcess --mojo-platform-channel-handle={} /prefetch:1","CurrentDirectory":"{}\\","User":"{}","LogonGuid":"{guid}","LogonId":"0x{}","TerminalSessionId":1,"IntegrityLevel":"Medium","Hashes":"{hashes}","ParentProcessGuid":"{guid}","ParentProcessId":{},"ParentImage":"C:\\Windows\\explorer.exe","ParentCommandLine":"C:\\Windows\\Explorer.EXE","ParentUser":"{}""##,
                 rng.next() % 65536,
                 image.replace('\\', "\\\\"),
                 image.replace('\\', "\\\\"),
@@ -120,7 +126,7 @@ fn event(rng: &mut Rng, i: usize) -> String {
         4 | 5 => (
             3,
             format!(
-                r#""RuleName":"-","UtcTime":"{ts}","ProcessGuid":"{guid}","ProcessId":{},"Image":"{}","User":"{}","Protocol":"tcp","Initiated":"true","SourceIsIpv6":"false","SourceIp":"10.20.{}.{}","SourceHostname":"ws.city.local","SourcePort":{},"SourcePortName":"-","DestinationIsIpv6":"false","DestinationIp":"10.10.{}.{}","DestinationHostname":"srv-{}.city.local","DestinationPort":443,"DestinationPortName":"https","Hashes":"{hashes}""#,
+                r##""RuleName":"-","UtcTime":"{ts}","ProcessGuid":"{guid}","ProcessId":{},"Image":"{}","User":"{}","Protocol":"tcp","Initiated":"true","SourceIsIpv6":"false","SourceIp":"10.20.{}.{}","SourceHostname":"ws.city.local","SourcePort":{},"SourcePortName":"-","DestinationIsIpv6":"false","DestinationIp":"10.10.{}.{}","DestinationHostname":"srv-{}.city.local","DestinationPort":443,"DestinationPortName":"https","Hashes":"{hashes}""##,
                 rng.next() % 65536,
                 image.replace('\\', "\\\\"),
                 user.replace('\\', "\\\\"),
@@ -135,7 +141,7 @@ fn event(rng: &mut Rng, i: usize) -> String {
         6 | 7 => (
             11,
             format!(
-                r#""RuleName":"-","UtcTime":"{ts}","ProcessGuid":"{guid}","ProcessId":{},"Image":"{}","TargetFilename":"{}\\{}.tmp","CreationUtcTime":"{ts}","User":"{}","Hashes":"{hashes}","Description":"temporary file written during normal operation of the application"#,
+                r##""RuleName":"-","UtcTime":"{ts}","ProcessGuid":"{guid}","ProcessId":{},"Image":"{}","TargetFilename":"{}\\{}.tmp","CreationUtcTime":"{ts}","User":"{}","Hashes":"{hashes}","Description":"temporary file written during normal operation of the application"##,
                 rng.next() % 65536,
                 image.replace('\\', "\\\\"),
                 rng.pick(DIRS).replace('\\', "\\\\"),
@@ -146,7 +152,7 @@ fn event(rng: &mut Rng, i: usize) -> String {
         8 => (
             13,
             format!(
-                r#""RuleName":"-","EventType":"SetValue","UtcTime":"{ts}","ProcessGuid":"{guid}","ProcessId":{},"Image":"{}","TargetObject":"{}\\{}","Details":"DWORD (0x0000000{})","User":"{}","Hashes":"{hashes}""#,
+                r##""RuleName":"-","EventType":"SetValue","UtcTime":"{ts}","ProcessGuid":"{guid}","ProcessId":{},"Image":"{}","TargetObject":"{}\\{}","Details":"DWORD (0x0000000{})","User":"{}","Hashes":"{hashes}""##,
                 rng.next() % 65536,
                 image.replace('\\', "\\\\"),
                 rng.pick(KEYS).replace('\\', "\\\\"),
@@ -158,7 +164,7 @@ fn event(rng: &mut Rng, i: usize) -> String {
         _ => (
             7,
             format!(
-                r#""RuleName":"-","UtcTime":"{ts}","ProcessGuid":"{guid}","ProcessId":{},"Image":"{}","ImageLoaded":"C:\\Windows\\System32\\{}.dll","FileVersion":"10.0.19041.1","Description":"Windows library","Product":"Microsoft® Windows® Operating System","Company":"Microsoft Corporation","OriginalFileName":"lib.dll","Hashes":"{hashes}","Signed":"true","Signature":"Microsoft Windows","SignatureStatus":"Valid","User":"{}""#,
+                r##""RuleName":"-","UtcTime":"{ts}","ProcessGuid":"{guid}","ProcessId":{},"Image":"{}","ImageLoaded":"C:\\Windows\\System32\\{}.dll","FileVersion":"10.0.19041.1","Description":"Windows library","Product":"Microsoft® Windows® Operating System","Company":"Microsoft Corporation","OriginalFileName":"lib.dll","Hashes":"{hashes}","Signed":"true","Signature":"Microsoft Windows","SignatureStatus":"Valid","User":"{}""##,
                 rng.next() % 65536,
                 image.replace('\\', "\\\\"),
                 rng.pick(&["ntdll", "kernel32", "user32", "combase", "rpcrt4"]),
@@ -167,7 +173,9 @@ fn event(rng: &mut Rng, i: usize) -> String {
         ),
     };
     let sys = system(rng, id, &ts);
-    format!(r#"{{"Event":{{"#attributes":{{"xmlns":"http://schemas.microsoft.com/win/2004/08/events/event"}},{sys},"EventData":{{{data}}}}}}}"#)
+    format!(
+        r##"{{"Event":{{"#attributes":{{"xmlns":"http://schemas.microsoft.com/win/2004/08/events/event"}},{sys},"EventData":{{{data}}}}}}}"##
+    )
 }
 
 /// Every regression event of the corpus, compacted to one line, its time rewritten.
@@ -250,7 +258,11 @@ fn run(config: &Config, detectors: Option<&mut DetectorSet>, raws: &[RawBatch]) 
     for raw in raws {
         let t = Instant::now();
         let decoded = decoder.decode(raw);
-        assert!(decoded.dead.is_empty(), "{:?}", decoded.dead.first().map(|d| &d.reason));
+        assert!(
+            decoded.dead.is_empty(),
+            "{:?}",
+            decoded.dead.first().map(|d| &d.reason)
+        );
         if let Some(d) = detectors.as_deref_mut() {
             d.evaluate(0, &decoded.batch, &ctx, &mut alerts, &mut timings);
             assert!(timings.iter().all(|t| t.error.is_none()), "{timings:?}");
@@ -287,7 +299,9 @@ fn main() {
         return;
     }
     let config = Config::preset("sigma-windows").unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
 
     // The whole corpus, loaded and compiled as `palisade check --preset sigma-windows` does.
     let roots: Vec<PathBuf> = ["rules", "rules-emerging-threats", "rules-threat-hunting"]

@@ -283,6 +283,11 @@ pub struct LogsourceMapping {
     /// value or a list of alternatives (exact, case-insensitive).
     #[serde(default)]
     pub conditions: IndexMap<String, OneOrMany>,
+    /// Field renames for the rules of this log source only (Sigma field → column or dotted
+    /// path), before the stream's `[sigma.streams.NAME]` mapping: e.g. Defender's
+    /// `ThreatName` is `Event.EventData.Threat Name`.
+    #[serde(default)]
+    pub fields: IndexMap<String, String>,
 }
 
 impl LogsourceMapping {

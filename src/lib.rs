@@ -15,6 +15,7 @@
 //! - [`metrics`]: every metric, defined once.
 //! - [`server`]: `/metrics`, `/healthz`, `/readyz`.
 //! - [`app`]: the commands (`run`, `replay`, `simulate`) assembled from the above.
+//! - [`ruletest`]: `palisade test`: analysts' test cases (`*.tests.yml`) run through the rules.
 
 pub mod alert;
 pub mod app;
@@ -24,6 +25,7 @@ pub mod detect;
 pub mod metrics;
 pub mod pipeline;
 pub mod privacy;
+pub mod ruletest;
 pub mod server;
 pub mod sim;
 pub mod source;

@@ -1,6 +1,7 @@
 //! The `palisade` command line. Parses arguments, sets up logging, loads the configuration and
 //! calls into `palisade::app`. The only place `anyhow` is used: errors are printed with their
-//! whole chain (`{:#}`) and the process exits 2 (1 for `check` with failing rules).
+//! whole chain (`{:#}`) and the process exits 2 (1 for `check` with failing rules and for `test`
+//! with failing cases).
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -40,6 +41,8 @@ enum Command {
     Replay(ReplayArgs),
     /// Load rules exactly as the service does and report every problem.
     Check(CheckArgs),
+    /// Run rule test cases (`*.tests.yml` beside the rules): events in, expected alerts out.
+    Test(TestArgs),
 }
 
 #[derive(clap::Args)]
@@ -136,11 +139,28 @@ struct ReplayArgs {
     /// Rule folders (default: the configured ones).
     #[arg(long = "rules")]
     rules: Vec<PathBuf>,
+    /// Backtest with the rules that load, reporting the others (e.g. a third-party folder
+    /// with rules that need configuration); without it any bad rule stops the replay.
+    #[arg(long)]
+    skip_bad_rules: bool,
 }
 
 #[derive(clap::Args)]
 struct CheckArgs {
     /// Rule folders or files (default: the configured ones).
+    paths: Vec<PathBuf>,
+    /// Configuration file (default: the built-in one).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// A built-in configuration instead of --config: `sigma-windows` (SigmaHQ Windows rules
+    /// over evtx-dump JSON).
+    #[arg(long, conflicts_with = "config", value_parser = ["sigma-windows"])]
+    preset: Option<String>,
+}
+
+#[derive(clap::Args)]
+struct TestArgs {
+    /// Test files, or folders searched for `*.tests.yml` (default: the configured rule folders).
     paths: Vec<PathBuf>,
     /// Configuration file (default: the built-in one).
     #[arg(long)]
@@ -181,6 +201,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Simulate(args) => simulate(args).await,
         Command::Replay(args) => replay(args).await,
         Command::Check(args) => check(args).await,
+        Command::Test(args) => test(args).await,
     }
 }
 
@@ -380,7 +401,28 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
 
 async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let config = Arc::new(load_config(args.config.as_ref(), args.preset.as_deref())?);
-    let detectors = app::load_detectors(&config, &args.rules).await?;
+    let detectors = if args.skip_bad_rules {
+        let paths = if args.rules.is_empty() {
+            config.rule_dirs()
+        } else {
+            args.rules.clone()
+        };
+        let (set, errors) = palisade::detect::DetectorSet::load_partial(&config, &paths).await;
+        for e in &errors {
+            eprintln!("palisade: skipped: {e}");
+        }
+        let summary = set.summary();
+        eprintln!(
+            "palisade: {} rules loaded, {} skipped",
+            summary.ok, summary.failed
+        );
+        set
+    } else {
+        app::load_detectors(&config, &args.rules).await?
+    };
+    if detectors.is_empty() {
+        bail!("no rules loaded: pass --rules DIR (or set [detectors] rules in the configuration)");
+    }
     let alerts: Box<dyn std::io::Write + Send> = match &args.output {
         Some(path) => Box::new(std::io::BufWriter::new(
             std::fs::File::create(path)
@@ -447,6 +489,20 @@ async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+async fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
+    let config = load_config(args.config.as_ref(), args.preset.as_deref())?;
+    let paths = if args.paths.is_empty() {
+        config.rule_dirs()
+    } else {
+        args.paths.clone()
+    };
+    let mut out = std::io::stdout();
+    let outcome = palisade::ruletest::run(&config, &paths, &mut out)
+        .await
+        .context("cannot write the report")?;
+    Ok(ExitCode::from(outcome.exit_code()))
 }
 
 #[cfg(test)]

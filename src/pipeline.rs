@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::alert::Alert;
 use crate::config::Config;
-use crate::decode::{DeadLetter, JsonDecoder};
+use crate::decode::DeadLetter;
 use crate::detect::{DetectorSet, EvalContext, Timing};
 use crate::metrics::Metrics;
 use crate::privacy::Pseudonymiser;
@@ -262,18 +262,7 @@ fn compute_loop(
         clock,
         reload,
     } = stages;
-    let mut decoders: Vec<JsonDecoder> = config
-        .streams
-        .iter()
-        .map(|s| {
-            JsonDecoder::new(
-                Arc::clone(s.arrow_schema().expect("TODO projected")),
-                s.event_time.get_ref(),
-                *config.pipeline.batch_rows.get_ref(),
-            )
-            .expect("validated schema")
-        })
-        .collect();
+    let mut decoders = detectors.decoders(config);
     let mut detector_names = detectors.detector_names();
     let mut state = detectors.state();
     let mut timings: Vec<Timing> = Vec::new();
@@ -282,6 +271,10 @@ fn compute_loop(
         // A new rule set takes over between batches: none is evaluated twice or skipped.
         while let Some(mut new) = reload.as_ref().and_then(|rx| rx.try_recv().ok()) {
             let kept = new.adopt_state(&mut detectors);
+            if !new.same_projections(&detectors) {
+                // Projected streams now decode what the new rules read.
+                decoders = new.decoders(config);
+            }
             detectors = new;
             detector_names = detectors.detector_names();
             state = detectors.state();

@@ -288,6 +288,60 @@ fn clean(e: ArrowError) -> String {
         .unwrap_or(s)
 }
 
+/// The decoder of one stream: arrow-json over its declared schema, or, for a stream without
+/// one, a projection of the dotted paths its detectors read.
+pub enum StreamDecoder {
+    /// A stream with `[streams.schema]`.
+    Json(JsonDecoder),
+    /// A projected stream.
+    Projected(project::ProjectingDecoder),
+}
+
+impl StreamDecoder {
+    /// The decoder of `stream`: `paths` and `keywords` say what its detectors read when it is
+    /// projected (its entity fields are always decoded too); ignored otherwise.
+    pub fn for_stream(
+        stream: &crate::config::StreamConfig,
+        paths: &[String],
+        keywords: bool,
+        max_rows: usize,
+    ) -> Result<StreamDecoder, String> {
+        let time = stream.event_time.get_ref();
+        match stream.arrow_schema() {
+            Some(schema) => JsonDecoder::new(Arc::clone(schema), time, max_rows)
+                .map(StreamDecoder::Json)
+                .map_err(|e| e.to_string()),
+            None => {
+                let mut all = paths.to_vec();
+                for e in stream.entity.get_ref() {
+                    if !all.contains(e) {
+                        all.push(e.clone());
+                    }
+                }
+                project::ProjectingDecoder::new(all, time, max_rows)
+                    .map(|d| StreamDecoder::Projected(d.with_keywords(keywords)))
+                    .map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    /// Decodes `raw`; see [`JsonDecoder::decode`].
+    pub fn decode(&mut self, raw: &RawBatch) -> Decoded {
+        match self {
+            StreamDecoder::Json(d) => d.decode(raw),
+            StreamDecoder::Projected(d) => d.decode(raw),
+        }
+    }
+
+    /// Index of the event-time column in decoded batches.
+    pub fn time_col(&self) -> usize {
+        match self {
+            StreamDecoder::Json(d) => d.time_col(),
+            StreamDecoder::Projected(d) => d.time_col(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

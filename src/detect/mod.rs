@@ -232,6 +232,22 @@ impl DetectorSet {
     /// detectors and Sigma `*.yml` / `*.yaml` files (not `*.tests.yml`, which hold rule test
     /// cases). Files are taken in sorted order, so load order is stable.
     pub async fn load(config: &Config, paths: &[PathBuf]) -> Result<DetectorSet, LoadError> {
+        let (set, errors) = DetectorSet::load_partial(config, paths).await;
+        if errors.is_empty() {
+            Ok(set)
+        } else {
+            Err(LoadError {
+                errors,
+                warnings: set.warnings,
+                summary: set.summary,
+            })
+        }
+    }
+
+    /// Like [`DetectorSet::load`], but keeps every rule that loads: the set of those, and the
+    /// problems of the others (for backtests over third-party rule folders; the service
+    /// refuses to start on any problem).
+    pub async fn load_partial(config: &Config, paths: &[PathBuf]) -> (DetectorSet, Vec<RuleError>) {
         let mut files = Vec::new();
         let mut errors = Vec::new();
         for path in paths {
@@ -277,13 +293,6 @@ impl DetectorSet {
             }
         }
         check_unique_ids(&detectors, &mut errors);
-        if !errors.is_empty() {
-            return Err(LoadError {
-                errors,
-                warnings,
-                summary,
-            });
-        }
         let by_stream = (0..config.streams.len())
             .map(|s| {
                 (0..detectors.len())
@@ -291,13 +300,14 @@ impl DetectorSet {
                     .collect()
             })
             .collect();
-        Ok(DetectorSet {
+        let set = DetectorSet {
             detectors,
             by_stream,
             projections,
             warnings,
             summary,
-        })
+        };
+        (set, errors)
     }
 
     /// The loaded rules, in a stable order.
@@ -326,6 +336,25 @@ impl DetectorSet {
     /// What projected stream `stream` must decode.
     pub fn projection(&self, stream: usize) -> &Projection {
         &self.projections[stream]
+    }
+
+    /// The decoder of every stream of `config`, reading what these detectors need.
+    pub fn decoders(&self, config: &Config) -> Vec<crate::decode::StreamDecoder> {
+        config
+            .streams
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let p = &self.projections[i];
+                crate::decode::StreamDecoder::for_stream(
+                    s,
+                    &p.paths,
+                    p.keywords,
+                    *config.pipeline.batch_rows.get_ref(),
+                )
+                .expect("validated configuration and rule paths")
+            })
+            .collect()
     }
 
     /// After a reload, `self` replacing `old`: detectors of the same name take over the state

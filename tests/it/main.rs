@@ -5,5 +5,7 @@ mod decode_props;
 mod kafka_pipeline;
 mod reload;
 mod replay;
+mod ruletest;
+mod sigma_corpus;
 mod support;
 mod tansu;

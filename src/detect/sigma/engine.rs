@@ -36,7 +36,8 @@ use super::correlate::{
 use super::error::SigmaError;
 use super::plan::{PlanBuilder, SigmaPlan};
 use super::rule::{
-    CorrelationRule, Level, LogSource, Selection, SelectionKind, SigmaDocument, SigmaRule,
+    CorrelationRule, FilterRule, Level, LogSource, Selection, SelectionKind, SigmaDocument,
+    SigmaRule,
 };
 use super::value::{FieldMatcher, Link, MatchValue, Number, Part, Pattern, Value};
 use super::yaml::Pos;
@@ -141,6 +142,7 @@ impl SigmaEngine {
         let mut summary = LoadSummary::default();
         let mut pending = Vec::new();
         let mut correlations = Vec::new();
+        let mut filters: Vec<(FilterRule, PathBuf)> = Vec::new();
         for file in files {
             let text = match std::fs::read_to_string(file) {
                 Ok(t) => t,
@@ -163,17 +165,7 @@ impl SigmaEngine {
                                 file: file.clone(),
                             }),
                             SigmaDocument::Correlation(c) => correlations.push((c, file.clone())),
-                            SigmaDocument::Filter(f) => {
-                                summary.failed += 1;
-                                errors.push(RuleError {
-                                    file: file.clone(),
-                                    line: f.meta.pos.line,
-                                    column: f.meta.pos.column,
-                                    message: "unsupported feature `filter`: Sigma filter \
-                                              documents are not applied yet"
-                                        .into(),
-                                });
-                            }
+                            SigmaDocument::Filter(f) => filters.push((f, file.clone())),
                         }
                     }
                 }
@@ -201,6 +193,37 @@ impl SigmaEngine {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let mut scratch = PlanBuilder::new().with_placeholders(placeholders.clone());
+        // Global filters: each excludes its events from the rules it names.
+        let mut filter_used = vec![0usize; filters.len()];
+        let pending: Vec<Pending> = pending
+            .into_iter()
+            .map(|Pending { mut rule, file }| {
+                for (k, (f, _)) in filters.iter().enumerate() {
+                    let named = f.rules.iter().any(|r| {
+                        rule.meta.id.as_deref() == Some(r.reference.as_str())
+                            || rule.meta.name.as_deref() == Some(r.reference.as_str())
+                    });
+                    if named && logsource_covers(&f.logsource, &rule.logsource) {
+                        rule = with_filter(&rule, f);
+                        filter_used[k] += 1;
+                    }
+                }
+                Pending { rule, file }
+            })
+            .collect();
+        for ((f, file), used) in filters.iter().zip(&filter_used) {
+            summary.ok += 1;
+            if *used == 0 {
+                warnings.push(RuleError {
+                    file: file.clone(),
+                    line: f.meta.pos.line,
+                    column: f.meta.pos.column,
+                    message: "filter applies to no loaded rule: none of the rules it names is \
+                              loaded with a log source it covers"
+                        .into(),
+                });
+            }
+        }
         for Pending { rule, file } in pending {
             let targets = streams_for(config, &rule.logsource);
             let err_at = |pos: Pos, message: String| RuleError {
@@ -243,8 +266,10 @@ impl SigmaEngine {
                         .get(s.name())
                         .cloned()
                         .unwrap_or_default(),
+                    literal: HashSet::new(),
                 });
-                let specialised = with_logsource_conditions(&rule, entries);
+                let (specialised, renamed) = specialise(&rule, entries);
+                builder.literal.extend(renamed);
                 if let Err(e) = builder.plan.add_rule(&specialised) {
                     summary.failed += 1;
                     errors.push(rule_error(e.into_sigma_error(&file)));
@@ -265,8 +290,8 @@ impl SigmaEngine {
                 builder.evidence.push(shown);
                 builder.keywords |= searches_keywords(&rule);
                 if let Some(schema) = s.arrow_schema() {
-                    for field in fields_read(&rule) {
-                        let column = builder.mapping.column(&field);
+                    for field in fields_read(&specialised) {
+                        let column = builder.path(&field);
                         if locate(schema.fields(), &column).is_none() {
                             warnings.push(err_at(
                                 rule.meta.pos,
@@ -311,6 +336,7 @@ impl SigmaEngine {
             &mut rules,
             &mut builders,
             &mut errors,
+            &mut warnings,
             &mut summary,
         );
         refs.extend(rules[base_rules..].iter().map(RuleRef::of));
@@ -322,16 +348,14 @@ impl SigmaEngine {
                 continue;
             };
             let s = &config.streams[i];
+            let fields: Vec<(String, String)> =
+                b.fields.iter().map(|f| (f.clone(), b.path(f))).collect();
             match b.plan.build() {
                 Ok(plan) => streams.push(Some(StreamPlan {
                     name: s.name().to_string(),
                     plan,
                     rules: b.rules,
-                    fields: b
-                        .fields
-                        .iter()
-                        .map(|f| (f.clone(), b.mapping.column(f)))
-                        .collect(),
+                    fields,
                     evidence: b.evidence,
                     correlation_evidence: b.correlation_evidence,
                     keywords: b.keywords,
@@ -398,9 +422,20 @@ struct StreamBuilder {
     correlation_evidence: Vec<usize>,
     keywords: bool,
     mapping: SigmaFieldMapping,
+    /// View fields that are paths already (renamed by a log source's `fields`).
+    literal: HashSet<String>,
 }
 
 impl StreamBuilder {
+    /// The column or path that view field `name` reads.
+    fn path(&self, name: &str) -> String {
+        if self.literal.contains(name) {
+            name.to_string()
+        } else {
+            self.mapping.column(name)
+        }
+    }
+
     /// Index of view field `name`, added if new.
     fn field(&mut self, name: &str) -> usize {
         match self.fields.iter().position(|f| f == name) {
@@ -896,6 +931,7 @@ fn link_correlations(
     rules: &mut Vec<RuleMeta>,
     builders: &mut [Option<StreamBuilder>],
     errors: &mut Vec<RuleError>,
+    warnings: &mut Vec<RuleError>,
     summary: &mut LoadSummary,
 ) -> Option<Correlations> {
     if correlations.is_empty() {
@@ -925,13 +961,13 @@ fn link_correlations(
                 resolved.push(Source::Correlation(j));
             } else {
                 ok = false;
-                errors.push(RuleError {
+                warnings.push(RuleError {
                     file: file.clone(),
                     line: r.pos.line,
                     column: r.pos.column,
                     message: format!(
-                        "correlation refers to `{}`, which is no loaded rule's id or name (rules \
-                         that failed to load or that no stream feeds cannot be correlated)",
+                        "never fires: the correlation refers to `{}`, which is no loaded rule's \
+                         id or name (add the rule, or check that a configured stream feeds it)",
                         r.reference
                     ),
                 });
@@ -1013,7 +1049,7 @@ fn link_correlations(
                     let mut shown = Vec::new();
                     for (g, column) in columns.iter().enumerate() {
                         shown.push(b.field(column));
-                        if s.privacy.contains_key(&b.mapping.column(column)) {
+                        if s.privacy.contains_key(&b.path(column)) {
                             private[g] = true;
                         }
                     }
@@ -1054,7 +1090,8 @@ fn link_correlations(
         max_events_per_group: config.sigma.correlation.max_events_per_group,
         max_evidence: config.sigma.correlation.max_evidence,
     };
-    summary.failed += correlations.len() - kept.len();
+    // Valid correlations that cannot fire here: loaded (and warned about), not failed.
+    summary.ok += correlations.len() - kept.len();
     let set = match CorrelationSet::new(specs, limits) {
         Ok(set) => set,
         Err(e) => {
@@ -1216,6 +1253,112 @@ fn describe(logsource: &LogSource) -> String {
     } else {
         parts.join(", ")
     }
+}
+
+/// True when a filter's log source covers a rule's: every key the filter names is the rule's.
+fn logsource_covers(filter: &LogSource, rule: &LogSource) -> bool {
+    let same = |f: &Option<String>, r: &Option<String>| match f {
+        None => true,
+        Some(f) => r.as_deref().is_some_and(|r| r.eq_ignore_ascii_case(f)),
+    };
+    same(&filter.product, &rule.product)
+        && same(&filter.category, &rule.category)
+        && same(&filter.service, &rule.service)
+}
+
+/// `rule` with a global filter applied: the filter's selections added (renamed apart) and
+/// every condition becomes `condition and not (filter condition)`.
+fn with_filter(rule: &SigmaRule, filter: &FilterRule) -> SigmaRule {
+    let mut rule = rule.clone();
+    let offset = rule.detection.selections.len();
+    let tag = filter
+        .meta
+        .id
+        .clone()
+        .unwrap_or_else(|| filter.meta.title.clone());
+    for (name, selection) in &filter.detection.selections {
+        rule.detection
+            .selections
+            .insert(format!("$filter {tag}: {name}"), selection.clone());
+    }
+    let conditions: Vec<Condition> = filter
+        .detection
+        .condition
+        .iter()
+        .map(|c| shift(c, offset))
+        .collect();
+    let excluded = match conditions.len() {
+        1 => conditions.into_iter().next().expect("one"),
+        _ => Condition::Or(conditions),
+    };
+    for condition in &mut rule.detection.condition {
+        let mut children = match std::mem::replace(condition, Condition::And(Vec::new())) {
+            Condition::And(children) => children,
+            other => vec![other],
+        };
+        children.push(Condition::Not(Box::new(excluded.clone())));
+        *condition = Condition::And(children);
+    }
+    rule
+}
+
+/// `c` with every selection index moved by `offset`.
+fn shift(c: &Condition, offset: usize) -> Condition {
+    match c {
+        Condition::Selection(i) => Condition::Selection(i + offset),
+        Condition::Of {
+            quantifier,
+            target,
+            selections,
+        } => Condition::Of {
+            quantifier: *quantifier,
+            target: target.clone(),
+            selections: selections.iter().map(|i| i + offset).collect(),
+        },
+        Condition::Not(inner) => Condition::Not(Box::new(shift(inner, offset))),
+        Condition::And(cs) => Condition::And(cs.iter().map(|c| shift(c, offset)).collect()),
+        Condition::Or(cs) => Condition::Or(cs.iter().map(|c| shift(c, offset)).collect()),
+    }
+}
+
+/// `rule` as it runs on a stream fed by `entries`: fields the entries rename (their `fields`)
+/// replaced by the path they name (returned, so the view reads them as paths), and their
+/// conditions ANDed to the rule's.
+fn specialise(rule: &SigmaRule, entries: &[&LogsourceMapping]) -> (SigmaRule, Vec<String>) {
+    let mut renamed = Vec::new();
+    let rename = |field: &mut String, renamed: &mut Vec<String>| {
+        if let Some(path) = entries.iter().find_map(|e| e.fields.get(field.as_str())) {
+            *field = path.clone();
+            if !renamed.contains(path) {
+                renamed.push(path.clone());
+            }
+        }
+    };
+    let mut rule = with_logsource_conditions(rule, entries);
+    if entries.iter().all(|e| e.fields.is_empty()) {
+        return (rule, renamed);
+    }
+    for selection in rule.detection.selections.values_mut() {
+        let matchers: Vec<&mut FieldMatcher> = match &mut selection.kind {
+            SelectionKind::All(ms) => ms.iter_mut().collect(),
+            SelectionKind::Any(groups) => groups.iter_mut().flatten().collect(),
+            SelectionKind::Keywords(m) => vec![m],
+        };
+        for m in matchers {
+            if let Some(f) = &mut m.field {
+                rename(f, &mut renamed);
+            }
+            for v in m.values.iter_mut().flat_map(|v| &mut v.variants) {
+                if let Value::FieldRef { field, .. } = v {
+                    rename(field, &mut renamed);
+                }
+            }
+        }
+    }
+    for f in &mut rule.fields {
+        rename(f, &mut renamed);
+    }
+    (rule, renamed)
 }
 
 /// `rule` with its log source's conditions ANDed to every condition: the OR over the

@@ -410,12 +410,16 @@ level: critical
 }
 
 #[test]
-fn a_correlation_naming_an_unknown_rule_is_located() {
+fn a_correlation_naming_an_unknown_rule_is_a_located_warning() {
     let text = "title: C\ncorrelation:\n  type: event_count\n  rules: [nosuch]\n  group-by: [user]\n  timespan: 1m\n  condition: {gte: 2}\n";
     let (loaded, _dir) = load(&[("c.yml", text)]);
-    assert_eq!(loaded.summary.failed, 1);
-    let e = loaded.errors[0].to_string();
-    assert!(e.contains("c.yml:4:") && e.contains("`nosuch`"), "{e}");
+    assert_eq!((loaded.summary.ok, loaded.summary.failed), (1, 0));
+    assert!(loaded.errors.is_empty());
+    let w = loaded.warnings[0].to_string();
+    assert!(
+        w.contains("c.yml:4:") && w.contains("never fires") && w.contains("`nosuch`"),
+        "{w}"
+    );
 }
 
 #[test]
@@ -448,4 +452,33 @@ fn a_reload_keeps_the_state_of_unchanged_correlations_only() {
     assert_eq!(new.adopt_state(&mut old), 0);
     assert!(burst(&mut new, &["f", "g", "h"], 3).is_empty());
     assert_eq!(burst(&mut new, &["i"], 4).len(), 1);
+}
+
+#[test]
+fn a_global_filter_excludes_its_events_from_the_rules_it_names() {
+    let rule = "title: Shell\nid: cccccccc-0000-4000-8000-000000000001\nlogsource: {product: city, category: process_creation}\ndetection:\n  sel: {Image|endswith: '\\cmd.exe'}\n  condition: sel\n";
+    let filter = "title: Admins may\nlogsource: {product: city, category: process_creation}\nfilter:\n  rules: [cccccccc-0000-4000-8000-000000000001]\n  selection:\n    host|startswith: adm-\n  condition: selection\n";
+    let other = "title: Other filter\nlogsource: {product: city, service: auth}\nfilter:\n  rules: [cccccccc-0000-4000-8000-000000000001]\n  selection: {host: w1}\n  condition: selection\n";
+    let (loaded, _dir) = load(&[
+        ("rule.yml", rule),
+        ("mf_admins.yml", filter),
+        ("mf_other.yml", other),
+    ]);
+    assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+    // The second filter's log source does not cover the rule's: it applies to nothing.
+    assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
+    assert!(
+        loaded.warnings[0]
+            .to_string()
+            .contains("mf_other.yml:1:1: filter applies to no loaded rule")
+    );
+    let mut e = loaded.engine.unwrap();
+    let out = run(
+        &mut e,
+        "proc",
+        r#"{"ts":"2026-01-05T02:30:00Z","host":"w1","kind":"start","image":"C:\\cmd.exe"}
+{"ts":"2026-01-05T02:30:01Z","host":"adm-3","kind":"start","image":"C:\\cmd.exe"}"#,
+    );
+    let hosts: Vec<&str> = out.iter().map(|a| a.entity.as_str()).collect();
+    assert_eq!(hosts, vec!["w1"]);
 }
