@@ -267,17 +267,22 @@ impl SigmaEngine {
                         .cloned()
                         .unwrap_or_default(),
                     literal: HashSet::new(),
+                    guards: HashMap::new(),
                 });
                 let (specialised, renamed) = specialise(&rule, entries);
                 builder.literal.extend(renamed);
-                if let Err(e) = builder.plan.add_rule(&specialised) {
+                let guard = builder.guard(entries);
+                let add = builder
+                    .plan
+                    .add_guarded_rule(&specialised, guard.as_ref().map(|(g, _)| *g));
+                if let Err(e) = add {
                     summary.failed += 1;
                     errors.push(rule_error(e.into_sigma_error(&file)));
                     added = false;
                     break;
                 }
                 builder.rules.push(index);
-                let mut shown = Vec::new();
+                let mut shown: Vec<usize> = guard.map(|(_, fields)| fields).unwrap_or_default();
                 for field in fields_read(&specialised)
                     .into_iter()
                     .chain(rule.fields.iter().cloned())
@@ -424,9 +429,34 @@ struct StreamBuilder {
     mapping: SigmaFieldMapping,
     /// View fields that are paths already (renamed by a log source's `fields`).
     literal: HashSet<String>,
+    /// Guards by the log-source entries they come from: plan guard index and the fields
+    /// they read (shown in evidence).
+    guards: HashMap<Vec<usize>, Option<(usize, Vec<usize>)>>,
 }
 
 impl StreamBuilder {
+    /// The guard of rules fed by `entries` (compiled once per set of entries), and the view
+    /// fields it reads.
+    fn guard(&mut self, entries: &[&LogsourceMapping]) -> Option<(usize, Vec<usize>)> {
+        let key: Vec<usize> = entries
+            .iter()
+            .map(|e| std::ptr::from_ref(*e) as usize)
+            .collect();
+        if let Some(g) = self.guards.get(&key) {
+            return g.clone();
+        }
+        let g = guard_rule(entries).map(|rule| {
+            let index = self
+                .plan
+                .add_guard(&rule)
+                .expect("log-source conditions are plain literals");
+            let fields = fields_read(&rule).iter().map(|f| self.field(f)).collect();
+            (index, fields)
+        });
+        self.guards.insert(key, g.clone());
+        g
+    }
+
     /// The column or path that view field `name` reads.
     fn path(&self, name: &str) -> String {
         if self.literal.contains(name) {
@@ -1322,8 +1352,8 @@ fn shift(c: &Condition, offset: usize) -> Condition {
 }
 
 /// `rule` as it runs on a stream fed by `entries`: fields the entries rename (their `fields`)
-/// replaced by the path they name (returned, so the view reads them as paths), and their
-/// conditions ANDed to the rule's.
+/// replaced by the path they name (returned, so the view reads them as paths). Their
+/// conditions become the rule's guard (see [`StreamBuilder::guard`]).
 fn specialise(rule: &SigmaRule, entries: &[&LogsourceMapping]) -> (SigmaRule, Vec<String>) {
     let mut renamed = Vec::new();
     let rename = |field: &mut String, renamed: &mut Vec<String>| {
@@ -1334,7 +1364,7 @@ fn specialise(rule: &SigmaRule, entries: &[&LogsourceMapping]) -> (SigmaRule, Ve
             }
         }
     };
-    let mut rule = with_logsource_conditions(rule, entries);
+    let mut rule = rule.clone();
     if entries.iter().all(|e| e.fields.is_empty()) {
         return (rule, renamed);
     }
@@ -1361,14 +1391,13 @@ fn specialise(rule: &SigmaRule, entries: &[&LogsourceMapping]) -> (SigmaRule, Ve
     (rule, renamed)
 }
 
-/// `rule` with its log source's conditions ANDed to every condition: the OR over the
-/// matching entries of the AND of each entry's `field: values`. An entry without conditions
-/// admits every event of its stream, and then no condition is added.
-fn with_logsource_conditions(rule: &SigmaRule, entries: &[&LogsourceMapping]) -> SigmaRule {
+/// The guard of a rule fed by `entries`: the OR over the entries of the AND of each entry's
+/// `field: values`; `None` when an entry has no conditions (it admits every event).
+fn guard_rule(entries: &[&LogsourceMapping]) -> Option<SigmaRule> {
     if entries.iter().any(|e| e.conditions.is_empty()) {
-        return rule.clone();
+        return None;
     }
-    let pos = rule.detection.pos;
+    let pos = Pos::default();
     let groups: Vec<Vec<FieldMatcher>> = entries
         .iter()
         .map(|e| {
@@ -1393,24 +1422,25 @@ fn with_logsource_conditions(rule: &SigmaRule, entries: &[&LogsourceMapping]) ->
                 .collect()
         })
         .collect();
-    let mut rule = rule.clone();
-    let index = rule.detection.selections.len();
-    rule.detection.selections.insert(
+    let mut selections = indexmap::IndexMap::new();
+    selections.insert(
         LOGSOURCE_SELECTION.to_string(),
         Selection {
             kind: SelectionKind::Any(groups),
             pos,
         },
     );
-    for condition in &mut rule.detection.condition {
-        let mut children = match std::mem::replace(condition, Condition::Selection(index)) {
-            Condition::And(children) => children,
-            other => vec![other],
-        };
-        children.push(Condition::Selection(index));
-        *condition = Condition::And(children);
-    }
-    rule
+    Some(SigmaRule {
+        meta: Default::default(),
+        logsource: LogSource::default(),
+        detection: super::rule::Detection {
+            selections,
+            condition: vec![Condition::Selection(0)],
+            timeframe: None,
+            pos,
+        },
+        fields: Vec::new(),
+    })
 }
 
 /// An exact, case-insensitive match of `text` (an integer also matches numerically).

@@ -482,3 +482,25 @@ fn a_global_filter_excludes_its_events_from_the_rules_it_names() {
     let hosts: Vec<&str> = out.iter().map(|a| a.entity.as_str()).collect();
     assert_eq!(hosts, vec!["w1"]);
 }
+
+#[test]
+fn guarded_columns_are_scanned_only_under_their_guard_and_shared_ones_everywhere() {
+    // `cmd: null` holds on every row without a command line, but the process_creation rule
+    // runs only on `kind: start` rows (its log source's guard); the `product: city` rule has no
+    // guard and reads the same column on every row.
+    let guarded = "title: G\nid: g\nlogsource: {product: city, category: process_creation}\ndetection:\n  sel: {cmd: null}\n  condition: sel\n";
+    let open = "title: O\nid: o\nlogsource: {product: city}\ndetection:\n  sel: {cmd: null, host|startswith: h}\n  condition: sel\n";
+    let mut e = engine(&[("g.yml", guarded), ("o.yml", open)]);
+    let out = run(
+        &mut e,
+        "proc",
+        r#"{"ts":"2026-01-05T02:30:00Z","host":"h1","kind":"start"}
+{"ts":"2026-01-05T02:30:01Z","host":"h2","kind":"exit"}
+{"ts":"2026-01-05T02:30:02Z","host":"h3","kind":"start","cmd":"x"}"#,
+    );
+    let got: Vec<(&str, &str)> = out
+        .iter()
+        .map(|a| (a.rule.id.as_str(), a.entity.as_str()))
+        .collect();
+    assert_eq!(got, vec![("g", "h1"), ("o", "h1"), ("o", "h2")]);
+}

@@ -43,7 +43,7 @@ use std::collections::HashMap;
 use std::io::Write as _;
 use std::net::IpAddr;
 
-use aho_corasick::{AhoCorasick, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use chrono::{
     DateTime, Datelike as _, NaiveDate, NaiveDateTime, NaiveTime, TimeDelta, Timelike as _, Utc,
 };
@@ -60,6 +60,9 @@ use datafusion::arrow::datatypes::{
 };
 
 use super::value::{Cidr, CmpOp, Number, Part, Pattern, TimePart, Value};
+
+/// Beyond this many literals on one column, the automaton is an NFA (smaller, slower).
+const MAX_DFA_LITERALS: usize = 20_000;
 
 /// A value the evaluator cannot match, found when building: the rule has to be left out (or
 /// the feature implemented), never run with a matcher that silently never fires.
@@ -337,6 +340,11 @@ impl ColumnMatcherBuilder {
                 .ascii_case_insensitive(true)
                 // Standard semantics is the one that reports overlapping matches.
                 .match_kind(MatchKind::Standard)
+                // A DFA: one table lookup per byte. The crate's default picks an NFA beyond a
+                // hundred patterns, which costs several times more per byte on the overlapping
+                // search every row goes through; a column's literals (a few thousand for the
+                // whole SigmaHQ corpus on `CommandLine`) make a DFA of a few megabytes.
+                .kind((self.literals.len() <= MAX_DFA_LITERALS).then_some(AhoCorasickKind::DFA))
                 .build(self.literals.iter().map(|l| l.as_bytes()))
                 .map_err(|e| Unsupported {
                     feature: "literal count",
@@ -597,12 +605,23 @@ impl ColumnMatcher {
     /// One pass over `array`: bit `i` of slot `s` is set when row `i` matches a value
     /// registered on `s`.
     pub fn evaluate(&self, array: &dyn Array) -> Result<Vec<BooleanBuffer>, EvalError> {
+        self.evaluate_masked(array, None)
+    }
+
+    /// [`ColumnMatcher::evaluate`] on the rows set in `mask` only: the others are false in
+    /// every slot (the caller ANDs them away), and cost nothing.
+    pub fn evaluate_masked(
+        &self,
+        array: &dyn Array,
+        mask: Option<&BooleanBuffer>,
+    ) -> Result<Vec<BooleanBuffer>, EvalError> {
         let len = array.len();
         let mut out = self.out(len);
+        let skip = |row: usize| mask.is_some_and(|m| !m.value(row));
         macro_rules! strings {
             ($a:expr) => {{
                 let a = $a;
-                for row in 0..len {
+                for row in (0..len).filter(|&r| !skip(r)) {
                     if a.is_null(row) {
                         self.null_row(row, &mut out);
                     } else {
@@ -615,7 +634,7 @@ impl ColumnMatcher {
         macro_rules! numbers {
             ($t:ty, $wrap:expr) => {{
                 let a = array.as_primitive::<$t>();
-                for row in 0..len {
+                for row in (0..len).filter(|&r| !skip(r)) {
                     if a.is_null(row) {
                         self.null_row(row, &mut out);
                     } else {
@@ -630,7 +649,7 @@ impl ColumnMatcher {
             DataType::Utf8View => strings!(array.as_string_view()),
             DataType::Boolean => {
                 let a = array.as_boolean();
-                for row in 0..len {
+                for row in (0..len).filter(|&r| !skip(r)) {
                     if a.is_null(row) {
                         self.null_row(row, &mut out);
                     } else {

@@ -44,6 +44,7 @@
 //! bitmaps, without allocating per row.
 
 use std::borrow::Cow;
+use std::collections::BTreeSet;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
@@ -178,12 +179,26 @@ pub struct PlanBuilder {
     /// Placeholder name (without the `%`) -> its configured values, for `expand`.
     placeholders: HashMap<String, Vec<String>>,
     rules: Vec<RulePlan>,
+    /// Per rule: the guard it runs under, if any.
+    rule_guards: Vec<Option<usize>>,
+    /// Guards: conditions (a log source's) that whole rules are ANDed with.
+    guards: Vec<RulePlan>,
+    /// Per column: the guards of the rules reading it (`None`: some reader is unguarded, or
+    /// a guard reads it, so every row is scanned).
+    column_guards: Vec<Option<BTreeSet<usize>>>,
+    /// The same for the keyword matcher.
+    keyword_guards: Option<BTreeSet<usize>>,
+    /// What is being registered: a guard, or a rule under this guard.
+    registering: Option<Option<usize>>,
 }
 
 impl PlanBuilder {
     /// An empty plan.
     pub fn new() -> PlanBuilder {
-        PlanBuilder::default()
+        PlanBuilder {
+            keyword_guards: Some(BTreeSet::new()),
+            ..PlanBuilder::default()
+        }
     }
 
     /// Sets the values of the `%placeholders%` that `expand` refers to: name (without the
@@ -197,6 +212,39 @@ impl PlanBuilder {
     /// Adds `rule`; returns its index in [`SigmaPlan::evaluate`]'s result. A rule that cannot
     /// be evaluated is refused whole and leaves the plan unchanged.
     pub fn add_rule(&mut self, rule: &SigmaRule) -> Result<usize, PlanError> {
+        self.add_guarded_rule(rule, None)
+    }
+
+    /// Adds a guard: a condition (typically a log source's: event id, channel) that rules
+    /// added with it are ANDed with. Its columns are scanned on every row; the columns that
+    /// only guarded rules read are scanned only on the rows some of their guards select, so
+    /// a rule never costs anything on the events outside its log source.
+    pub fn add_guard(&mut self, guard: &SigmaRule) -> Result<usize, PlanError> {
+        self.registering = Some(None);
+        let plan = self.prepare(guard);
+        self.registering = None;
+        self.guards.push(plan?);
+        Ok(self.guards.len() - 1)
+    }
+
+    /// Adds `rule` under guard `guard` (from [`PlanBuilder::add_guard`]): its bitmap is its
+    /// condition AND the guard's.
+    pub fn add_guarded_rule(
+        &mut self,
+        rule: &SigmaRule,
+        guard: Option<usize>,
+    ) -> Result<usize, PlanError> {
+        assert!(guard.is_none_or(|g| g < self.guards.len()), "unknown guard");
+        self.registering = Some(guard);
+        let plan = self.prepare(rule);
+        self.registering = None;
+        self.rules.push(plan?);
+        self.rule_guards.push(guard);
+        Ok(self.rules.len() - 1)
+    }
+
+    /// Lowers and registers every matcher of `rule` (nothing registered if it is refused).
+    fn prepare(&mut self, rule: &SigmaRule) -> Result<RulePlan, PlanError> {
         // Prepare everything first, so that a refused rule registers nothing.
         let mut lowered = Vec::with_capacity(rule.detection.selections.len());
         for selection in rule.detection.selections.values() {
@@ -220,11 +268,24 @@ impl PlanBuilder {
                     .collect()
             })
             .collect();
-        self.rules.push(RulePlan {
+        Ok(RulePlan {
             selections,
             conditions: rule.detection.condition.clone(),
-        });
-        Ok(self.rules.len() - 1)
+        })
+    }
+
+    /// Records that the matcher being registered reads `guards` (a column's or the
+    /// keywords' guard set).
+    fn note_reader(registering: Option<Option<usize>>, guards: &mut Option<BTreeSet<usize>>) {
+        match registering {
+            // A guard or an unguarded rule: every row.
+            Some(None) | None => *guards = None,
+            Some(Some(g)) => {
+                if let Some(set) = guards {
+                    set.insert(g);
+                }
+            }
+        }
     }
 
     /// Checks `m` and prepares its values: placeholders expanded, field references paired.
@@ -401,10 +462,12 @@ impl PlanBuilder {
                     None => {
                         self.columns
                             .push((key.clone(), ColumnMatcherBuilder::new(), 0));
+                        self.column_guards.push(Some(BTreeSet::new()));
                         self.column_ids.insert(key, self.columns.len() - 1);
                         self.columns.len() - 1
                     }
                 };
+                PlanBuilder::note_reader(self.registering, &mut self.column_guards[id]);
                 let (_, builder, next) = &mut self.columns[id];
                 for variants in &values {
                     let slot = *next;
@@ -417,6 +480,7 @@ impl PlanBuilder {
                 Source::Column(id)
             }
             None => {
+                PlanBuilder::note_reader(self.registering, &mut self.keyword_guards);
                 for variants in &values {
                     let slot = self.keyword_slots;
                     self.keyword_slots += 1;
@@ -456,6 +520,14 @@ impl PlanBuilder {
             })?,
             pairs: self.pairs,
             rules: self.rules,
+            rule_guards: self.rule_guards,
+            guards: self.guards,
+            column_guards: self
+                .column_guards
+                .into_iter()
+                .map(|g| g.map(|s| s.into_iter().collect()))
+                .collect(),
+            keyword_guards: self.keyword_guards.map(|s| s.into_iter().collect()),
         })
     }
 }
@@ -478,6 +550,11 @@ pub struct SigmaPlan {
     /// The `fieldref` comparisons; the slots of [`Source::FieldRefs`].
     pairs: Vec<FieldPair>,
     rules: Vec<RulePlan>,
+    rule_guards: Vec<Option<usize>>,
+    guards: Vec<RulePlan>,
+    /// Per column: scan only the rows these guards select (`None`: every row).
+    column_guards: Vec<Option<Vec<usize>>>,
+    keyword_guards: Option<Vec<usize>>,
 }
 
 /// Where a column the plan reads has a type it cannot read for the values tested on it.
@@ -497,24 +574,44 @@ impl SigmaPlan {
         self.rules.len()
     }
 
-    /// One bitmap per rule: which rows of `batch` each rule's condition selects.
+    /// One bitmap per rule: which rows of `batch` each rule's condition (and guard) selects.
+    ///
+    /// Columns read by guards or unguarded rules are scanned first, on every row; then the
+    /// guards are combined; then every other column only on the rows its readers' guards
+    /// select (nothing at all when they select none).
     pub fn evaluate(&self, batch: &RecordBatch) -> Result<Vec<BooleanBuffer>, PlanEvalError> {
         let len = batch.num_rows();
-        let mut slots = Vec::with_capacity(self.columns.len());
-        for (key, matcher) in &self.columns {
-            let error = |source| PlanEvalError {
-                column: key.name.clone(),
-                source,
+        let mut slots: Vec<Vec<BooleanBuffer>> = vec![Vec::new(); self.columns.len()];
+        for (i, guards) in self.column_guards.iter().enumerate() {
+            if guards.is_none() {
+                slots[i] = self.scan(i, batch, None)?;
+            }
+        }
+        let guard_bits: Vec<BooleanBuffer> = {
+            let cx = Bits {
+                len,
+                columns: &slots,
+                keywords: &[],
+                pairs: &[],
             };
-            let bits = match (batch.column_by_name(&key.name), key.part) {
-                (Some(array), None) => matcher.evaluate(array).map_err(error)?,
-                (Some(array), Some(part)) => {
-                    let parts = time_parts(array, part).map_err(error)?;
-                    matcher.evaluate(&parts).map_err(error)?
-                }
-                (None, _) => matcher.evaluate_absent(len),
-            };
-            slots.push(bits);
+            self.guards.iter().map(|g| cx.rule(g)).collect()
+        };
+        let mask_of = |guards: &[usize]| -> BooleanBuffer {
+            let mut mask = BooleanBuffer::new_unset(len);
+            for &g in guards {
+                mask = &mask | &guard_bits[g];
+            }
+            mask
+        };
+        for (i, guards) in self.column_guards.iter().enumerate() {
+            if let Some(guards) = guards {
+                let mask = mask_of(guards);
+                slots[i] = if mask.count_set_bits() == 0 {
+                    vec![BooleanBuffer::new_unset(len); self.columns[i].1.slots()]
+                } else {
+                    self.scan(i, batch, Some(&mask))?
+                };
+            }
         }
         let mut pairs = Vec::with_capacity(self.pairs.len());
         for pair in &self.pairs {
@@ -541,7 +638,8 @@ impl SigmaPlan {
             pairs.push(bits);
         }
         let mut keywords = vec![BooleanBuffer::new_unset(len); self.keywords.slots()];
-        if !keywords.is_empty() {
+        let keyword_mask = self.keyword_guards.as_deref().map(mask_of);
+        if !keywords.is_empty() && keyword_mask.as_ref().is_none_or(|m| m.count_set_bits() > 0) {
             for (field, array) in batch.schema().fields().iter().zip(batch.columns()) {
                 if matches!(
                     field.data_type(),
@@ -549,7 +647,7 @@ impl SigmaPlan {
                 ) {
                     let bits = self
                         .keywords
-                        .evaluate(array)
+                        .evaluate_masked(array, keyword_mask.as_ref())
                         .expect("string columns are supported");
                     for (k, b) in keywords.iter_mut().zip(&bits) {
                         *k = &*k | b;
@@ -563,7 +661,37 @@ impl SigmaPlan {
             keywords: &keywords,
             pairs: &pairs,
         };
-        Ok(self.rules.iter().map(|r| cx.rule(r)).collect())
+        Ok(self
+            .rules
+            .iter()
+            .zip(&self.rule_guards)
+            .map(|(r, g)| match g {
+                None => cx.rule(r),
+                Some(g) => &cx.rule(r) & &guard_bits[*g],
+            })
+            .collect())
+    }
+
+    /// Column matcher `i` over `batch`, on the rows of `mask` only (others: all false).
+    fn scan(
+        &self,
+        i: usize,
+        batch: &RecordBatch,
+        mask: Option<&BooleanBuffer>,
+    ) -> Result<Vec<BooleanBuffer>, PlanEvalError> {
+        let (key, matcher) = &self.columns[i];
+        let error = |source| PlanEvalError {
+            column: key.name.clone(),
+            source,
+        };
+        Ok(match (batch.column_by_name(&key.name), key.part) {
+            (Some(array), None) => matcher.evaluate_masked(array, mask).map_err(error)?,
+            (Some(array), Some(part)) => {
+                let parts = time_parts(array, part).map_err(error)?;
+                matcher.evaluate_masked(&parts, mask).map_err(error)?
+            }
+            (None, _) => matcher.evaluate_absent(batch.num_rows()),
+        })
     }
 }
 
