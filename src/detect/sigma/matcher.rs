@@ -31,12 +31,17 @@
 //! days, ISO weeks, months or years in UTC, which a column matcher then matches the time
 //! modifiers' numbers and comparisons against.
 //!
-//! Guarantees: no allocation per row (scratch space is per batch); a value that cannot be
-//! evaluated on one column (`%placeholder%`s not yet expanded, `fieldref`: [`super::plan`]
-//! deals with both before registering values here) is an [`Unsupported`] error from the
-//! builder, never a silent non-match; an array type not listed above is an [`EvalError`],
-//! never a silent non-match. Case folding is ASCII-only (as Aho-Corasick's): `É` and `é` are
-//! different letters here.
+//! Guarantees: no allocation per row (scratch space is per batch; [`compare_columns`]
+//! lower-cases the rare pairs outside ASCII); a value that cannot be evaluated on one column
+//! (`%placeholder%`s not yet expanded, `fieldref`: [`super::plan`] deals with both before
+//! registering values here) is an [`Unsupported`] error from the builder, never a silent
+//! non-match; an array type not listed above is an [`EvalError`], never a silent non-match.
+//! Strings match case-insensitively (unless `cased`) in the Unicode sense, as the specification
+//! treats values as "case-insensitive strings": the automaton folds ASCII letters only, so a
+//! pattern with a letter outside ASCII that has a case (`arrêté`) is matched by a
+//! case-insensitive regex instead (Unicode simple case folding: it matches `ARRÊTÉ`); such
+//! patterns are rare. `fieldref` compares such values by their lower case. An ASCII letter in a
+//! pattern still matches only ASCII letters (not the Kelvin sign `K`).
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
@@ -279,6 +284,19 @@ impl ColumnMatcherBuilder {
 
     fn add_pattern(&mut self, slot: usize, p: &Pattern) {
         use Part::{AnyChars as Any, Literal as Lit};
+        if !p.case_sensitive && has_non_ascii_case(p) {
+            // The automaton would take `É` and `é` for different letters: the regex engine
+            // folds every case. Anchored, `*` and `?` as `.*` and `.` over any character.
+            let r = super::value::Regex {
+                pattern: glob_regex(p),
+                case_insensitive: true,
+                multi_line: false,
+                dot_all: true,
+            };
+            self.add(slot, &Value::Regex(r))
+                .expect("an escaped pattern is a valid regex");
+            return;
+        }
         let simple = match p.parts.as_slice() {
             [] => {
                 self.empty.push(slot);
@@ -380,6 +398,29 @@ impl ColumnMatcherBuilder {
             scalars_as_text,
         })
     }
+}
+
+/// Whether a literal of `p` has a letter outside ASCII that has an upper and a lower case.
+fn has_non_ascii_case(p: &Pattern) -> bool {
+    p.parts.iter().any(|part| {
+        matches!(part, Part::Literal(s)
+            if s.chars().any(|c| !c.is_ascii() && (c.is_lowercase() || c.is_uppercase())))
+    })
+}
+
+/// `p` as an anchored regex: literals escaped, `*` as `.*`, `?` as `.`.
+fn glob_regex(p: &Pattern) -> String {
+    let mut re = String::from("^");
+    for part in &p.parts {
+        match part {
+            Part::Literal(s) => re.push_str(&regex_syntax::escape(s)),
+            Part::AnyChars => re.push_str(".*"),
+            Part::OneChar => re.push('.'),
+            Part::Placeholder(_) => unreachable!("rejected by check"),
+        }
+    }
+    re.push('$');
+    re
 }
 
 fn compile_regex(r: &super::value::Regex) -> Result<regex::Regex, Unsupported> {
@@ -836,10 +877,11 @@ fn finish(out: Out, len: usize) -> Vec<BooleanBuffer> {
 }
 
 /// Row by row, whether `left` and `right` hold the same value: a `fieldref` match. Strings
-/// compare byte for byte, ASCII-case-insensitively unless `case_sensitive`; numbers by value
-/// (an integer and a float as f64); booleans by value; a string with a number or a boolean by
-/// text (the number's decimal text, `true` / `false`). A null on either side is not equal.
-/// One pass, no allocation per row.
+/// compare byte for byte, case-insensitively unless `case_sensitive` (by their lower case when
+/// a letter outside ASCII is involved); numbers by value (an integer and a float as f64);
+/// booleans by value; a string with a number or a boolean by text (the number's decimal text,
+/// `true` / `false`). A null on either side is not equal. One pass, no allocation per row
+/// but to lower-case a pair of strings outside ASCII that differ.
 pub fn compare_columns(
     left: &dyn Array,
     right: &dyn Array,
@@ -862,7 +904,9 @@ fn same_cell(a: Cell<'_>, b: Cell<'_>, case_sensitive: bool, buf: &mut TextBuf) 
         if case_sensitive {
             x == y
         } else {
+            // Lower-casing allocates: only when a letter outside ASCII may differ in case.
             x.eq_ignore_ascii_case(y)
+                || (!(x.is_ascii() && y.is_ascii()) && x.to_lowercase() == y.to_lowercase())
         }
     };
     match (a, b) {

@@ -87,6 +87,43 @@ fn exact_match_is_whole_value_and_case_insensitive() {
     check("F", "''", &[Some(""), Some("a"), None], &[T, F, F]);
 }
 
+/// "All values are treated as case-insensitive strings": letters outside ASCII too. Found by
+/// the differential test (`diff_tests.rs`): `param2: 'arrêté'` missed a French `ARRÊTÉ`.
+#[test]
+fn case_folding_covers_letters_outside_ascii() {
+    let rows = [
+        Some("arrêté"),
+        Some("ARRÊTÉ"),
+        Some("Arrêté"),
+        Some("ARRETE"),
+        Some("service ARRÊTÉ."),
+        None,
+    ];
+    check("F", "'arrêté'", &rows, &[T, T, T, F, F, F]);
+    check("F|contains", "'RRÊT'", &rows, &[T, T, T, F, T, F]);
+    check("F|endswith", "'?TÉ.'", &rows, &[F, F, F, F, T, F]);
+    check("F|startswith", "'SERVICE ar*'", &rows, &[F, F, F, F, T, F]);
+    check("F|cased", "'arrêté'", &rows, &[T, F, F, F, F, F]);
+    // Cyrillic and Greek, and a pattern sharing the column with ASCII ones.
+    let got = hits(
+        &[
+            ("F", "'ΣΊΓΜΑ'"),
+            ("F|contains", "'мимикатц'"),
+            ("F", "'sigma'"),
+        ],
+        &strings(&[Some("σίγμα"), Some("x МИМИКАТЦ y"), Some("SIGMA")]),
+    );
+    assert_eq!(got, [[T, F, F], [F, T, F], [F, F, T]]);
+    // Field references: by lower case when a letter outside ASCII differs.
+    let same = compare_columns(
+        &strings(&[Some("Arrêté"), Some("arrêté"), Some("arrete")]),
+        &strings(&[Some("ARRÊTÉ"), Some("arrêté"), Some("ARRÊTÉ")]),
+        false,
+    )
+    .unwrap();
+    assert_eq!(same.iter().collect::<Vec<_>>(), [T, T, F]);
+}
+
 #[test]
 fn prefix_suffix_contains_check_anchoring() {
     let rows = [
@@ -671,7 +708,7 @@ fn glob_backtracks_only_as_needed() {
 /// A pattern piece as generated: small alphabets so that literals collide often.
 fn part() -> impl Strategy<Value = Part> {
     prop_oneof![
-        3 => "[aAbB.\\\\]{1,3}".prop_map(Part::Literal),
+        3 => "[aAbBéÉ.\\\\]{1,3}".prop_map(Part::Literal),
         1 => Just(Part::AnyChars),
         1 => Just(Part::OneChar),
     ]
@@ -708,7 +745,7 @@ proptest! {
     fn vectorised_patterns_agree_with_a_regex_per_row(
         patterns in prop::collection::vec(pattern(), 1..8),
         rows in prop::collection::vec(
-            prop::option::weighted(0.9, "[aAbB.\\\\\u{e9}x]{0,8}"), 0..40),
+            prop::option::weighted(0.9, "[aAbB.\\\\\u{e9}\u{c9}x]{0,8}"), 0..40),
     ) {
         let mut b = ColumnMatcherBuilder::new();
         for (slot, p) in patterns.iter().enumerate() {

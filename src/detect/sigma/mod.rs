@@ -36,6 +36,8 @@
 pub mod condition;
 pub mod correlate;
 pub mod correlation;
+#[cfg(test)]
+mod diff_tests;
 pub mod engine;
 #[cfg(test)]
 mod engine_tests;
