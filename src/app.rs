@@ -55,12 +55,16 @@ fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> AppError {
 
 /// Loads the detectors of `config` (from `rules` when given, else the configured folders).
 pub async fn load_detectors(config: &Config, rules: &[PathBuf]) -> Result<DetectorSet, LoadError> {
-    let dirs = if rules.is_empty() {
+    DetectorSet::load(config, &rule_paths(config, rules)).await
+}
+
+/// `rules` when given (`--rules`), else the configured rule folders.
+pub fn rule_paths(config: &Config, rules: &[PathBuf]) -> Vec<PathBuf> {
+    if rules.is_empty() {
         config.rule_dirs()
     } else {
         rules.to_vec()
-    };
-    DetectorSet::load(config, &dirs).await
+    }
 }
 
 /// The pseudonymiser for `config`, warning when the demo key is in use.

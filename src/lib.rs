@@ -29,3 +29,17 @@ pub mod ruletest;
 pub mod server;
 pub mod sim;
 pub mod source;
+
+/// Settings shared by the crate's property tests: `cases` cases, and the seeds of failures
+/// kept beside the test's source file (`<file>.proptest-regressions`, checked in) rather than
+/// in a folder of their own at the project root.
+#[cfg(test)]
+pub(crate) fn proptest_config(cases: u32) -> proptest::test_runner::Config {
+    proptest::test_runner::Config {
+        cases,
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"),
+        )),
+        ..proptest::test_runner::Config::default()
+    }
+}

@@ -254,9 +254,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         config.kafka.group_id = group.clone();
     }
     let mut live = Live::new(&config);
-    if !args.rules.is_empty() {
-        live.rules = args.rules.clone();
-    }
+    live.rules = app::rule_paths(&config, &args.rules);
     live.rules_seen = Some(app::rule_files_state(&live.rules));
     let detectors = app::load_detectors(&config, &args.rules).await?;
     tracing::info!(rules = detectors.len(), "detectors loaded");
@@ -402,11 +400,7 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
 async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let config = Arc::new(load_config(args.config.as_ref(), args.preset.as_deref())?);
     let detectors = if args.skip_bad_rules {
-        let paths = if args.rules.is_empty() {
-            config.rule_dirs()
-        } else {
-            args.rules.clone()
-        };
+        let paths = app::rule_paths(&config, &args.rules);
         let (set, errors) = palisade::detect::DetectorSet::load_partial(&config, &paths).await;
         for e in &errors {
             eprintln!("palisade: skipped: {e}");
@@ -456,11 +450,7 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
 
 async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let config = load_config(args.config.as_ref(), args.preset.as_deref())?;
-    let paths = if args.paths.is_empty() {
-        config.rule_dirs()
-    } else {
-        args.paths.clone()
-    };
+    let paths = app::rule_paths(&config, &args.paths);
     let (errors, warnings, summary) =
         match palisade::detect::DetectorSet::load(&config, &paths).await {
             Ok(set) => (Vec::new(), set.warnings().to_vec(), set.summary()),
@@ -493,11 +483,7 @@ async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
 
 async fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
     let config = load_config(args.config.as_ref(), args.preset.as_deref())?;
-    let paths = if args.paths.is_empty() {
-        config.rule_dirs()
-    } else {
-        args.paths.clone()
-    };
+    let paths = app::rule_paths(&config, &args.paths);
     let mut out = std::io::stdout();
     let outcome = palisade::ruletest::run(&config, &paths, &mut out)
         .await

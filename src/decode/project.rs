@@ -1404,6 +1404,8 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(crate::proptest_config(256))]
+
         #[test]
         fn projection_matches_serde_json_value(
             members in prop::collection::vec(

@@ -1163,6 +1163,8 @@ entity = ["Event.System.Computer"]
     }
 
     proptest! {
+        #![proptest_config(crate::proptest_config(256))]
+
         #[test]
         fn every_layout_gives_back_the_documents(
             docs in prop::collection::vec(arb_doc(), 0..5),

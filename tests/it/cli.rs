@@ -33,19 +33,7 @@ fn embedded_run_shows_every_scenario_serves_metrics_and_stops_cleanly() {
         .unwrap();
     let stdout = Lines::spawn(child.stdout.take().unwrap());
     let stderr = Lines::spawn(child.stderr.take().unwrap());
-    let banner = stderr
-        .find(Duration::from_secs(60), |l| {
-            l.contains("metrics on http://")
-        })
-        .expect("metrics address printed");
-    let addr = banner
-        .split("http://")
-        .nth(1)
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let addr = metrics_addr(&stderr);
 
     let want = expected_rules();
     // 120x: the last first-occurrence (+33 min) is due after ~17 s of real time; debug builds

@@ -10,6 +10,7 @@ use datafusion::arrow::datatypes::{
 use palisade::decode::JsonDecoder;
 use palisade::source::{Origin, RawBatch};
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 
 fn decoder() -> JsonDecoder {
     let schema = Schema::new(vec![
@@ -46,7 +47,11 @@ fn batch(records: &[Vec<u8>]) -> RawBatch {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(ProptestConfig {
+        cases: 256,
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("proptest-regressions"))),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn arbitrary_bytes_never_panic_and_every_record_is_accounted_for(

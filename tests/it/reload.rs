@@ -53,19 +53,7 @@ fn a_running_service_reloads_changed_rules_and_keeps_running_on_a_broken_file() 
         .unwrap();
     let stdout = Lines::spawn(child.stdout.take().unwrap());
     let stderr = Lines::spawn(child.stderr.take().unwrap());
-    let banner = stderr
-        .find(Duration::from_secs(60), |l| {
-            l.contains("metrics on http://")
-        })
-        .expect("metrics address printed");
-    let addr = banner
-        .split("http://")
-        .nth(1)
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let addr = metrics_addr(&stderr);
     let m = metrics_until(&addr, Duration::from_secs(30), "one rule", |m| {
         sample(m, "palisade_rules_loaded") == Some(1.0)
     });

@@ -177,6 +177,21 @@ pub fn committed_and_end(brokers: &str, group: &str, topic: &str) -> (i64, i64) 
     (sum, end)
 }
 
+/// The metrics address `palisade run` prints on stderr at start (`metrics on http://ADDR/...`).
+pub fn metrics_addr(stderr: &Lines) -> String {
+    let banner = stderr
+        .find(Duration::from_secs(60), |l| {
+            l.contains("metrics on http://")
+        })
+        .expect("metrics address printed");
+    banner
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .expect("an address after http://")
+        .to_string()
+}
+
 /// A plain HTTP GET on loopback; returns (status, body).
 pub fn http_get(addr: &str, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).unwrap();

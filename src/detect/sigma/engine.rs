@@ -36,8 +36,8 @@ use super::correlate::{
 use super::error::SigmaError;
 use super::plan::{PlanBuilder, SigmaPlan};
 use super::rule::{
-    CorrelationRule, FilterRule, Level, LogSource, Selection, SelectionKind, SigmaDocument,
-    SigmaRule,
+    CorrelationRule, FilterRule, Level, LogSource, Metadata, Selection, SelectionKind,
+    SigmaDocument, SigmaRule,
 };
 use super::value::{FieldMatcher, Link, MatchValue, Number, Part, Pattern, Value};
 use super::yaml::Pos;
@@ -203,7 +203,8 @@ impl SigmaEngine {
                         rule.meta.id.as_deref() == Some(r.reference.as_str())
                             || rule.meta.name.as_deref() == Some(r.reference.as_str())
                     });
-                    if named && logsource_covers(&f.logsource, &rule.logsource) {
+                    let l = &f.logsource;
+                    if named && covers([&l.product, &l.category, &l.service], &rule.logsource) {
                         rule = with_filter(&rule, f);
                         filter_used[k] += 1;
                     }
@@ -318,7 +319,13 @@ impl SigmaEngine {
                 continue;
             }
             summary.ok += 1;
-            let meta = rule_meta(&rule, &file, config, &targets);
+            let meta = rule_meta(
+                &rule.meta,
+                "sigma",
+                &file,
+                config,
+                targets.iter().map(|(s, _)| *s),
+            );
             refs.push(RuleRef::of(&meta));
             rules.push(meta);
             names.push(rule.meta.name.clone());
@@ -831,6 +838,8 @@ struct Render<'a> {
     view: &'a RecordBatch,
     names: Vec<String>,
     formatters: Vec<Option<ArrayFormatter<'a>>>,
+    /// Per view field: its column in `view` (meaningful where it has a formatter).
+    columns: Vec<usize>,
     /// Per view field: pseudonymise (or drop) its values.
     privacy: Vec<Option<PrivacyAction>>,
     entity: Vec<(Option<ArrayFormatter<'a>>, Option<PrivacyAction>)>,
@@ -851,8 +860,10 @@ impl<'a> Render<'a> {
         let mut formatters = Vec::with_capacity(sp.fields.len());
         let mut privacy = Vec::with_capacity(sp.fields.len());
         let mut col = 0;
+        let mut columns = Vec::with_capacity(sp.fields.len());
         for ((name, path), at) in sp.fields.iter().zip(&resolved.fields) {
             names.push(name.clone());
+            columns.push(col);
             privacy.push(sp.privacy.get(path).copied());
             if at.is_some() {
                 formatters.push(Some(
@@ -882,6 +893,7 @@ impl<'a> Render<'a> {
             view,
             names,
             formatters,
+            columns,
             privacy,
             entity,
             times,
@@ -919,7 +931,7 @@ impl<'a> Render<'a> {
             let Some(f) = &self.formatters[i] else {
                 continue;
             };
-            let col = self.view.column(self.view_index(i));
+            let col = self.view.column(self.columns[i]);
             if col.is_null(row) {
                 continue;
             }
@@ -939,11 +951,6 @@ impl<'a> Render<'a> {
             object.insert(self.names[i].clone(), value);
         }
         serde_json::to_string(&object).expect("a map serializes")
-    }
-
-    /// The view column of field `i` (absent fields have none, so indices shift).
-    fn view_index(&self, i: usize) -> usize {
-        self.formatters[..i].iter().filter(|f| f.is_some()).count()
     }
 }
 
@@ -1173,30 +1180,17 @@ fn link_correlations(
         .collect();
     for (n, &i) in kept.iter().enumerate() {
         let (c, file) = &correlations[i];
-        let m = &c.meta;
         let mut streams: Vec<usize> = Vec::new();
         collect_streams(set_sources(&set, n), &set, rule_streams, &mut streams);
         summary.ok += 1;
         metas.push(rules.len());
-        rules.push(RuleMeta {
-            id: correlation_name(c).unwrap_or_else(|| {
-                let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("rule");
-                format!("{stem}:{}", m.pos.line)
-            }),
-            title: m.title.clone(),
-            kind: "sigma-correlation",
-            severity: severity(m.level),
-            description: m.description.clone().unwrap_or_else(|| m.title.clone()),
-            stream: streams
-                .iter()
-                .map(|s| config.streams[*s].name())
-                .collect::<Vec<_>>()
-                .join(","),
-            tags: m.tags.clone(),
-            status: m.status.map(|s| format!("{s:?}").to_ascii_lowercase()),
-            falsepositives: m.falsepositives.clone(),
-            file: file.clone(),
-        });
+        rules.push(rule_meta(
+            &c.meta,
+            "sigma-correlation",
+            file,
+            config,
+            streams,
+        ));
     }
     Some(Correlations {
         set,
@@ -1237,19 +1231,11 @@ fn streams_for<'c>(
     config: &'c Config,
     logsource: &LogSource,
 ) -> Vec<(usize, Vec<&'c LogsourceMapping>)> {
-    let same = |entry: &Option<String>, rule: &Option<String>| match entry {
-        None => true,
-        Some(e) => rule.as_deref().is_some_and(|r| r.eq_ignore_ascii_case(e)),
-    };
     let matching: Vec<&LogsourceMapping> = config
         .sigma
         .logsources
         .iter()
-        .filter(|m| {
-            same(&m.product, &logsource.product)
-                && same(&m.category, &logsource.category)
-                && same(&m.service, &logsource.service)
-        })
+        .filter(|m| covers([&m.product, &m.category, &m.service], logsource))
         .collect();
     let Some(best) = matching.iter().map(|m| m.specificity()).max() else {
         return Vec::new();
@@ -1285,15 +1271,15 @@ fn describe(logsource: &LogSource) -> String {
     }
 }
 
-/// True when a filter's log source covers a rule's: every key the filter names is the rule's.
-fn logsource_covers(filter: &LogSource, rule: &LogSource) -> bool {
-    let same = |f: &Option<String>, r: &Option<String>| match f {
+/// True when a log-source selector (product, category, service; `None` is any) covers a
+/// rule's log source: every key it names equals the rule's, ignoring case. Used for
+/// `[[sigma.logsources]]` entries and for global filters alike.
+fn covers(keys: [&Option<String>; 3], rule: &LogSource) -> bool {
+    let wanted = [&rule.product, &rule.category, &rule.service];
+    keys.iter().zip(wanted).all(|(key, value)| match key {
         None => true,
-        Some(f) => r.as_deref().is_some_and(|r| r.eq_ignore_ascii_case(f)),
-    };
-    same(&filter.product, &rule.product)
-        && same(&filter.category, &rule.category)
-        && same(&filter.service, &rule.service)
+        Some(k) => value.as_deref().is_some_and(|v| v.eq_ignore_ascii_case(k)),
+    })
 }
 
 /// `rule` with a global filter applied: the filter's selections added (renamed apart) and
@@ -1497,13 +1483,15 @@ fn searches_keywords(rule: &SigmaRule) -> bool {
     })
 }
 
+/// The description of a loaded rule or correlation, from its metadata. `streams` are the
+/// streams it reads (config indices).
 fn rule_meta(
-    rule: &SigmaRule,
+    m: &Metadata,
+    kind: &'static str,
     file: &Path,
     config: &Config,
-    targets: &[(usize, Vec<&LogsourceMapping>)],
+    streams: impl IntoIterator<Item = usize>,
 ) -> RuleMeta {
-    let m = &rule.meta;
     let id = m.id.clone().or_else(|| m.name.clone()).unwrap_or_else(|| {
         let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("rule");
         format!("{stem}:{}", m.pos.line)
@@ -1511,12 +1499,12 @@ fn rule_meta(
     RuleMeta {
         id,
         title: m.title.clone(),
-        kind: "sigma",
+        kind,
         severity: severity(m.level),
         description: m.description.clone().unwrap_or_else(|| m.title.clone()),
-        stream: targets
-            .iter()
-            .map(|(s, _)| config.streams[*s].name())
+        stream: streams
+            .into_iter()
+            .map(|s| config.streams[s].name())
             .collect::<Vec<_>>()
             .join(","),
         tags: m.tags.clone(),

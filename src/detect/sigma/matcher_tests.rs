@@ -739,7 +739,7 @@ fn reference(p: &Pattern) -> regex::Regex {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(crate::proptest_config(256))]
 
     #[test]
     fn vectorised_patterns_agree_with_a_regex_per_row(
@@ -787,7 +787,7 @@ fn regex_piece() -> impl Strategy<Value = &'static str> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(crate::proptest_config(256))]
 
     /// The literal prefilter never hides a regex match: same answers as the regex alone.
     #[test]

@@ -779,7 +779,7 @@ mod robustness {
     use super::*;
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(512))]
+        #![proptest_config(crate::proptest_config(512))]
 
         /// A rule mangled by a few edits (the characters Sigma and YAML care about) never makes
         /// the parser panic, and every error it reports points inside the file.
