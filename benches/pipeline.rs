@@ -173,6 +173,7 @@ fn main() {
     let ctx = EvalContext {
         now_ms: 0,
         pseudonymiser: Pseudonymiser::new(b"bench"),
+        partition: 0,
     };
     let mut alerts = Vec::new();
     let mut timings = Vec::new();

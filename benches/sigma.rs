@@ -248,6 +248,7 @@ fn run(config: &Config, detectors: Option<&mut DetectorSet>, raws: &[RawBatch]) 
     let ctx = EvalContext {
         now_ms: 0,
         pseudonymiser: Pseudonymiser::new(b"bench"),
+        partition: 0,
     };
     let mut hist = Histogram::<u64>::new(3).unwrap();
     let mut alerts = Vec::new();

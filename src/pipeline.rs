@@ -158,6 +158,7 @@ impl Pipeline {
             let ctx = EvalContext {
                 now_ms: 0,
                 pseudonymiser,
+                partition: 0,
             };
             std::thread::Builder::new()
                 .name("palisade-compute".into())
@@ -287,6 +288,7 @@ fn compute_loop(
         }
         let decoder = &mut decoders[batch.stream];
         let decoded = decoder.decode(&batch);
+        ctx.partition = batch.partition;
         ctx.now_ms = match clock {
             Clock::Wall => now_ms(),
             Clock::EventTime => {

@@ -134,6 +134,26 @@ pub struct EvalContext {
     pub now_ms: i64,
     /// Applied to personal fields before anything leaves the detector.
     pub pseudonymiser: Pseudonymiser,
+    /// The partition number of the batch's records (every batch holds one; 0 in replay).
+    /// State a detector builds from them belongs to this partition: see [`StateEntry`].
+    pub partition: i32,
+}
+
+/// One entry of a detector's durable state, as written to (and read back from) its
+/// changelog.
+///
+/// State is partitioned like the input: an entry belongs to the partition of the records that
+/// built it. When records are keyed (or repartitioned) by the detector's group key, every
+/// record of a key comes from one partition, so the instance that owns a partition after a
+/// rebalance restores exactly the state it needs, before it processes that partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateEntry {
+    /// The input partition the state belongs to.
+    pub partition: i32,
+    /// The entry's key within the detector (e.g. rule and group), stable across restarts.
+    pub key: Vec<u8>,
+    /// The serialised state; `None` when the key no longer holds any (a tombstone).
+    pub value: Option<Vec<u8>>,
 }
 
 /// A detector: one or more rules over one or more streams, evaluated a batch at a time.
@@ -164,6 +184,17 @@ pub trait Detector: Send {
     fn state(&self) -> StateCounters {
         StateCounters::default()
     }
+    /// Appends the state that changed since the last call, for a checkpoint: an entry per
+    /// changed key, a tombstone (`value: None`) per key that is gone. Stateless detectors
+    /// append nothing.
+    fn checkpoint(&mut self, _out: &mut Vec<StateEntry>) {}
+    /// Restores entries read back from the changelog (the latest per key), before any batch
+    /// of their partitions is evaluated.
+    fn restore(&mut self, _entries: &[StateEntry]) -> Result<(), DetectError> {
+        Ok(())
+    }
+    /// Forgets the state of `partitions`, which this instance no longer owns.
+    fn release(&mut self, _partitions: &[i32]) {}
 }
 
 /// State held by detectors, and what bounds evicted: for metrics.

@@ -703,6 +703,7 @@ operator = "pseudonymise"
         EvalContext {
             now_ms: 0,
             pseudonymiser: Pseudonymiser::new(b"k"),
+            partition: 0,
         }
     }
 

@@ -514,6 +514,7 @@ fn run_case(
     let mut ctx = EvalContext {
         now_ms: 0,
         pseudonymiser: pseudonymiser.clone(),
+        partition: 0,
     };
     let mut stream_time = i64::MIN;
     let names = detectors.detector_names();

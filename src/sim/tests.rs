@@ -157,6 +157,7 @@ fn rule_alerts(records: &[SimRecord]) -> BTreeMap<String, Vec<Alert>> {
     let ctx = EvalContext {
         now_ms: 0,
         pseudonymiser: Pseudonymiser::new(b"test"),
+        partition: 0,
     };
     let (mut alerts, mut timings) = (Vec::new(), Vec::new());
     for (stream, batch) in decoded(records) {

@@ -39,11 +39,19 @@ pub struct Position {
     pub offset: i64,
 }
 
-/// Records of one stream, cut from a source. The unit that flows through the pipeline.
+/// Records of one stream and one partition number, cut from a source. The unit that flows
+/// through the pipeline.
+///
+/// A batch never mixes partition numbers (it may mix topics of its stream, whose partitions
+/// of the same number are processed together, as Kafka Streams' co-partitioned tasks are): a
+/// detector's state then belongs to one partition, and moves with it when a rebalance gives
+/// the partition to another instance.
 #[derive(Debug)]
 pub struct RawBatch {
     /// Index of the stream in the config.
     pub stream: usize,
+    /// The partition number of every record (0 for files).
+    pub partition: i32,
     /// Record bytes, each followed by `\n`.
     pub buf: Vec<u8>,
     /// End (exclusive, before its `\n`) of each record in `buf`.
@@ -57,10 +65,16 @@ pub struct RawBatch {
 }
 
 impl RawBatch {
-    /// An empty batch of `stream`.
+    /// An empty batch of `stream`, partition 0.
     pub fn new(stream: usize) -> RawBatch {
+        RawBatch::of_partition(stream, 0)
+    }
+
+    /// An empty batch of `stream` and `partition`.
+    pub fn of_partition(stream: usize, partition: i32) -> RawBatch {
         RawBatch {
             stream,
+            partition,
             buf: Vec::new(),
             ends: Vec::new(),
             origins: Vec::new(),
@@ -69,8 +83,12 @@ impl RawBatch {
         }
     }
 
-    /// Appends one record.
+    /// Appends one record (of this batch's partition).
     pub fn push(&mut self, payload: &[u8], origin: Origin) {
+        debug_assert_eq!(
+            origin.partition, self.partition,
+            "a batch holds one partition"
+        );
         if self.opened.is_none() {
             self.opened = Some(Instant::now());
         }
@@ -127,6 +145,7 @@ impl RawBatch {
     pub fn take(&mut self) -> RawBatch {
         let next = RawBatch {
             stream: self.stream,
+            partition: self.partition,
             buf: Vec::with_capacity(self.buf.capacity()),
             ends: Vec::with_capacity(self.ends.capacity()),
             origins: Vec::with_capacity(self.origins.capacity()),
@@ -137,34 +156,49 @@ impl RawBatch {
     }
 }
 
-/// Per-stream open batches, cut at a row count or after a linger.
+/// Open batches, one per stream and partition number, cut at a row count or after a linger.
 pub struct Batcher {
-    open: Vec<RawBatch>,
+    /// Per stream, the open batch of each partition number seen (few: a linear search).
+    open: Vec<Vec<RawBatch>>,
     max_rows: usize,
     linger: std::time::Duration,
 }
 
 impl Batcher {
-    /// One open batch per stream.
+    /// No open batch yet; `streams` streams.
     pub fn new(streams: usize, max_rows: usize, linger: std::time::Duration) -> Batcher {
         Batcher {
-            open: (0..streams).map(RawBatch::new).collect(),
+            open: (0..streams).map(|_| Vec::new()).collect(),
             max_rows,
             linger,
         }
     }
 
-    /// Adds a record; returns the stream's batch if it is now full.
+    /// Adds a record to its stream's batch of its partition; returns that batch if it is now
+    /// full.
     pub fn push(&mut self, stream: usize, payload: &[u8], origin: Origin) -> Option<RawBatch> {
-        let batch = &mut self.open[stream];
+        let open = &mut self.open[stream];
+        let i = match open.iter().position(|b| b.partition == origin.partition) {
+            Some(i) => i,
+            None => {
+                open.push(RawBatch::of_partition(stream, origin.partition));
+                open.len() - 1
+            }
+        };
+        let batch = &mut open[i];
         batch.push(payload, origin);
         (batch.len() >= self.max_rows).then(|| batch.take())
+    }
+
+    fn batches(&mut self) -> impl Iterator<Item = &mut RawBatch> {
+        self.open.iter_mut().flatten()
     }
 
     /// The earliest instant at which an open batch must be cut.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.open
             .iter()
+            .flatten()
             .filter_map(|b| b.opened)
             .min()
             .map(|t| t + self.linger)
@@ -173,8 +207,7 @@ impl Batcher {
     /// Batches whose linger has expired at `now`.
     pub fn expired(&mut self, now: Instant) -> Vec<RawBatch> {
         let linger = self.linger;
-        self.open
-            .iter_mut()
+        self.batches()
             .filter(|b| b.opened.is_some_and(|t| t + linger <= now))
             .map(RawBatch::take)
             .collect()
@@ -182,8 +215,7 @@ impl Batcher {
 
     /// Every non-empty batch, for shutdown or end of input.
     pub fn drain(&mut self) -> Vec<RawBatch> {
-        self.open
-            .iter_mut()
+        self.batches()
             .filter(|b| !b.is_empty())
             .map(RawBatch::take)
             .collect()
@@ -197,8 +229,8 @@ mod tests {
 
     fn origin(partition: i32, offset: i64) -> Origin {
         Origin {
-            source: 0,
-            partition,
+            source: partition as u32,
+            partition: 0,
             offset,
             timestamp_ms: 0,
         }
@@ -224,8 +256,8 @@ mod tests {
                     offset: 11
                 },
                 Position {
-                    source: 0,
-                    partition: 1,
+                    source: 1,
+                    partition: 0,
                     offset: 4
                 }
             ]
@@ -249,5 +281,26 @@ mod tests {
         let cut = batcher.expired(deadline);
         assert_eq!((cut.len(), cut[0].stream, cut[0].len()), (1, 1, 1));
         assert!(batcher.drain().is_empty());
+    }
+
+    #[test]
+    fn batcher_keeps_partitions_apart() {
+        let mut batcher = Batcher::new(1, 2, Duration::from_secs(60));
+        let at = |partition, offset| Origin {
+            source: 0,
+            partition,
+            offset,
+            timestamp_ms: 0,
+        };
+        assert!(batcher.push(0, b"a", at(0, 0)).is_none());
+        assert!(batcher.push(0, b"b", at(3, 0)).is_none());
+        let full = batcher
+            .push(0, b"c", at(3, 1))
+            .expect("partition 3 full at 2 rows");
+        assert_eq!((full.partition, full.len()), (3, 2));
+        assert!(full.positions.iter().all(|p| p.partition == 3));
+        let rest = batcher.drain();
+        assert_eq!(rest.len(), 1);
+        assert_eq!((rest[0].partition, rest[0].record(0)), (0, &b"a"[..]));
     }
 }

@@ -125,6 +125,7 @@ fn run(engine: &mut SigmaEngine, stream: &str, lines: &str) -> Vec<Alert> {
     let ctx = EvalContext {
         now_ms: 1_000,
         pseudonymiser: Pseudonymiser::new(b"k"),
+        partition: 0,
     };
     let mut out = Vec::new();
     engine.evaluate(s, &b, &ctx, &mut out).unwrap();
