@@ -26,6 +26,8 @@ fn cluster() -> (EmbeddedKafka, Config) {
     let kafka = EmbeddedKafka::start(1, &topics, 2).unwrap();
     let mut config = config;
     config.kafka.brokers = kafka.bootstrap_servers();
+    // These tests count detections one by one; suppression has its own tests (alerting.rs).
+    config.alerting.suppression.window_secs = 0;
     (kafka, config)
 }
 

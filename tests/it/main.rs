@@ -1,5 +1,6 @@
 //! palisade's integration tests: one binary (one link of DataFusion), one module per feature.
 
+mod alerting;
 mod cli;
 mod decode_props;
 mod kafka_pipeline;
