@@ -321,7 +321,7 @@ mod tests {
         );
         let e = error("[alerting.webhook]\nurl = \"http://soar/x\"\nresolve_after_secs = 5\n");
         assert!(e.contains("are Alertmanager settings"), "{e}");
-        let e = error("[alerting.suppression]\nwindow = 5\n");
+        let e = error("[alerting.suppression.rules.\"x\"]\nwindow = 5\n");
         assert!(e.contains("unknown field `window`"), "{e}");
         let e = error("[alerting.alertmanager]\nurl = \"http://am\"\noverflow = \"spill\"\n");
         assert!(e.contains("unknown variant `spill`"), "{e}");

@@ -216,8 +216,13 @@ parking-api,transport,dmz,low,parking,10.60.0.20
 
     fn stage(dir: &std::path::Path) -> (AlertStage, Arc<Metrics>) {
         std::fs::write(dir.join("assets.csv"), INVENTORY).unwrap();
-        let text = crate::config::DEFAULT_CONFIG.to_string()
-            + "\n[alerting]\ninventory = \"assets.csv\"\n[alerting.suppression]\nwindow_secs = 60\nrenotify_secs = 600\n";
+        let text = crate::config::DEFAULT_CONFIG
+            .replace(
+                "inventory = \"inventory.csv\"",
+                "inventory = \"assets.csv\"",
+            )
+            .replace("window_secs = 600", "window_secs = 60")
+            .replace("renotify_secs = 3600", "renotify_secs = 600");
         let config = Config::parse(&text, "t.toml", dir).unwrap();
         let metrics = Arc::new(Metrics::new());
         (

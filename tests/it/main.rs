@@ -4,6 +4,7 @@ mod alerting;
 mod cli;
 mod decode_props;
 mod kafka_pipeline;
+mod observability;
 mod reload;
 mod replay;
 mod ruletest;
