@@ -288,6 +288,31 @@ parking-api,transport,dmz,low,parking,10.60.0.20
         let back: Alert = serde_json::from_str(&json).unwrap();
         assert_eq!(back.context, batch[0].context);
         assert!(json.contains(r#""urgency":"critical""#), "{json}");
+        // The documented schema names every field, and the required ones are there.
+        let schema: serde_json::Value =
+            serde_json::from_str(include_str!("../../docs/alert.v1.schema.json")).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let fields = value.as_object().unwrap();
+        let props = schema["properties"].as_object().unwrap();
+        for k in fields.keys() {
+            assert!(
+                props.contains_key(k),
+                "`{k}` is not in docs/alert.v1.schema.json"
+            );
+        }
+        for k in schema["required"].as_array().unwrap() {
+            assert!(fields.contains_key(k.as_str().unwrap()), "{k} missing");
+        }
+        for k in [
+            "fingerprint",
+            "urgency",
+            "asset",
+            "attack",
+            "occurrences",
+            "first_seen",
+        ] {
+            assert!(fields.contains_key(k), "{k} missing from an enriched alert");
+        }
     }
 
     #[test]

@@ -329,3 +329,24 @@ fn dashboards_and_alert_rules_evaluate_against_real_prometheus_scraping_palisade
     }
     assert_eq!(critical, Ok(1), "PalisadeCriticalDetection did not fire");
 }
+
+#[tokio::test]
+async fn rules_mounted_from_a_kubernetes_configmap_load_once() {
+    // The kubelet's layout: files in a timestamped folder, `..data` linking to it, and one
+    // link per key at the top.
+    let dir = tempfile::tempdir().unwrap();
+    let stamp = dir.path().join("..2026_01_05_02_30_00.123");
+    std::fs::create_dir(&stamp).unwrap();
+    std::fs::write(stamp.join("rogue.sql"), ROGUE_RULE).unwrap();
+    std::os::unix::fs::symlink(&stamp, dir.path().join("..data")).unwrap();
+    std::os::unix::fs::symlink(
+        dir.path().join("..data/rogue.sql"),
+        dir.path().join("rogue.sql"),
+    )
+    .unwrap();
+    let config = palisade::config::Config::builtin();
+    let set = palisade::app::load_detectors(&config, &[dir.path().to_path_buf()])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(set.len(), 1);
+}
