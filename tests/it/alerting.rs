@@ -237,14 +237,14 @@ impl Probe {
 
 /// A webhook receiver on loopback: answers the first `fail` requests with 503 (the second one
 /// by closing the connection instead), then 200; keeps the bodies it accepted.
-struct Receiver {
-    addr: String,
-    accepted: Arc<Mutex<Vec<serde_json::Value>>>,
+pub struct Receiver {
+    pub addr: String,
+    pub accepted: Arc<Mutex<Vec<serde_json::Value>>>,
     requests: Arc<Mutex<usize>>,
 }
 
 impl Receiver {
-    fn start(fail: usize) -> Receiver {
+    pub fn start(fail: usize) -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let accepted = Arc::new(Mutex::new(Vec::new()));
@@ -400,5 +400,57 @@ async fn a_full_buffer_drops_the_oldest_and_counts_what_is_lost() {
     assert!(
         text.contains(r#"palisade_sink_buffered{sink="webhook"} 0"#),
         "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_blocking_buffer_holds_the_pipeline_until_forced() {
+    let url = format!("http://127.0.0.1:{}/hook", free_port());
+    let metrics = Arc::new(Metrics::new());
+    let mut config = sink_config(&url, 2);
+    config.overflow = Overflow::Block;
+    let notifier = Arc::new(Notifier::start(
+        "webhook",
+        &config,
+        palisade::alert::Severity::Info,
+        Endpoint::parse(&url, "").unwrap(),
+        Box::new(WebhookFormat),
+        Arc::clone(&metrics),
+    ));
+    let (force_tx, force) = watch::channel(false);
+    let offer = tokio::spawn({
+        let notifier = Arc::clone(&notifier);
+        let mut force = force.clone();
+        async move {
+            let alerts: Vec<Alert> = (0..3).map(alert).collect();
+            notifier.offer(&alerts, &mut force).await
+        }
+    });
+    // Two fit; the third waits for room that never comes (nothing listens).
+    let m = Arc::clone(&metrics);
+    tokio::task::spawn_blocking(move || {
+        wait_for(Duration::from_secs(10), "a full buffer", || {
+            m.render()
+                .contains(r#"palisade_sink_buffered{sink="webhook"} 2"#)
+        })
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !offer.is_finished(),
+        "a blocking buffer must hold the caller"
+    );
+    assert!(!metrics.render().contains("palisade_sink_dropped_total{"));
+    // A forced shutdown stops waiting, and what could not be kept is counted.
+    force_tx.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), offer)
+        .await
+        .expect("forced shutdown releases the caller")
+        .unwrap();
+    assert!(
+        metrics
+            .render()
+            .contains(r#"palisade_sink_dropped_total{sink="webhook"} 1"#)
     );
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::alerting::{Alertmanager, get10, wait_for};
+use crate::alerting::{Alertmanager, Receiver, get10, wait_for};
 use crate::support::*;
 
 fn repo(path: &str) -> PathBuf {
@@ -256,6 +256,8 @@ fn dashboards_and_alert_rules_evaluate_against_real_prometheus_scraping_palisade
     let rules = rule_exprs(&std::fs::read_to_string(repo("deploy/prometheus/alerts.yml")).unwrap());
 
     let am = Alertmanager::start();
+    let hook = Receiver::start(0);
+    let hook_url = format!("http://{}/hook", hook.addr);
     let mut child = bin()
         .args([
             "run",
@@ -267,6 +269,8 @@ fn dashboards_and_alert_rules_evaluate_against_real_prometheus_scraping_palisade
             "120",
             "--alertmanager",
             &am.url,
+            "--webhook",
+            &hook_url,
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -328,6 +332,18 @@ fn dashboards_and_alert_rules_evaluate_against_real_prometheus_scraping_palisade
         assert_eq!(r["health"], "ok", "{r}");
     }
     assert_eq!(critical, Ok(1), "PalisadeCriticalDetection did not fire");
+    // `--webhook` from the command line: the receiver got the city's alerts, enriched.
+    let accepted = hook.accepted.lock().unwrap().clone();
+    let rules: BTreeSet<&str> = accepted
+        .iter()
+        .flat_map(|b| b["alerts"].as_array().unwrap())
+        .filter(|a| a["asset"]["domain"] == "water" && a["urgency"] == "critical")
+        .filter_map(|a| a["rule"]["id"].as_str())
+        .collect();
+    assert!(
+        rules.contains("scada.setpoint_unknown_host"),
+        "webhook got {rules:?}"
+    );
 }
 
 #[tokio::test]
