@@ -8,11 +8,17 @@ use std::sync::Arc;
 use rdkafka::error::KafkaError;
 use tokio::sync::{mpsc, watch};
 
+use crate::alert::Severity;
+use crate::alert::alertmanager::AlertmanagerFormat;
+use crate::alert::http::Endpoint;
+use crate::alert::notify::{Fanout, Notifier};
 use crate::alert::sink::{JsonlSink, KafkaSink, producer};
+use crate::alert::stage::AlertStage;
+use crate::alert::webhook::WebhookFormat;
 use crate::config::{Config, ConfigError};
 use crate::detect::{DetectorSet, LoadError};
 use crate::metrics::Metrics;
-use crate::pipeline::{Clock, Echo, NoCommit, Pipeline, SinkError, Summary};
+use crate::pipeline::{Clock, Echo, NoCommit, Pipeline, Sink, SinkError, Summary};
 use crate::privacy::Pseudonymiser;
 use crate::server::{Health, Server};
 use crate::sim::{SimOptions, Simulator};
@@ -38,6 +44,9 @@ pub enum AppError {
     /// Output could not be delivered.
     #[error("{0}")]
     Sink(#[from] SinkError),
+    /// The asset inventory cannot be used (the user's to fix).
+    #[error("{0}")]
+    Inventory(#[from] crate::alert::enrich::InventoryError),
     /// Local I/O (metrics port, output files).
     #[error("{context}: {source}")]
     Io {
@@ -161,14 +170,16 @@ pub async fn run_live(
         Arc::clone(&health),
     )?);
     let sources = Arc::new(config.input_topics());
-    let sink = KafkaSink::new(
+    let alerting = AlertStage::new(&config, Arc::clone(&metrics))?;
+    let kafka_sink = KafkaSink::new(
         &config,
         producer(&config)?,
         Arc::clone(&sources),
         Arc::clone(&metrics),
         Arc::clone(&health),
-        force,
+        force.clone(),
     );
+    let sink = notification_sinks(&config, Box::new(kafka_sink), &metrics, server.addr, force);
     let committer = Arc::new(KafkaCommitter {
         consumer: Arc::clone(&consumer),
         sources: Arc::clone(&sources),
@@ -197,11 +208,12 @@ pub async fn run_live(
         config,
         detectors,
         metrics: Arc::clone(&metrics),
-        sink: Box::new(sink),
+        sink,
         committer: Arc::clone(&committer) as _,
         echo,
         clock: Clock::Wall,
         reload: Some(reload_rx),
+        alerting: Some(alerting),
     };
     let result = pipeline.run(rx).await;
     watcher.abort();
@@ -212,6 +224,61 @@ pub async fn run_live(
     }
     server.stop().await;
     Ok(result?)
+}
+
+/// `primary` alone, or with the configured notification sinks (Alertmanager, webhook) behind
+/// it; see [`crate::alert::notify`].
+pub fn notification_sinks(
+    config: &Config,
+    primary: Box<dyn Sink>,
+    metrics: &Arc<Metrics>,
+    metrics_addr: SocketAddr,
+    force: watch::Receiver<bool>,
+) -> Box<dyn Sink> {
+    let alerting = &config.alerting;
+    let mut notifiers = Vec::new();
+    if let Some(am) = &alerting.alertmanager {
+        let endpoint = Endpoint::parse(am.url.get_ref(), "/api/v2/alerts")
+            .expect("validated with the configuration");
+        let format = AlertmanagerFormat {
+            resolve_after: std::time::Duration::from_secs(am.resolve_after_secs.unwrap_or(900)),
+            generator_url: am
+                .generator_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{metrics_addr}/")),
+        };
+        tracing::info!(url = am.url.get_ref(), "notifying Alertmanager");
+        notifiers.push(Notifier::start(
+            "alertmanager",
+            am,
+            Severity::High,
+            endpoint,
+            Box::new(format),
+            Arc::clone(metrics),
+        ));
+    }
+    if let Some(hook) = &alerting.webhook {
+        let endpoint =
+            Endpoint::parse(hook.url.get_ref(), "").expect("validated with the configuration");
+        tracing::info!(url = hook.url.get_ref(), "notifying the webhook");
+        notifiers.push(Notifier::start(
+            "webhook",
+            hook,
+            Severity::Info,
+            endpoint,
+            Box::new(WebhookFormat),
+            Arc::clone(metrics),
+        ));
+    }
+    if notifiers.is_empty() {
+        return primary;
+    }
+    Box::new(Fanout {
+        primary,
+        notifiers,
+        force,
+        drain: std::time::Duration::from_secs(10),
+    })
 }
 
 /// Options of the simulator in the embedded run.
@@ -286,6 +353,7 @@ pub async fn replay(
         echo: Echo::Off,
         clock: Clock::EventTime,
         reload: None,
+        alerting: None,
     };
     let summary = pipeline.run(rx).await?;
     match reader.await {

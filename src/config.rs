@@ -66,6 +66,9 @@ pub struct Config {
     /// How Sigma rules map onto the streams.
     #[serde(default)]
     pub sigma: SigmaConfig,
+    /// Enrichment, suppression and notification of alerts (see [`crate::alert::config`]).
+    #[serde(default)]
+    pub alerting: crate::alert::config::AlertingConfig,
     /// Directory relative paths in this file are resolved against.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -623,6 +626,7 @@ impl Config {
                     .into(),
             ));
         }
+        self.alerting.validate(&err)?;
         Ok(())
     }
 

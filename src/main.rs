@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
+use palisade::alert::config::HttpSinkConfig;
 use palisade::app::{self, City, Live, ReplayOutput};
 use palisade::config::Config;
 use palisade::metrics::Metrics;
@@ -69,6 +70,13 @@ struct RunArgs {
     /// Rule folders (default: the configured ones).
     #[arg(long = "rules")]
     rules: Vec<PathBuf>,
+    /// Send alerts to this Prometheus Alertmanager (base URL, e.g. http://127.0.0.1:9093);
+    /// overrides [alerting.alertmanager] url.
+    #[arg(long, value_name = "URL")]
+    alertmanager: Option<String>,
+    /// POST alerts as JSON to this webhook URL; overrides [alerting.webhook] url.
+    #[arg(long, value_name = "URL")]
+    webhook: Option<String>,
     /// Embedded run: simulator seed.
     #[arg(long, default_value_t = 7)]
     seed: u64,
@@ -252,6 +260,21 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(group) = &args.group {
         config.kafka.group_id = group.clone();
+    }
+    for (flag, url, sink) in [
+        (
+            "--alertmanager",
+            &args.alertmanager,
+            &mut config.alerting.alertmanager,
+        ),
+        ("--webhook", &args.webhook, &mut config.alerting.webhook),
+    ] {
+        let Some(url) = url else { continue };
+        HttpSinkConfig::check_url(url).map_err(|e| anyhow::anyhow!("{flag} {e}"))?;
+        match sink {
+            Some(s) => s.url = toml::Spanned::new(0..0, url.clone()),
+            None => *sink = Some(HttpSinkConfig::with_url(url)),
+        }
     }
     let mut live = Live::new(&config);
     live.rules = app::rule_paths(&config, &args.rules);

@@ -52,6 +52,36 @@ pub struct Metrics {
     pub state_evicted: IntCounterVec,
     /// End-to-end latency (Kafka timestamp to alert acknowledged), as quantiles.
     pub latency: std::sync::Arc<LatencySummary>,
+    /// Alerts raised by detectors (before suppression), per rule.
+    pub rule_matches: IntCounterVec,
+    /// Alerts that left suppression for the sinks, per rule, severity, urgency and the
+    /// asset's domain and criticality (`unknown` without an inventory entry).
+    pub alerts_emitted: IntCounterVec,
+    /// Repeats folded into an earlier alert by suppression, per rule.
+    pub alerts_folded: IntCounterVec,
+    /// Fingerprints whose episode suppression remembers.
+    pub suppression_fingerprints: IntGauge,
+    /// Suppression episodes forgotten before they ended, to stay within bounds.
+    pub suppression_evicted: IntCounter,
+    /// Asset inventory reloads, by result (`ok`, `failed`).
+    pub inventory_reloads: IntCounterVec,
+    /// Assets in the inventory in use.
+    pub inventory_assets: IntGauge,
+    /// Alerts acknowledged by a notification sink (`alertmanager`, `webhook`).
+    pub sink_delivered: IntCounterVec,
+    /// Alerts a sink gave up on, by reason (`rejected`: the receiver refused them;
+    /// `attempts`: retries exhausted; `shutdown`: undelivered when the process stopped).
+    pub sink_failures: IntCounterVec,
+    /// Alerts dropped from a full notification buffer (oldest first), per sink.
+    pub sink_dropped: IntCounterVec,
+    /// Alerts waiting in a notification sink's buffer.
+    pub sink_buffered: IntGaugeVec,
+    /// Events behind their stream's watermark when they arrived, per stream (fed by the
+    /// event-time stage).
+    pub late_events: IntCounterVec,
+    /// How far a stream's watermark is behind the wall clock, in seconds (fed by the
+    /// event-time stage).
+    pub watermark_delay: prometheus::GaugeVec,
 }
 
 impl Metrics {
@@ -173,7 +203,105 @@ impl Metrics {
         registry
             .register(Box::new(SharedCollector(std::sync::Arc::clone(&latency))))
             .expect("registered once");
+        let rule_matches = counter(
+            "palisade_rule_matches_total",
+            "Alerts raised by a rule before suppression.",
+            &["rule"],
+        );
+        let alerts_emitted = counter(
+            "palisade_alerts_emitted_total",
+            "Alerts sent on after suppression, by rule, severity, urgency and the asset's domain and criticality.",
+            &["rule", "severity", "urgency", "domain", "criticality"],
+        );
+        let alerts_folded = counter(
+            "palisade_alerts_folded_total",
+            "Repeated alerts folded into an earlier one by suppression (counted, not sent).",
+            &["rule"],
+        );
+        let inventory_reloads = counter(
+            "palisade_inventory_reloads_total",
+            "Asset inventory reloads; a failed one keeps the previous inventory.",
+            &["result"],
+        );
+        let sink_delivered = counter(
+            "palisade_sink_delivered_total",
+            "Alerts acknowledged by a notification sink.",
+            &["sink"],
+        );
+        let sink_failures = counter(
+            "palisade_sink_failures_total",
+            "Alerts a notification sink gave up on, by reason.",
+            &["sink", "reason"],
+        );
+        let sink_dropped = counter(
+            "palisade_sink_dropped_total",
+            "Alerts dropped from a full notification buffer (the alerts topic still has them).",
+            &["sink"],
+        );
+        let late_events = counter(
+            "palisade_late_events_total",
+            "Events that arrived behind their stream's watermark.",
+            &["stream"],
+        );
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("registered once");
+            g
+        };
+        let suppression_fingerprints = gauge(
+            "palisade_suppression_fingerprints",
+            "Alert fingerprints whose episode suppression remembers.",
+        );
+        let inventory_assets = gauge(
+            "palisade_inventory_assets",
+            "Assets in the asset inventory in use.",
+        );
+        let suppression_evicted = IntCounter::new(
+            "palisade_suppression_evicted_total",
+            "Suppression episodes forgotten before they ended, to stay within max_fingerprints.",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(suppression_evicted.clone()))
+            .expect("registered once");
+        let sink_buffered = IntGaugeVec::new(
+            Opts::new(
+                "palisade_sink_buffered",
+                "Alerts waiting in a notification sink's buffer.",
+            ),
+            &["sink"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(sink_buffered.clone()))
+            .expect("registered once");
+        let watermark_delay = prometheus::GaugeVec::new(
+            Opts::new(
+                "palisade_watermark_delay_seconds",
+                "How far a stream's watermark is behind the wall clock.",
+            ),
+            &["stream"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(watermark_delay.clone()))
+            .expect("registered once");
         Metrics {
+            rule_matches,
+            alerts_emitted,
+            alerts_folded,
+            suppression_fingerprints,
+            suppression_evicted,
+            inventory_reloads,
+            inventory_assets,
+            sink_delivered,
+            sink_failures,
+            sink_dropped,
+            sink_buffered,
+            late_events,
+            watermark_delay,
             registry,
             records,
             bytes,

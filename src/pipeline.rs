@@ -134,6 +134,9 @@ pub struct Pipeline {
     /// New rule sets, compiled elsewhere (see [`crate::app::watch_rules`]): swapped in
     /// between two batches, so every batch is evaluated by exactly one rule set.
     pub reload: Option<std::sync::mpsc::Receiver<DetectorSet>>,
+    /// Enrichment and suppression of alerts before delivery (live runs; see
+    /// [`crate::alert::stage`]).
+    pub alerting: Option<crate::alert::stage::AlertStage>,
 }
 
 impl Pipeline {
@@ -149,6 +152,7 @@ impl Pipeline {
             clock,
             pseudonymiser,
             reload,
+            mut alerting,
         } = self;
         let capacity = *config.pipeline.channel_batches.get_ref();
         let (tx, mut processed) = mpsc::channel::<Processed>(capacity);
@@ -180,7 +184,10 @@ impl Pipeline {
             .map(|s| s.name.get_ref().clone())
             .collect();
         let mut outcome = Ok(());
-        while let Some(batch) = processed.recv().await {
+        while let Some(mut batch) = processed.recv().await {
+            if let Some(stage) = &mut alerting {
+                stage.apply(&mut batch.alerts);
+            }
             let stream = streams[batch.stream].as_str();
             metrics
                 .records

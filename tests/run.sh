@@ -14,9 +14,11 @@ log() { printf '\n== %s (%s)\n' "$*" "$(date +%H:%M:%S)"; }
 
 if [[ "${PALISADE_SKIP_SETUP:-0}" != 1 ]]; then
   # Build tools: mold links faster; pkg-config + libssl-dev for librdkafka's TLS; make/gcc
-  # for the bundled librdkafka.
+  # for the bundled librdkafka. The real Prometheus, promtool, Alertmanager and amtool, and
+  # docker-compose (which validates deploy/docker-compose.yml without an engine), for the
+  # observability and alerting tests (tests/it/observability.rs, alerting.rs).
   need=()
-  for pkg in mold pkg-config libssl-dev make gcc g++ curl; do
+  for pkg in mold pkg-config libssl-dev make gcc g++ curl prometheus prometheus-alertmanager docker-compose; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
   done
   if ((${#need[@]})); then

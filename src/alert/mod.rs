@@ -4,8 +4,23 @@
 //! hash of what the detector saw (rule, entity, event time, evidence) and nothing about when
 //! or where it ran, so a replay or a redelivery of the same input gives the same id and
 //! consumers can de-duplicate on it.
+//!
+//! After the detector, the alert stage ([`stage`]) adds what the service knows beyond the
+//! rule ([`Context`]: the fingerprint, the asset from the inventory, the urgency, ATT&CK
+//! references, occurrence counts). Those fields are optional additions, so the schema stays
+//! `palisade.alert.v1`: a v1 consumer ignores them, and alerts from replay or `palisade test`
+//! simply do not carry them. An incompatible change would be `palisade.alert.v2`.
 
+pub mod alertmanager;
+pub mod attack;
+pub mod config;
+pub mod enrich;
+pub mod http;
+pub mod notify;
 pub mod sink;
+pub mod stage;
+pub mod suppress;
+pub mod webhook;
 
 use std::fmt::Write as _;
 
@@ -115,6 +130,37 @@ pub struct Alert {
     /// Evidence rows left out to respect the bound.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub evidence_truncated: usize,
+    /// What the alert stage added (all optional; empty as raised by a detector).
+    #[serde(flatten)]
+    pub context: Context,
+}
+
+/// Fields the alert stage adds to a detection (see [`stage`]). Every field is optional and
+/// left out of the JSON when unset.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Context {
+    /// Stable grouping key: rule + entity (+ the rule's `group_by` evidence fields). Equal
+    /// for every repeat of "the same" alert, unlike `id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    /// Severity weighed by the asset's criticality: what decides paging.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub urgency: Option<Severity>,
+    /// The asset involved, from the inventory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asset: Option<enrich::AssetRef>,
+    /// ATT&CK tactics and techniques from the rule's tags, normalised.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attack: Option<attack::Attack>,
+    /// Occurrences of this fingerprint in the current episode, this one included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub occurrences: Option<u64>,
+    /// Detection time of the episode's first occurrence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_seen: Option<String>,
+    /// Detection time of the episode's latest occurrence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<String>,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -139,12 +185,34 @@ impl Alert {
             h.update([0]);
             h.update(row.get().as_bytes());
         }
-        let digest = h.finalize();
-        let mut id = String::with_capacity(32);
-        for byte in &digest[..16] {
-            let _ = write!(id, "{byte:02x}");
+        hex16(&h.finalize())
+    }
+
+    /// The fingerprint: rule, entity and the values of `group_by` fields in the first
+    /// evidence row (missing fields count as empty), hashed. Unlike `id` it ignores time and
+    /// the rest of the evidence, so every repeat of a detection shares it.
+    pub fn compute_fingerprint(&self, group_by: &[String]) -> String {
+        let mut h = Sha256::new();
+        h.update(self.rule.id.as_bytes());
+        h.update([0]);
+        h.update(self.entity.as_bytes());
+        if !group_by.is_empty() {
+            let first: Option<serde_json::Map<String, serde_json::Value>> = self
+                .evidence
+                .first()
+                .and_then(|e| serde_json::from_str(e.get()).ok());
+            for field in group_by {
+                h.update([0]);
+                h.update(field.as_bytes());
+                h.update([1]);
+                match first.as_ref().and_then(|m| m.get(field)) {
+                    Some(serde_json::Value::String(s)) => h.update(s.as_bytes()),
+                    Some(v) => h.update(v.to_string().as_bytes()),
+                    None => {}
+                }
+            }
         }
-        id
+        hex16(&h.finalize())
     }
 
     /// One JSON line.
@@ -173,6 +241,22 @@ impl Alert {
             title = self.rule.title,
         )
     }
+}
+
+/// The first 16 bytes of a digest in hex.
+fn hex16(digest: &[u8]) -> String {
+    let mut id = String::with_capacity(32);
+    for byte in &digest[..16] {
+        let _ = write!(id, "{byte:02x}");
+    }
+    id
+}
+
+/// Milliseconds of an RFC 3339 time as [`format_time_ms`] writes it.
+pub fn parse_time_ms(text: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.timestamp_millis())
 }
 
 /// RFC 3339 UTC with milliseconds, e.g. `2026-01-05T02:33:00.123Z`.

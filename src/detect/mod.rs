@@ -496,6 +496,14 @@ fn collect_files(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> {
         let path = entry
             .map_err(|e| format!("cannot read rule folder: {e}"))?
             .path();
+        // Hidden entries are not rules: `.git`, editors' files, and the `..data` link and
+        // timestamped folder of a Kubernetes ConfigMap mount (which would load every rule twice).
+        if path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        {
+            continue;
+        }
         if path.is_dir() {
             collect_files(&path, out)?;
         } else if is_rule_file(&path) {

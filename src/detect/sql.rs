@@ -594,6 +594,7 @@ impl SqlDetector {
                 description: self.meta[0].description.clone(),
                 evidence,
                 evidence_truncated: 0,
+                context: Default::default(),
             });
         }
         Ok(())

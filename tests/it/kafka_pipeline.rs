@@ -26,6 +26,8 @@ fn cluster() -> (EmbeddedKafka, Config) {
     let kafka = EmbeddedKafka::start(1, &topics, 2).unwrap();
     let mut config = config;
     config.kafka.brokers = kafka.bootstrap_servers();
+    // These tests count detections one by one; suppression has its own tests (alerting.rs).
+    config.alerting.suppression.window_secs = 0;
     (kafka, config)
 }
 
@@ -232,6 +234,7 @@ async fn offsets_wait_for_alert_acknowledgement_so_a_crash_loses_nothing() {
         clock: Clock::Wall,
         pseudonymiser: app::pseudonymiser(&config),
         reload: None,
+        alerting: None,
     };
     let run = tokio::spawn(pipeline.run(raw_rx));
     // Wait until the sink holds a batch with alerts (the rest queue up behind it).

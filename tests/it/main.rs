@@ -1,8 +1,10 @@
 //! palisade's integration tests: one binary (one link of DataFusion), one module per feature.
 
+mod alerting;
 mod cli;
 mod decode_props;
 mod kafka_pipeline;
+mod observability;
 mod reload;
 mod replay;
 mod ruletest;

@@ -599,6 +599,7 @@ impl Detector for SigmaEngine {
                         description: meta.description.clone(),
                         evidence,
                         evidence_truncated: 0,
+                        context: Default::default(),
                     });
                 }
             }
@@ -689,6 +690,7 @@ impl Detector for SigmaEngine {
                 description: meta.description.clone(),
                 evidence,
                 evidence_truncated: hit.evidence_truncated,
+                context: Default::default(),
             });
         }
         Ok(())
