@@ -43,6 +43,28 @@ enum Command {
     Check(CheckArgs),
     /// Run rule test cases (`*.tests.yml` beside the rules): events in, expected alerts out.
     Test(TestArgs),
+    /// Score the baseline detector on a labelled data set (labels never reach the detector):
+    /// per-experiment figures, then `overall F1 <f1> FAR <percent> MAR <percent>`.
+    Eval(EvalArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Dataset {
+    /// Skoltech Anomaly Benchmark (water-pump test bed), outlier-detection protocol.
+    Skab,
+}
+
+#[derive(clap::Args)]
+struct EvalArgs {
+    /// The labelled data set.
+    #[arg(long, value_enum)]
+    dataset: Dataset,
+    /// Where it is (SKAB: the folder holding `data/`, e.g. ../shared/data/skab).
+    #[arg(long)]
+    data: PathBuf,
+    /// Only experiments whose name starts with this (e.g. `valve1/`).
+    #[arg(long)]
+    only: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -202,6 +224,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Replay(args) => replay(args).await,
         Command::Check(args) => check(args).await,
         Command::Test(args) => test(args).await,
+        Command::Eval(args) => eval(args),
     }
 }
 
@@ -479,6 +502,16 @@ async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+fn eval(args: EvalArgs) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    match args.dataset {
+        Dataset::Skab => {
+            palisade::eval::skab(&args.data, args.only.as_deref(), &mut out)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
