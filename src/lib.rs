@@ -18,6 +18,8 @@
 //! - [`app`]: the commands (`run`, `replay`, `simulate`) assembled from the above.
 //! - [`eval`]: `palisade eval`: labelled data sets (SKAB) replayed through the baseline
 //!   detector, scored (F1, false- and missed-alarm rates, time to detect).
+//! - [`telemetry`]: `palisade replay --preset sensors`: wide telemetry CSVs (one asset per
+//!   file) through default baseline rules.
 //! - [`ruletest`]: `palisade test`: analysts' test cases (`*.tests.yml`) run through the rules.
 
 pub mod alert;
@@ -33,6 +35,7 @@ pub mod ruletest;
 pub mod server;
 pub mod sim;
 pub mod source;
+pub mod telemetry;
 
 /// Settings shared by the crate's property tests: `cases` cases, and the seeds of failures
 /// kept beside the test's source file (`<file>.proptest-regressions`, checked in) rather than

@@ -143,8 +143,10 @@ struct ReplayArgs {
     #[arg(long)]
     config: Option<PathBuf>,
     /// A built-in configuration instead of --config: `sigma-windows` (SigmaHQ Windows rules
-    /// over evtx-dump JSON).
-    #[arg(long, conflicts_with = "config", value_parser = ["sigma-windows"])]
+    /// over evtx-dump JSON), or `sensors`: wide telemetry CSVs (a `timestamp` column and
+    /// numeric sensor columns, one asset per file, named after the file) through the baseline
+    /// detectors with default settings.
+    #[arg(long, conflicts_with = "config", value_parser = ["sigma-windows", "sensors"])]
     preset: Option<String>,
     /// Input files: JSONL (envelopes or plain events) or CSV.
     #[arg(long, num_args = 1.., required = true)]
@@ -421,6 +423,9 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
+    if args.preset.as_deref() == Some("sensors") {
+        return replay_sensors(&args);
+    }
     let config = Arc::new(load_config(args.config.as_ref(), args.preset.as_deref())?);
     let detectors = if args.skip_bad_rules {
         let paths = app::rule_paths(&config, &args.rules);
@@ -467,6 +472,32 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     eprintln!(
         "palisade: replayed {} records: {} alerts, {} dead letters",
         summary.records, summary.alerts, summary.dead_letters
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `replay --preset sensors`: not a stream configuration but files of one asset each, so it
+/// has its own reader (the file's name is the entity) and its own default rules.
+fn replay_sensors(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
+    use std::io::Write as _;
+    if !args.rules.is_empty() || args.stream.is_some() || args.skip_bad_rules {
+        bail!(
+            "--preset sensors runs its built-in baseline rules over each file; --rules, --stream \
+             and --skip-bad-rules do not apply (declare a stream and *.baseline.yml rules instead)"
+        );
+    }
+    let mut alerts: Box<dyn std::io::Write> = match &args.output {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path)
+                .with_context(|| format!("cannot create {}", path.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout())),
+    };
+    let summary = palisade::telemetry::replay(&args.input, &mut alerts)?;
+    alerts.flush().context("cannot write the alerts")?;
+    eprintln!(
+        "palisade: replayed {} rows: {} alerts",
+        summary.rows, summary.alerts
     );
     Ok(ExitCode::SUCCESS)
 }

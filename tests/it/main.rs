@@ -2,6 +2,7 @@
 
 mod cli;
 mod decode_props;
+mod eval;
 mod kafka_pipeline;
 mod reload;
 mod replay;

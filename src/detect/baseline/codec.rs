@@ -87,6 +87,12 @@ pub(super) fn encode<'a>(e: &Entity, name: impl Fn(u16) -> &'a str) -> Vec<u8> {
         w.u32(s.stats.n);
         w.f64(s.stats.mean);
         w.f64(s.stats.var);
+        w.u32(s.profile.len() as u32);
+        for p in &s.profile {
+            w.u32(p.n);
+            w.f64(p.mean);
+            w.f64(p.var);
+        }
         w.f64(s.last);
         w.i64(s.last_ms);
         w.i64(s.first_ms);
@@ -136,13 +142,27 @@ pub(super) fn decode(
     let series = r.u32()?;
     for _ in 0..series {
         let name = r.str()?;
-        let s = Series {
-            metric: 0,
-            stats: Ewma {
+        let stats = Ewma {
+            n: r.u32()?,
+            mean: r.f64()?,
+            var: r.f64()?,
+        };
+        let buckets = r.u32()? as usize;
+        if buckets > 168 {
+            return Err(format!("{buckets} seasonal buckets (at most 168)"));
+        }
+        let mut profile = Vec::with_capacity(buckets);
+        for _ in 0..buckets {
+            profile.push(Ewma {
                 n: r.u32()?,
                 mean: r.f64()?,
                 var: r.f64()?,
-            },
+            });
+        }
+        let s = Series {
+            metric: 0,
+            stats,
+            profile,
             last: r.f64()?,
             last_ms: r.i64()?,
             first_ms: r.i64()?,
@@ -164,7 +184,7 @@ pub(super) fn decode(
         let smooth = r.f64()?;
         let first_ms = r.i64()?;
         let last_alert_ms = r.i64()?;
-        e.mv = Some(Multivariate {
+        e.mv = Some(Box::new(Multivariate {
             n,
             trained: flags & 1 != 0,
             alarm: flags & 2 != 0,
@@ -174,7 +194,7 @@ pub(super) fn decode(
             mean: r.f64s(k)?,
             std: r.f64s(k)?,
             mat: r.f64s(k * k)?,
-        });
+        }));
     }
     let terms = r.u32()?;
     for _ in 0..terms {

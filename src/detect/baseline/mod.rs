@@ -70,6 +70,8 @@ struct Series {
     /// Interned metric name (long layout) or feature index (wide layout).
     metric: u16,
     stats: Ewma,
+    /// Seasonal rules: one baseline per hour of the day or of the week (else empty).
+    profile: Vec<Ewma>,
     last: f64,
     last_ms: i64,
     first_ms: i64,
@@ -92,7 +94,8 @@ struct Entity {
     /// Changed since the last checkpoint.
     dirty: bool,
     series: Vec<Series>,
-    mv: Option<Multivariate>,
+    /// Boxed: most entities of most rules have none, and the entity stays small.
+    mv: Option<Box<Multivariate>>,
     /// New terms: hash of each term and when it was last seen.
     terms: Vec<(u64, i64)>,
 }
@@ -466,6 +469,37 @@ impl Compiled {
     }
 }
 
+/// The seasonal bucket of `t` (UTC): its hour of the day (24 buckets) or of the week, Monday
+/// 00:00 first (168).
+fn season_bucket(t: i64, buckets: u16) -> usize {
+    let hour = t.rem_euclid(86_400_000) / 3_600_000;
+    // 1970-01-01 was a Thursday: day 0 is weekday 3 counting from Monday.
+    let weekday = (t.div_euclid(86_400_000) + 3).rem_euclid(7);
+    let b = if buckets == 168 {
+        weekday * 24 + hour
+    } else {
+        hour
+    };
+    b as usize
+}
+
+/// Adds a sample to a baseline. An anomalous sample moves the mean only as far as a sample at
+/// the threshold would, and leaves the variance alone: a burst of wild readings neither drags
+/// the baseline towards them nor widens it until it is blind, while a lasting change of level
+/// is still absorbed, a fraction of the threshold per sample.
+#[inline]
+fn learn(stats: &mut Ewma, x: f64, spec: &UnivariateSpec, anomalous: bool) {
+    if anomalous {
+        let thr = spec.z.unwrap_or(0.0);
+        let std = stats.var.sqrt().max(spec.min_std);
+        let d = (x - stats.mean).clamp(-thr * std, thr * std);
+        stats.mean += spec.alpha * d;
+        stats.n = stats.n.saturating_add(1);
+    } else {
+        stats.update(x, spec.alpha);
+    }
+}
+
 fn univariate(
     c: &mut Compiled,
     meta: &RuleMeta,
@@ -509,6 +543,7 @@ fn univariate(
                     e.series.push(Series {
                         metric,
                         stats: Ewma::default(),
+                        profile: Vec::new(),
                         last: x,
                         last_ms: t,
                         first_ms: t,
@@ -523,8 +558,16 @@ fn univariate(
             let mut fired: [Option<(&'static str, f64, f64)>; 5] = [None; 5];
             // Missing heartbeat ends when data arrives.
             s.alarms &= !SILENT;
-            let warm = s.stats.n >= spec.warmup;
-            let z = s.stats.z(x, spec.min_std);
+            let bucket = spec.seasonal.map(|n| {
+                if s.profile.is_empty() {
+                    s.profile = vec![Ewma::default(); usize::from(n)];
+                }
+                season_bucket(t, n)
+            });
+            // The baseline this sample is scored against: its season's, or the series'.
+            let base = bucket.map_or(s.stats, |b| s.profile[b]);
+            let warm = base.n >= spec.warmup;
+            let z = base.z(x, spec.min_std);
             let anomalous_z = warm && spec.z.is_some_and(|thr| z.abs() > thr);
             if let Some(thr) = spec.z
                 && should_alert(&mut s.alarms, Z, anomalous_z, s.last_alert_ms, t, realert)
@@ -571,21 +614,18 @@ fn univariate(
                     fired[4] = Some(("flatline", stuck as f64 / 1000.0, flat as f64 / 1000.0));
                 }
             }
-            // An anomalous sample is learnt at a tenth of the rate: a short anomaly barely
-            // moves the baseline, a lasting change of regime is absorbed in time.
-            if anomalous_z {
-                s.stats.update_weighted(x, spec.alpha / 10.0);
-            } else {
-                s.stats.update(x, spec.alpha);
+            learn(&mut s.stats, x, spec, anomalous_z);
+            if let Some(b) = bucket {
+                learn(&mut s.profile[b], x, spec, anomalous_z);
             }
             s.last = x;
             s.last_ms = t;
             if fired.iter().any(Option::is_some) {
                 s.last_alert_ms = t;
                 let (mean, std, n, age) = (
-                    s.stats.mean,
-                    s.stats.var.sqrt().max(spec.min_std),
-                    s.stats.n,
+                    base.mean,
+                    base.var.sqrt().max(spec.min_std),
+                    base.n,
                     (t - s.first_ms) / 1000,
                 );
                 let name = name.to_string();
@@ -608,6 +648,7 @@ fn univariate(
                         "attribution": [{"feature": metric, "share": 1.0}],
                         "baseline_age_s": age,
                         "baseline_samples": n,
+                        "season": bucket,
                     });
                     out.push(alert(c, meta, ctx, &name, t, evidence));
                 }
@@ -687,7 +728,8 @@ fn multivariate(
         let name = entities.value(row);
         let e = c.state.entity(name, t, ctx.partition, &c.rule, evicted);
         e.last_ms = e.last_ms.max(t);
-        let m = e.mv.get_or_insert_with(|| Multivariate::new(k, t));
+        let m =
+            e.mv.get_or_insert_with(|| Box::new(Multivariate::new(k, t)));
         let Some(score) = m.update(x, params, r, y) else {
             continue;
         };

@@ -31,15 +31,6 @@ impl Ewma {
         self.var = (1.0 - a) * (self.var + a * d * d);
     }
 
-    /// Adds a sample with weight exactly `a` (an anomalous sample, learnt slowly).
-    #[inline]
-    pub fn update_weighted(&mut self, x: f64, a: f64) {
-        self.n = self.n.saturating_add(1);
-        let d = x - self.mean;
-        self.mean += a * d;
-        self.var = (1.0 - a) * (self.var + a * d * d);
-    }
-
     /// Standard score of `x`, the deviation at least `min_std` (a flat series would otherwise
     /// make any change infinitely surprising).
     #[inline]
@@ -153,11 +144,10 @@ impl Multivariate {
                 r[j] = x[j] - self.mean[j];
                 self.mean[j] += r[j] / n;
             }
-            for i in 0..k {
-                let ri = r[i];
+            for (i, &ri) in r.iter().enumerate().take(k) {
                 let row = &mut self.mat[i * k..(i + 1) * k];
-                for j in 0..k {
-                    row[j] += ri * (x[j] - self.mean[j]);
+                for ((m, &xj), &mean) in row.iter_mut().zip(x).zip(&self.mean) {
+                    *m += ri * (xj - mean);
                 }
             }
             if self.n >= p.warmup.max(2) {
@@ -189,8 +179,8 @@ impl Multivariate {
             self.alarm = false;
         }
         if !self.alarm && p.adapt > 0.0 {
-            for j in 0..k {
-                self.mean[j] += p.adapt * (x[j] - self.mean[j]);
+            for (mean, &xj) in self.mean.iter_mut().zip(x) {
+                *mean += p.adapt * (xj - *mean);
             }
         }
         Some(MvScore {
@@ -246,7 +236,7 @@ pub fn invert_spd(a: &[f64], k: usize) -> Option<Vec<f64>> {
                 s -= l[i * k + m] * l[j * k + m];
             }
             if i == j {
-                if !(s > 0.0) || !s.is_finite() {
+                if s <= 0.0 || !s.is_finite() {
                     return None;
                 }
                 l[i * k + i] = s.sqrt();

@@ -46,6 +46,10 @@ pub struct UnivariateSpec {
     pub flat_epsilon: f64,
     /// Alert when an entity's series has sent nothing for this long (ms).
     pub heartbeat_ms: Option<i64>,
+    /// Seasonal profile: z-scores against the baseline of the same hour of the day (24
+    /// buckets) or of the week (168), for loads that follow a daily rhythm; `None`: one
+    /// baseline.
+    pub seasonal: Option<u16>,
 }
 
 /// A multivariate rule's settings (see [`super::model::MultivariateParams`]).
@@ -148,6 +152,7 @@ const UNIVARIATE_KEYS: &[&str] = &[
     "flatline_s",
     "flat_epsilon",
     "heartbeat_s",
+    "seasonal",
 ];
 const MULTIVARIATE_KEYS: &[&str] = &[
     "features",
@@ -265,7 +270,7 @@ pub fn parse(file: &Path, text: &str) -> Result<BaselineRule, Vec<RuleError>> {
                     "a long-layout rule names both `metric` and `value` columns",
                 );
             }
-            if metric.is_some() == !features.is_empty() {
+            if metric.is_some() != features.is_empty() {
                 p.err(
                     root,
                     "name the series: `metric` + `value` (one row per sample) or `features` \
@@ -287,6 +292,23 @@ pub fn parse(file: &Path, text: &str) -> Result<BaselineRule, Vec<RuleError>> {
                 heartbeat_ms: p
                     .opt_number(root, "heartbeat_s", 0.0)
                     .map(|s| (s * 1000.0) as i64),
+                seasonal: match root.get("seasonal") {
+                    None => None,
+                    Some(n) => {
+                        match p.string(n).as_deref() {
+                            Some("hour") => Some(24),
+                            Some("week_hour") => Some(168),
+                            Some(other) => {
+                                p.err(
+                                n,
+                                format!("unknown seasonal profile `{other}`; expected hour or week_hour"),
+                            );
+                                None
+                            }
+                            None => None,
+                        }
+                    }
+                },
             };
             if spec.z.is_none()
                 && spec.min.is_none()
@@ -531,7 +553,7 @@ mod tests {
                 "r.baseline.yml:5:1: unknown key `zz` for a univariate rule; expected one of \
                  alpha, description, entity, features, flat_epsilon, flatline_s, heartbeat_s, \
                  id, max, max_entities, max_rate, metric, min, min_std, model, realert_s, \
-                 severity, stream, tags, title, ttl_s, value, warmup, z"
+                 seasonal, severity, stream, tags, title, ttl_s, value, warmup, z"
                     .to_string(),
                 "r.baseline.yml:1:1: a univariate rule needs at least one check: z, min, max, \
                  max_rate, flatline_s or heartbeat_s"

@@ -59,7 +59,7 @@ fn sensors(rows: &[(i64, &str, &str, f64)]) -> RecordBatch {
 
 const SENSORS: usize = 4;
 
-/// Feeds `rows` in batches of `batch` rows; returns (entity, seconds from T0, check).
+/// Feeds `rows` in batches of `batch` rows; returns the alerts.
 fn run(det: &mut BaselineDetector, rows: &[(i64, &str, &str, f64)], batch: usize) -> Vec<Alert> {
     let mut out = Vec::new();
     for chunk in rows.chunks(batch) {
@@ -241,7 +241,7 @@ fn multivariate_state_round_trips_through_the_codec() {
         first_ms: 5,
         dirty: false,
         series: Vec::new(),
-        mv: Some(m),
+        mv: Some(Box::new(m)),
         terms: vec![(42, 7)],
     };
     let bytes = codec::encode(&e, |_| "");
@@ -364,7 +364,7 @@ async fn load_reports_bad_columns_and_streams_with_their_position() {
     )
     .unwrap();
     let config = Config::builtin();
-    let err = match crate::detect::DetectorSet::load(&config, &[dir.clone()]).await {
+    let err = match crate::detect::DetectorSet::load(&config, std::slice::from_ref(&dir)).await {
         Err(e) => e,
         Ok(_) => panic!("bad rules loaded"),
     };
@@ -386,4 +386,45 @@ async fn load_reports_bad_columns_and_streams_with_their_position() {
         ]
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A load that steps with the hour of the day: one baseline flags every step, the hourly
+/// profile learns the rhythm on day one and flags only the reading that breaks it.
+#[test]
+fn seasonal_profile_learns_a_daily_rhythm() {
+    let plain = "id: eq.plain\nstream: sensors\nmodel: univariate\nmetric: metric\nvalue: value\n\
+                 warmup: 30\nalpha: 0.05\nz: 8\nrealert_s: 0\n";
+    let seasonal = format!("{plain}seasonal: hour\n").replace("eq.plain", "eq.seasonal");
+    let mut rng = Rng::new(2);
+    let midnight = 1_767_571_200; // 2026-01-05T00:00:00Z, in seconds
+    let start = midnight - T0 / 1000;
+    let anomaly = start + 2 * 86_400 + 12 * 3600 + 1800;
+    let rows: Vec<(i64, &str, &str, f64)> = (0..3 * 1440)
+        .map(|m| {
+            let s = start + m * 60;
+            let hour = (m / 60) % 24;
+            let bump = if s == anomaly { 5.0 } else { 0.0 };
+            (
+                s,
+                "substation-1",
+                "load_mw",
+                10.0 * hour as f64 + rng.f64() + bump,
+            )
+        })
+        .collect();
+    let mut det = detector(&[plain, &seasonal]);
+    let alerts = run(&mut det, &rows, 500);
+    let plain_alerts = alerts.iter().filter(|a| a.rule.id == "eq.plain").count();
+    assert!(
+        plain_alerts > 40,
+        "one baseline flags the hour steps: {plain_alerts}"
+    );
+    let seasonal: Vec<&Alert> = alerts
+        .iter()
+        .filter(|a| a.rule.id == "eq.seasonal")
+        .collect();
+    assert_eq!(seasonal.len(), 1, "{seasonal:#?}");
+    assert_eq!(seasonal[0].event_time, format_time_ms(T0 + anomaly * 1000));
+    let ev: serde_json::Value = serde_json::from_str(seasonal[0].evidence[0].get()).unwrap();
+    assert_eq!(ev["season"], 12);
 }
