@@ -184,7 +184,19 @@ impl BaselineDetector {
                 }
                 _ => None,
             };
-            if let Some(schema) = s.arrow_schema() {
+            let Some(schema) = s.arrow_schema() else {
+                // A projected stream decodes only what Sigma rules ask for, as text.
+                errors.push(err(
+                    "stream",
+                    format!(
+                        "stream `{}` has no schema; baseline rules read typed columns, so give \
+                         the stream a [streams.schema]",
+                        rule.stream
+                    ),
+                ));
+                continue;
+            };
+            {
                 for (key, c) in &columns {
                     if schema.field_with_name(c).is_err() {
                         errors.push(err(
