@@ -8,13 +8,18 @@
 //! - [`source`]: Kafka consumer, replay files and the embedded cluster; cut raw batches.
 //! - [`sim`]: the simulated city (deterministic by seed) with labelled attack scenarios.
 //! - [`decode`]: raw bytes -> `RecordBatch`; bad records become dead letters. Pure.
-//! - [`detect`]: detectors (SQL via DataFusion) over batches -> alerts. Pure.
+//! - [`detect`]: detectors (SQL via DataFusion, Sigma, baseline statistics) over batches ->
+//!   alerts. Pure.
 //! - [`alert`]: the alert model, its deterministic id, and the sinks.
 //! - [`privacy`]: pseudonymisation of personal fields.
 //! - [`pipeline`]: wires the stages with bounded channels; ordering, acks, commits, shutdown.
 //! - [`metrics`]: every metric, defined once.
 //! - [`server`]: `/metrics`, `/healthz`, `/readyz`.
 //! - [`app`]: the commands (`run`, `replay`, `simulate`) assembled from the above.
+//! - [`eval`]: `palisade eval`: labelled data sets (SKAB) replayed through the baseline
+//!   detector, scored (F1, false- and missed-alarm rates, time to detect).
+//! - [`telemetry`]: `palisade replay --preset sensors`: wide telemetry CSVs (one asset per
+//!   file) through default baseline rules.
 //! - [`ruletest`]: `palisade test`: analysts' test cases (`*.tests.yml`) run through the rules.
 
 pub mod alert;
@@ -22,6 +27,7 @@ pub mod app;
 pub mod config;
 pub mod decode;
 pub mod detect;
+pub mod eval;
 pub mod metrics;
 pub mod pipeline;
 pub mod privacy;
@@ -29,6 +35,7 @@ pub mod ruletest;
 pub mod server;
 pub mod sim;
 pub mod source;
+pub mod telemetry;
 
 /// Settings shared by the crate's property tests: `cases` cases, and the seeds of failures
 /// kept beside the test's source file (`<file>.proptest-regressions`, checked in) rather than

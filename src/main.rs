@@ -44,6 +44,28 @@ enum Command {
     Check(CheckArgs),
     /// Run rule test cases (`*.tests.yml` beside the rules): events in, expected alerts out.
     Test(TestArgs),
+    /// Score the baseline detector on a labelled data set (labels never reach the detector):
+    /// per-experiment figures, then `overall F1 <f1> FAR <percent> MAR <percent>`.
+    Eval(EvalArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Dataset {
+    /// Skoltech Anomaly Benchmark (water-pump test bed), outlier-detection protocol.
+    Skab,
+}
+
+#[derive(clap::Args)]
+struct EvalArgs {
+    /// The labelled data set.
+    #[arg(long, value_enum)]
+    dataset: Dataset,
+    /// Where it is (SKAB: the folder holding `data/`, e.g. ../shared/data/skab).
+    #[arg(long)]
+    data: PathBuf,
+    /// Only experiments whose name starts with this (e.g. `valve1/`).
+    #[arg(long)]
+    only: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -129,8 +151,10 @@ struct ReplayArgs {
     #[arg(long)]
     config: Option<PathBuf>,
     /// A built-in configuration instead of --config: `sigma-windows` (SigmaHQ Windows rules
-    /// over evtx-dump JSON).
-    #[arg(long, conflicts_with = "config", value_parser = ["sigma-windows"])]
+    /// over evtx-dump JSON), or `sensors`: wide telemetry CSVs (a `timestamp` column and
+    /// numeric sensor columns, one asset per file, named after the file) through the baseline
+    /// detectors with default settings.
+    #[arg(long, conflicts_with = "config", value_parser = ["sigma-windows", "sensors"])]
     preset: Option<String>,
     /// Input files: JSONL (envelopes or plain events) or CSV.
     #[arg(long, num_args = 1.., required = true)]
@@ -210,6 +234,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Replay(args) => replay(args).await,
         Command::Check(args) => check(args).await,
         Command::Test(args) => test(args).await,
+        Command::Eval(args) => eval(args),
     }
 }
 
@@ -421,6 +446,9 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
+    if args.preset.as_deref() == Some("sensors") {
+        return replay_sensors(&args);
+    }
     let config = Arc::new(load_config(args.config.as_ref(), args.preset.as_deref())?);
     let detectors = if args.skip_bad_rules {
         let paths = app::rule_paths(&config, &args.rules);
@@ -471,6 +499,32 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `replay --preset sensors`: not a stream configuration but files of one asset each, so it
+/// has its own reader (the file's name is the entity) and its own default rules.
+fn replay_sensors(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
+    use std::io::Write as _;
+    if !args.rules.is_empty() || args.stream.is_some() || args.skip_bad_rules {
+        bail!(
+            "--preset sensors runs its built-in baseline rules over each file; --rules, --stream \
+             and --skip-bad-rules do not apply (declare a stream and *.baseline.yml rules instead)"
+        );
+    }
+    let mut alerts: Box<dyn std::io::Write> = match &args.output {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path)
+                .with_context(|| format!("cannot create {}", path.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout())),
+    };
+    let summary = palisade::telemetry::replay(&args.input, &mut alerts)?;
+    alerts.flush().context("cannot write the alerts")?;
+    eprintln!(
+        "palisade: replayed {} rows: {} alerts",
+        summary.rows, summary.alerts
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let config = load_config(args.config.as_ref(), args.preset.as_deref())?;
     let paths = app::rule_paths(&config, &args.paths);
@@ -502,6 +556,16 @@ async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+fn eval(args: EvalArgs) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    match args.dataset {
+        Dataset::Skab => {
+            palisade::eval::skab(&args.data, args.only.as_deref(), &mut out)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn test(args: TestArgs) -> anyhow::Result<ExitCode> {

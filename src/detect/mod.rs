@@ -1,12 +1,14 @@
 //! Detectors: Arrow batches in, alerts out. Pure: no I/O, never blocks on anything but CPU.
 //!
 //! A [`DetectorSet`] is built once from the rule folders (every plan compiled at load, so a bad
-//! rule fails there with its file, line and column) and then evaluated batch by batch. Two
-//! kinds of detector today: each SQL rule is one detector over one stream ([`sql`]); all Sigma
+//! rule fails there with its file, line and column) and then evaluated batch by batch. Three
+//! kinds of detector: each SQL rule is one detector over one stream ([`sql`]); all Sigma
 //! rules together are one detector ([`sigma::engine`]) whose plan per stream shares the
-//! column scans of every rule, and whose correlations span streams. The [`Detector`] trait
+//! column scans of every rule, and whose correlations span streams; all baseline rules
+//! (`*.baseline.yml`) together are one detector of per-entity statistics ([`baseline`]). The [`Detector`] trait
 //! takes `&mut self` so detectors can keep state across batches (correlations build on that).
 
+pub mod baseline;
 pub mod sigma;
 pub mod sql;
 
@@ -260,8 +262,8 @@ pub struct Projection {
 
 impl DetectorSet {
     /// Loads every rule under `paths` (folders, searched recursively, or files): `*.sql`
-    /// detectors and Sigma `*.yml` / `*.yaml` files (not `*.tests.yml`, which hold rule test
-    /// cases). Files are taken in sorted order, so load order is stable.
+    /// detectors, baseline rules (`*.baseline.yml`) and Sigma `*.yml` / `*.yaml` files (not
+    /// `*.tests.yml`, which hold rule test cases). Files are taken in sorted order, so load order is stable.
     pub async fn load(config: &Config, paths: &[PathBuf]) -> Result<DetectorSet, LoadError> {
         let (set, errors) = DetectorSet::load_partial(config, paths).await;
         if errors.is_empty() {
@@ -292,7 +294,21 @@ impl DetectorSet {
         let compiler = sql::Compiler::new(config);
         let mut detectors: Vec<Box<dyn Detector>> = Vec::new();
         let mut sigma_files = Vec::new();
+        let mut baseline_rules = Vec::new();
         for file in &files {
+            if baseline::rule::is_baseline_file(file) {
+                let parsed = std::fs::read_to_string(file)
+                    .map_err(|e| vec![RuleError::at_line(file, 0, format!("cannot read: {e}"))])
+                    .and_then(|text| baseline::rule::parse(file, &text));
+                match parsed {
+                    Ok(rule) => baseline_rules.push((file.clone(), rule)),
+                    Err(e) => {
+                        summary.failed += 1;
+                        errors.extend(e);
+                    }
+                }
+                continue;
+            }
             if !is_sql(file) {
                 sigma_files.push(file.clone());
                 continue;
@@ -305,6 +321,19 @@ impl DetectorSet {
                 Err(e) => {
                     summary.failed += 1;
                     errors.push(e);
+                }
+            }
+        }
+        if !baseline_rules.is_empty() {
+            let n = baseline_rules.len();
+            match baseline::BaselineDetector::load(config, baseline_rules) {
+                Ok(det) => {
+                    summary.ok += n;
+                    detectors.push(Box::new(det));
+                }
+                Err(e) => {
+                    summary.failed += n;
+                    errors.extend(e);
                 }
             }
         }

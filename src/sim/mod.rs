@@ -126,7 +126,7 @@ impl Scenario {
             Scenario::RogueSetpoint => &["scada.setpoint_unknown_host", "scada.unsafe_setpoint"],
             Scenario::VpnForeignLogin => &["auth.vpn_unusual_country"],
             Scenario::RevokedBadge => &["0d6f6f0e-8c1b-4c55-9a4e-3f2b7d9e1a01"],
-            Scenario::SensorTamper => &["sensor.physical_limits"],
+            Scenario::SensorTamper => &["sensor.physical_limits", "equipment.sensor_deviation"],
             Scenario::LprExfiltration => &["net.bulk_exfiltration"],
         }
     }

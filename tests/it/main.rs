@@ -3,6 +3,7 @@
 mod alerting;
 mod cli;
 mod decode_props;
+mod eval;
 mod kafka_pipeline;
 mod observability;
 mod reload;

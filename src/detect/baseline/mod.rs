@@ -1,0 +1,1031 @@
+//! Baseline (statistical) detectors: baselines learnt from the stream, per entity.
+//!
+//! In: the `*.baseline.yml` rules of the rule folders ([`rule`]), then Arrow batches. Out:
+//! alerts whose evidence carries the score, the threshold, the expected range, the features
+//! that drove the score and the baseline's age.
+//!
+//! All baseline rules are one [`Detector`] ([`BaselineDetector`]). Per batch a rule casts the
+//! columns it reads once (entity to text, values to `f64`) and walks the rows in order,
+//! updating per-entity state held in a map bounded by `max_entities` and `ttl_s`; what the
+//! bounds evict is counted ([`StateCounters::groups_evicted`]). Nothing is allocated per row
+//! except a new entity's state and an alert's evidence. State is checkpointed per entity
+//! (key: rule id and entity; value: [`codec`]), so a restart restores the baselines rather
+//! than warming up again.
+//!
+//! Models ([`model`]): univariate (EWMA z-score with warm-up, physical limits, rate of
+//! change, flatline, missing heartbeat), multivariate (smoothed Mahalanobis distance with a
+//! drift prior and a hysteresis alarm, features ranked by their share of the distance) and
+//! new terms (first-seen values per entity, or hours of the day with `field: "@hour"`).
+
+mod codec;
+pub mod model;
+pub mod rule;
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, RecordBatch};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Float64Type};
+use serde_json::value::RawValue;
+
+use self::model::{Ewma, Multivariate};
+use self::rule::{BaselineRule, Model, NewTermsSpec, UnivariateSpec};
+use super::{
+    DetectError, Detector, EvalContext, RuleError, RuleMeta, StateCounters, StateEntry,
+    timestamp_millis,
+};
+use crate::alert::{Alert, RuleRef, format_time_ms};
+use crate::config::{Config, PrivacyAction};
+
+/// Where a rule's stream is, as the detector needs it.
+#[derive(Debug, Clone)]
+pub struct StreamBinding {
+    /// Index of the stream in the configuration.
+    pub index: usize,
+    /// Its name (alerts' `stream`).
+    pub name: String,
+    /// Its event-time column.
+    pub time: String,
+    /// The entity column.
+    pub entity: String,
+    /// Whether the entity is personal (pseudonymised in alerts).
+    pub personal_entity: bool,
+    /// Whether the term column of a new-terms rule is personal.
+    pub personal_term: bool,
+}
+
+/// Bits of [`Series::alarms`]: which univariate checks are in alarm.
+const Z: u8 = 1;
+const LOW: u8 = 2;
+const HIGH: u8 = 4;
+const RATE: u8 = 8;
+const FLAT: u8 = 16;
+const SILENT: u8 = 32;
+
+/// One univariate series of an entity (48 bytes of numbers plus the metric id).
+#[derive(Debug, Clone, PartialEq)]
+struct Series {
+    /// Interned metric name (long layout) or feature index (wide layout).
+    metric: u16,
+    stats: Ewma,
+    /// Seasonal rules: one baseline per hour of the day or of the week (else empty).
+    profile: Vec<Ewma>,
+    last: f64,
+    last_ms: i64,
+    first_ms: i64,
+    /// When the value last moved by more than `flat_epsilon`.
+    changed_ms: i64,
+    /// Checks in alarm (bits above).
+    alarms: u8,
+    last_alert_ms: i64,
+}
+
+/// Everything a rule remembers about one entity.
+#[derive(Debug, Clone, PartialEq, Default)]
+struct Entity {
+    /// The input partition whose records built it.
+    partition: i32,
+    /// Event time of its last record.
+    last_ms: i64,
+    /// Event time of its first record.
+    first_ms: i64,
+    /// Changed since the last checkpoint.
+    dirty: bool,
+    series: Vec<Series>,
+    /// Boxed: most entities of most rules have none, and the entity stays small.
+    mv: Option<Box<Multivariate>>,
+    /// New terms: hash of each term and when it was last seen.
+    terms: Vec<(u64, i64)>,
+}
+
+/// The state of one rule.
+#[derive(Debug, Default)]
+struct RuleState {
+    entities: HashMap<String, Entity>,
+    metric_ids: HashMap<String, u16>,
+    metric_names: Vec<String>,
+    /// Entities gone since the last checkpoint (partition, entity).
+    tombstones: Vec<(i32, String)>,
+    last_sweep_ms: i64,
+    last_heartbeat_scan_ms: i64,
+}
+
+struct Compiled {
+    meta: usize,
+    rule: BaselineRule,
+    stream: StreamBinding,
+    state: RuleState,
+}
+
+/// Every baseline rule, as one detector.
+pub struct BaselineDetector {
+    metas: Vec<RuleMeta>,
+    rules: Vec<Compiled>,
+    /// Entities evicted by `max_entities` or expired by `ttl_s` (total).
+    evicted: u64,
+    /// Scratch rows for the multivariate model.
+    x: Vec<f64>,
+    r: Vec<f64>,
+    y: Vec<f64>,
+}
+
+/// Most distinct metric names a long-layout rule tracks; rows of further metrics are
+/// ignored (and counted as evictions) rather than growing the table without bound.
+const MAX_METRICS: usize = 4096;
+
+impl BaselineDetector {
+    /// Builds the detector from parsed rules, checking each against its stream.
+    pub fn load(
+        config: &Config,
+        rules: Vec<(std::path::PathBuf, BaselineRule)>,
+    ) -> Result<BaselineDetector, Vec<RuleError>> {
+        let mut errors = Vec::new();
+        let mut bound = Vec::new();
+        for (file, rule) in rules {
+            let err = |key: &str, message: String| {
+                let (line, column) = rule.position(key);
+                RuleError {
+                    file: file.clone(),
+                    line,
+                    column,
+                    message,
+                }
+            };
+            let Some(index) = config.streams.iter().position(|s| s.name() == rule.stream) else {
+                let names: Vec<&str> = config.streams.iter().map(|s| s.name()).collect();
+                errors.push(err(
+                    "stream",
+                    format!(
+                        "no stream `{}` is configured; streams are {}",
+                        rule.stream,
+                        names.join(", ")
+                    ),
+                ));
+                continue;
+            };
+            let s = &config.streams[index];
+            let entity = rule
+                .entity
+                .clone()
+                .unwrap_or_else(|| s.entity.get_ref().first().cloned().unwrap_or_default());
+            let mut columns: Vec<(&str, String)> = vec![("entity", entity.clone())];
+            columns.extend(rule.features.iter().map(|f| ("features", f.clone())));
+            for (key, c) in [("metric", &rule.metric), ("value", &rule.value)] {
+                if let Some(c) = c {
+                    columns.push((key, c.clone()));
+                }
+            }
+            let term = match &rule.model {
+                Model::NewTerms(n) if n.field != "@hour" => {
+                    columns.push(("field", n.field.clone()));
+                    Some(n.field.clone())
+                }
+                _ => None,
+            };
+            let Some(schema) = s.arrow_schema() else {
+                // A projected stream decodes only what Sigma rules ask for, as text.
+                errors.push(err(
+                    "stream",
+                    format!(
+                        "stream `{}` has no schema; baseline rules read typed columns, so give \
+                         the stream a [streams.schema]",
+                        rule.stream
+                    ),
+                ));
+                continue;
+            };
+            {
+                for (key, c) in &columns {
+                    if schema.field_with_name(c).is_err() {
+                        errors.push(err(
+                            key,
+                            format!("stream `{}` has no column `{c}`", rule.stream),
+                        ));
+                    }
+                }
+            }
+            let personal = |c: &str| {
+                s.privacy
+                    .get(c)
+                    .is_some_and(|a| *a.get_ref() == PrivacyAction::Pseudonymise)
+            };
+            let binding = StreamBinding {
+                index,
+                name: rule.stream.clone(),
+                time: s.event_time.get_ref().clone(),
+                personal_entity: personal(&entity),
+                personal_term: term.as_deref().is_some_and(personal),
+                entity,
+            };
+            bound.push((file, rule, binding));
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(BaselineDetector::new(bound))
+    }
+
+    /// Builds the detector from rules already bound to their streams (the evaluation
+    /// harness does this without a configuration).
+    pub fn new(rules: Vec<(std::path::PathBuf, BaselineRule, StreamBinding)>) -> BaselineDetector {
+        let mut metas = Vec::new();
+        let mut compiled = Vec::new();
+        for (file, rule, stream) in rules {
+            metas.push(RuleMeta {
+                id: rule.id.clone(),
+                title: rule.title.clone(),
+                kind: "baseline",
+                severity: rule.severity,
+                description: rule.description.clone(),
+                stream: rule.stream.clone(),
+                tags: rule.tags.clone(),
+                status: None,
+                falsepositives: Vec::new(),
+                file,
+            });
+            compiled.push(Compiled {
+                meta: metas.len() - 1,
+                rule,
+                stream,
+                state: RuleState::default(),
+            });
+        }
+        BaselineDetector {
+            metas,
+            rules: compiled,
+            evicted: 0,
+            x: Vec::new(),
+            r: Vec::new(),
+            y: Vec::new(),
+        }
+    }
+
+    /// Bytes of state held for `entity` by rule `rule` (index), for the benchmark's
+    /// bytes-per-entity figure: the map entry, the entity and what its vectors hold.
+    pub fn entity_bytes(&self, rule: usize, entity: &str) -> Option<usize> {
+        let e = self.rules.get(rule)?.state.entities.get(entity)?;
+        let mv = e.mv.as_ref().map_or(0, |m| {
+            std::mem::size_of::<Multivariate>()
+                + 8 * (m.mean.capacity() + m.std.capacity() + m.mat.capacity())
+        });
+        Some(
+            std::mem::size_of::<(String, Entity)>()
+                + entity.len()
+                + e.series.capacity() * std::mem::size_of::<Series>()
+                + e.terms.capacity() * 16
+                + mv,
+        )
+    }
+}
+
+/// Columns of one batch as a rule reads them.
+struct Columns {
+    time: Vec<Option<i64>>,
+    entity: ArrayRef,
+    values: Vec<ArrayRef>,
+    metric: Option<ArrayRef>,
+    term: Option<ArrayRef>,
+}
+
+fn column(batch: &RecordBatch, name: &str, to: &DataType) -> Result<ArrayRef, String> {
+    let col = batch
+        .column_by_name(name)
+        .ok_or_else(|| format!("the batch has no column `{name}`"))?;
+    if col.data_type() == to {
+        return Ok(Arc::clone(col));
+    }
+    cast(col, to).map_err(|e| format!("column `{name}`: {e}"))
+}
+
+fn read_columns(c: &Compiled, batch: &RecordBatch) -> Result<Columns, String> {
+    let rule = &c.rule;
+    let time = match batch.column_by_name(&c.stream.time) {
+        Some(col) => timestamp_millis(col.as_ref()),
+        None => vec![None; batch.num_rows()],
+    };
+    let entity = column(batch, &c.stream.entity, &DataType::Utf8)?;
+    let mut values = Vec::new();
+    for f in &rule.features {
+        values.push(column(batch, f, &DataType::Float64)?);
+    }
+    if let Some(v) = &rule.value {
+        values.push(column(batch, v, &DataType::Float64)?);
+    }
+    let metric = match &rule.metric {
+        Some(m) => Some(column(batch, m, &DataType::Utf8)?),
+        None => None,
+    };
+    let term = match &rule.model {
+        Model::NewTerms(n) if n.field != "@hour" => Some(column(batch, &n.field, &DataType::Utf8)?),
+        _ => None,
+    };
+    Ok(Columns {
+        time,
+        entity,
+        values,
+        metric,
+        term,
+    })
+}
+
+/// An alert of `c`'s rule about `entity` at `t`, with one evidence object.
+fn alert(
+    c: &Compiled,
+    meta: &RuleMeta,
+    ctx: &EvalContext,
+    entity: &str,
+    t: i64,
+    evidence: serde_json::Value,
+) -> Alert {
+    let entity = if c.stream.personal_entity {
+        ctx.pseudonymiser.pseudonym(entity)
+    } else {
+        entity.to_string()
+    };
+    let evidence =
+        vec![RawValue::from_string(evidence.to_string()).expect("serde_json writes valid JSON")];
+    Alert {
+        schema: crate::alert::SCHEMA.to_string(),
+        id: Alert::compute_id(&meta.id, &entity, t, &evidence),
+        rule: RuleRef::of(meta),
+        severity: meta.severity,
+        event_time: format_time_ms(t),
+        detected_at: format_time_ms(ctx.now_ms),
+        stream: c.stream.name.clone(),
+        entity,
+        tags: meta.tags.clone(),
+        description: meta.description.clone(),
+        evidence,
+        evidence_truncated: 0,
+        context: Default::default(),
+    }
+}
+
+/// Rounds for evidence: enough digits to read, stable text for deterministic ids.
+fn round(x: f64) -> f64 {
+    if x.is_finite() {
+        (x * 1e4).round() / 1e4
+    } else {
+        0.0
+    }
+}
+
+/// Whether a check in condition `on` should alert now: at onset, then every `realert_ms`.
+#[inline]
+fn should_alert(
+    alarms: &mut u8,
+    bit: u8,
+    on: bool,
+    last_alert_ms: i64,
+    t: i64,
+    realert: i64,
+) -> bool {
+    if !on {
+        *alarms &= !bit;
+        return false;
+    }
+    let onset = *alarms & bit == 0;
+    *alarms |= bit;
+    onset || t.saturating_sub(last_alert_ms) >= realert
+}
+
+impl RuleState {
+    /// The entity's state, created (and room made for it) if new.
+    fn entity<'a>(
+        &'a mut self,
+        name: &str,
+        t: i64,
+        partition: i32,
+        rule: &BaselineRule,
+        evicted: &mut u64,
+    ) -> &'a mut Entity {
+        if !self.entities.contains_key(name) {
+            if self.entities.len() >= rule.max_entities {
+                self.make_room(t, rule, evicted);
+            }
+            self.entities.insert(
+                name.to_string(),
+                Entity {
+                    partition,
+                    first_ms: t,
+                    last_ms: t,
+                    ..Entity::default()
+                },
+            );
+        }
+        let e = self.entities.get_mut(name).expect("inserted above");
+        e.partition = partition;
+        e.dirty = true;
+        e
+    }
+
+    /// Drops expired entities, then (if still full) the least recently seen sixteenth, so
+    /// the cost of a full map is paid once per many inserts.
+    fn make_room(&mut self, now: i64, rule: &BaselineRule, evicted: &mut u64) {
+        self.expire(now, rule, evicted);
+        if self.entities.len() < rule.max_entities {
+            return;
+        }
+        let mut ages: Vec<i64> = self.entities.values().map(|e| e.last_ms).collect();
+        let n = (ages.len() / 16).max(1);
+        let (_, cut, _) = ages.select_nth_unstable(n - 1);
+        let cut = *cut;
+        let mut removed = 0;
+        self.entities.retain(|k, e| {
+            let keep = e.last_ms > cut || removed >= n;
+            if !keep {
+                removed += 1;
+                self.tombstones.push((e.partition, k.clone()));
+            }
+            keep
+        });
+        *evicted += removed as u64;
+    }
+
+    fn expire(&mut self, now: i64, rule: &BaselineRule, evicted: &mut u64) {
+        let before = self.entities.len();
+        let tombstones = &mut self.tombstones;
+        self.entities.retain(|k, e| {
+            let keep = now.saturating_sub(e.last_ms) < rule.ttl_ms;
+            if !keep {
+                tombstones.push((e.partition, k.clone()));
+            }
+            keep
+        });
+        *evicted += (before - self.entities.len()) as u64;
+        self.last_sweep_ms = now;
+    }
+
+    fn metric_id(&mut self, name: &str) -> Option<u16> {
+        if let Some(&id) = self.metric_ids.get(name) {
+            return Some(id);
+        }
+        if self.metric_names.len() >= MAX_METRICS {
+            return None;
+        }
+        let id = self.metric_names.len() as u16;
+        self.metric_ids.insert(name.to_string(), id);
+        self.metric_names.push(name.to_string());
+        Some(id)
+    }
+}
+
+impl Compiled {
+    fn metric_name(&self, id: u16) -> &str {
+        if self.rule.metric.is_some() {
+            &self.state.metric_names[usize::from(id)]
+        } else {
+            &self.rule.features[usize::from(id)]
+        }
+    }
+}
+
+/// The seasonal bucket of `t` (UTC): its hour of the day (24 buckets) or of the week, Monday
+/// 00:00 first (168).
+fn season_bucket(t: i64, buckets: u16) -> usize {
+    let hour = t.rem_euclid(86_400_000) / 3_600_000;
+    // 1970-01-01 was a Thursday: day 0 is weekday 3 counting from Monday.
+    let weekday = (t.div_euclid(86_400_000) + 3).rem_euclid(7);
+    let b = if buckets == 168 {
+        weekday * 24 + hour
+    } else {
+        hour
+    };
+    b as usize
+}
+
+/// Adds a sample to a baseline. An anomalous sample moves the mean only as far as a sample at
+/// the threshold would, and leaves the variance alone: a burst of wild readings neither drags
+/// the baseline towards them nor widens it until it is blind, while a lasting change of level
+/// is still absorbed, a fraction of the threshold per sample.
+#[inline]
+fn learn(stats: &mut Ewma, x: f64, spec: &UnivariateSpec, anomalous: bool) {
+    if anomalous {
+        let thr = spec.z.unwrap_or(0.0);
+        let std = stats.var.sqrt().max(spec.min_std);
+        let d = (x - stats.mean).clamp(-thr * std, thr * std);
+        stats.mean += spec.alpha * d;
+        stats.n = stats.n.saturating_add(1);
+    } else {
+        stats.update(x, spec.alpha);
+    }
+}
+
+fn univariate(
+    c: &mut Compiled,
+    meta: &RuleMeta,
+    spec: &UnivariateSpec,
+    cols: &Columns,
+    ctx: &EvalContext,
+    evicted: &mut u64,
+    out: &mut Vec<Alert>,
+) {
+    let entities = cols.entity.as_string::<i32>();
+    let metrics = cols.metric.as_ref().map(|m| m.as_string::<i32>());
+    let realert = c.rule.realert_ms;
+    for (v, values) in cols.values.iter().enumerate() {
+        let values = values.as_primitive::<Float64Type>();
+        for row in 0..values.len() {
+            if values.is_null(row) || entities.is_null(row) {
+                continue;
+            }
+            let x = values.value(row);
+            if !x.is_finite() {
+                continue;
+            }
+            let t = cols.time[row].unwrap_or(ctx.now_ms);
+            let metric = match metrics {
+                Some(m) if m.is_null(row) => continue,
+                Some(m) => match c.state.metric_id(m.value(row)) {
+                    Some(id) => id,
+                    None => {
+                        *evicted += 1;
+                        continue;
+                    }
+                },
+                None => v as u16,
+            };
+            let name = entities.value(row);
+            let e = c.state.entity(name, t, ctx.partition, &c.rule, evicted);
+            e.last_ms = e.last_ms.max(t);
+            let i = match e.series.iter().position(|s| s.metric == metric) {
+                Some(i) => i,
+                None => {
+                    e.series.push(Series {
+                        metric,
+                        stats: Ewma::default(),
+                        profile: Vec::new(),
+                        last: x,
+                        last_ms: t,
+                        first_ms: t,
+                        changed_ms: t,
+                        alarms: 0,
+                        last_alert_ms: i64::MIN,
+                    });
+                    e.series.len() - 1
+                }
+            };
+            let s = &mut e.series[i];
+            let mut fired: [Option<(&'static str, f64, f64)>; 5] = [None; 5];
+            // Missing heartbeat ends when data arrives.
+            s.alarms &= !SILENT;
+            let bucket = spec.seasonal.map(|n| {
+                if s.profile.is_empty() {
+                    s.profile = vec![Ewma::default(); usize::from(n)];
+                }
+                season_bucket(t, n)
+            });
+            // The baseline this sample is scored against: its season's, or the series'.
+            let base = bucket.map_or(s.stats, |b| s.profile[b]);
+            let warm = base.n >= spec.warmup;
+            let z = base.z(x, spec.min_std);
+            let anomalous_z = warm && spec.z.is_some_and(|thr| z.abs() > thr);
+            if let Some(thr) = spec.z
+                && should_alert(&mut s.alarms, Z, anomalous_z, s.last_alert_ms, t, realert)
+            {
+                fired[0] = Some(("zscore", z, thr));
+            }
+            if let Some(lo) = spec.min
+                && should_alert(&mut s.alarms, LOW, x < lo, s.last_alert_ms, t, realert)
+            {
+                fired[1] = Some(("min", x, lo));
+            }
+            if let Some(hi) = spec.max
+                && should_alert(&mut s.alarms, HIGH, x > hi, s.last_alert_ms, t, realert)
+            {
+                fired[2] = Some(("max", x, hi));
+            }
+            if let Some(max_rate) = spec.max_rate {
+                let dt = (t - s.last_ms) as f64 / 1000.0;
+                let rate = if dt > 0.0 { (x - s.last) / dt } else { 0.0 };
+                if should_alert(
+                    &mut s.alarms,
+                    RATE,
+                    rate.abs() > max_rate,
+                    s.last_alert_ms,
+                    t,
+                    realert,
+                ) {
+                    fired[3] = Some(("rate", rate, max_rate));
+                }
+            }
+            if (x - s.last).abs() > spec.flat_epsilon {
+                s.changed_ms = t;
+            }
+            if let Some(flat) = spec.flatline_ms {
+                let stuck = t - s.changed_ms;
+                if should_alert(
+                    &mut s.alarms,
+                    FLAT,
+                    stuck >= flat,
+                    s.last_alert_ms,
+                    t,
+                    realert,
+                ) {
+                    fired[4] = Some(("flatline", stuck as f64 / 1000.0, flat as f64 / 1000.0));
+                }
+            }
+            learn(&mut s.stats, x, spec, anomalous_z);
+            if let Some(b) = bucket {
+                learn(&mut s.profile[b], x, spec, anomalous_z);
+            }
+            s.last = x;
+            s.last_ms = t;
+            if fired.iter().any(Option::is_some) {
+                s.last_alert_ms = t;
+                let (mean, std, n, age) = (
+                    base.mean,
+                    base.var.sqrt().max(spec.min_std),
+                    base.n,
+                    (t - s.first_ms) / 1000,
+                );
+                let name = name.to_string();
+                for (check, score, threshold) in fired.into_iter().flatten() {
+                    let metric = c.metric_name(metric);
+                    let expected = match check {
+                        "min" | "max" => serde_json::json!([spec.min, spec.max]),
+                        _ => serde_json::json!([
+                            round(mean - spec.z.unwrap_or(3.0) * std),
+                            round(mean + spec.z.unwrap_or(3.0) * std)
+                        ]),
+                    };
+                    let evidence = serde_json::json!({
+                        "check": check,
+                        "metric": metric,
+                        "value": round(x),
+                        "score": round(score),
+                        "threshold": threshold,
+                        "expected": expected,
+                        "attribution": [{"feature": metric, "share": 1.0}],
+                        "baseline_age_s": age,
+                        "baseline_samples": n,
+                        "season": bucket,
+                    });
+                    out.push(alert(c, meta, ctx, &name, t, evidence));
+                }
+            }
+        }
+    }
+    // Missing heartbeat: time moves with the batch, so a series that stopped sending is
+    // noticed when any record of the stream arrives. Scanned at most four times a period.
+    if let Some(hb) = spec.heartbeat_ms {
+        let now = cols
+            .time
+            .iter()
+            .flatten()
+            .max()
+            .copied()
+            .unwrap_or(ctx.now_ms);
+        if now - c.state.last_heartbeat_scan_ms >= hb / 4 {
+            c.state.last_heartbeat_scan_ms = now;
+            let mut silent = Vec::new();
+            for (name, e) in &mut c.state.entities {
+                for s in &mut e.series {
+                    if now - s.last_ms > hb && s.alarms & SILENT == 0 {
+                        s.alarms |= SILENT;
+                        e.dirty = true;
+                        silent.push((name.clone(), s.metric, s.last_ms, s.first_ms));
+                    }
+                }
+            }
+            silent.sort();
+            for (name, metric, last, first) in silent {
+                let evidence = serde_json::json!({
+                    "check": "heartbeat",
+                    "metric": c.metric_name(metric),
+                    "score": (now - last) / 1000,
+                    "threshold": hb / 1000,
+                    "expected": [0, hb / 1000],
+                    "last_seen": format_time_ms(last),
+                    "attribution": [{"feature": c.metric_name(metric), "share": 1.0}],
+                    "baseline_age_s": (now - first) / 1000,
+                });
+                out.push(alert(c, meta, ctx, &name, last + hb, evidence));
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn multivariate(
+    c: &mut Compiled,
+    meta: &RuleMeta,
+    params: &model::MultivariateParams,
+    cols: &Columns,
+    ctx: &EvalContext,
+    evicted: &mut u64,
+    scratch: (&mut Vec<f64>, &mut Vec<f64>, &mut Vec<f64>),
+    out: &mut Vec<Alert>,
+) {
+    let (x, r, y) = scratch;
+    let k = cols.values.len();
+    x.resize(k, 0.0);
+    r.resize(k, 0.0);
+    y.resize(k, 0.0);
+    let entities = cols.entity.as_string::<i32>();
+    let values: Vec<&Float64Array> = cols.values.iter().map(|v| v.as_primitive()).collect();
+    'rows: for row in 0..entities.len() {
+        if entities.is_null(row) {
+            continue;
+        }
+        for (j, v) in values.iter().enumerate() {
+            if v.is_null(row) || !v.value(row).is_finite() {
+                // A row with a missing feature is not scored (the model needs all of them).
+                continue 'rows;
+            }
+            x[j] = v.value(row);
+        }
+        let t = cols.time[row].unwrap_or(ctx.now_ms);
+        let name = entities.value(row);
+        let e = c.state.entity(name, t, ctx.partition, &c.rule, evicted);
+        e.last_ms = e.last_ms.max(t);
+        let m =
+            e.mv.get_or_insert_with(|| Box::new(Multivariate::new(k, t)));
+        let Some(score) = m.update(x, params, r, y) else {
+            continue;
+        };
+        let due =
+            m.alarm && (score.onset || t.saturating_sub(m.last_alert_ms) >= c.rule.realert_ms);
+        if !due {
+            continue;
+        }
+        m.last_alert_ms = t;
+        // Each feature's share of the distance: r_j (Σ⁻¹ r)_j sums to d².
+        let mut order: Vec<usize> = (0..k).collect();
+        order.sort_by(|&a, &b| (r[b] * y[b]).total_cmp(&(r[a] * y[a])));
+        let total = score.d2.max(f64::MIN_POSITIVE);
+        let attribution: Vec<serde_json::Value> = order
+            .iter()
+            .take(3)
+            .map(|&j| {
+                serde_json::json!({
+                    "feature": c.rule.features[j],
+                    "share": round(r[j] * y[j] / total),
+                    "value": round(x[j]),
+                    "expected": [round(m.mean[j] - 3.0 * m.std[j]), round(m.mean[j] + 3.0 * m.std[j])],
+                })
+            })
+            .collect();
+        let evidence = serde_json::json!({
+            "check": "multivariate",
+            "score": round(score.smooth),
+            "distance": round(score.d2),
+            "threshold": params.threshold,
+            "onset": score.onset,
+            "attribution": attribution,
+            "baseline_age_s": (t - m.first_ms) / 1000,
+        });
+        let name = name.to_string();
+        out.push(alert(c, meta, ctx, &name, t, evidence));
+    }
+}
+
+fn term_hash(s: &str) -> u64 {
+    // SipHash with fixed keys: the same term hashes alike across restarts (checkpoints).
+    let mut h = std::hash::DefaultHasher::new();
+    s.hash(&mut h);
+    h.finish()
+}
+
+fn new_terms(
+    c: &mut Compiled,
+    meta: &RuleMeta,
+    spec: &NewTermsSpec,
+    cols: &Columns,
+    ctx: &EvalContext,
+    evicted: &mut u64,
+    out: &mut Vec<Alert>,
+) {
+    let entities = cols.entity.as_string::<i32>();
+    let terms = cols.term.as_ref().map(|t| t.as_string::<i32>());
+    let mut hour = String::new();
+    for row in 0..entities.len() {
+        if entities.is_null(row) {
+            continue;
+        }
+        let t = cols.time[row].unwrap_or(ctx.now_ms);
+        let term: &str = match terms {
+            Some(terms) if terms.is_null(row) => continue,
+            Some(terms) => terms.value(row),
+            None => {
+                use std::fmt::Write as _;
+                hour.clear();
+                let _ = write!(hour, "{:02}", t.rem_euclid(86_400_000) / 3_600_000);
+                &hour
+            }
+        };
+        let h = term_hash(term);
+        let name = entities.value(row);
+        let e = c.state.entity(name, t, ctx.partition, &c.rule, evicted);
+        e.last_ms = e.last_ms.max(t);
+        let known = e.terms.len();
+        let seen = e.terms.iter().position(|&(th, _)| th == h);
+        let is_new = match seen {
+            Some(i) => t - e.terms[i].1 > spec.history_ms,
+            None => true,
+        };
+        match seen {
+            Some(i) => e.terms[i].1 = t,
+            None => {
+                if e.terms.len() >= spec.max_terms {
+                    let oldest = (0..e.terms.len())
+                        .min_by_key(|&i| e.terms[i].1)
+                        .expect("max_terms >= 1");
+                    e.terms.swap_remove(oldest);
+                    *evicted += 1;
+                }
+                e.terms.push((h, t));
+            }
+        }
+        if is_new && t - e.first_ms >= spec.warmup_ms {
+            let shown = if c.stream.personal_term {
+                ctx.pseudonymiser.pseudonym(term)
+            } else {
+                term.to_string()
+            };
+            let evidence = serde_json::json!({
+                "check": "new_terms",
+                "field": spec.field,
+                "value": shown,
+                "score": 1,
+                "threshold": 1,
+                "expected": format!("one of {known} terms seen in the last {} s", spec.history_ms / 1000),
+                "attribution": [{"feature": spec.field, "share": 1.0}],
+                "baseline_age_s": (t - e.first_ms) / 1000,
+            });
+            let name = name.to_string();
+            out.push(alert(c, meta, ctx, &name, t, evidence));
+        }
+    }
+}
+
+impl Detector for BaselineDetector {
+    fn name(&self) -> &str {
+        "baseline"
+    }
+
+    fn rules(&self) -> &[RuleMeta] {
+        &self.metas
+    }
+
+    fn reads(&self, stream: usize) -> bool {
+        self.rules.iter().any(|c| c.stream.index == stream)
+    }
+
+    fn evaluate(
+        &mut self,
+        stream: usize,
+        batch: &RecordBatch,
+        ctx: &EvalContext,
+        out: &mut Vec<Alert>,
+    ) -> Result<(), DetectError> {
+        let mut failure = None;
+        for c in self.rules.iter_mut().filter(|c| c.stream.index == stream) {
+            let meta = &self.metas[c.meta];
+            let cols = match read_columns(c, batch) {
+                Ok(cols) => cols,
+                Err(message) => {
+                    failure.get_or_insert(DetectError {
+                        detector: meta.id.clone(),
+                        message,
+                    });
+                    continue;
+                }
+            };
+            let evicted = &mut self.evicted;
+            match c.rule.model.clone() {
+                Model::Univariate(spec) => {
+                    univariate(c, meta, &spec, &cols, ctx, evicted, out);
+                }
+                Model::Multivariate(spec) => multivariate(
+                    c,
+                    meta,
+                    &spec.params,
+                    &cols,
+                    ctx,
+                    evicted,
+                    (&mut self.x, &mut self.r, &mut self.y),
+                    out,
+                ),
+                Model::NewTerms(spec) => new_terms(c, meta, &spec, &cols, ctx, evicted, out),
+            }
+            let now = cols
+                .time
+                .iter()
+                .flatten()
+                .max()
+                .copied()
+                .unwrap_or(ctx.now_ms);
+            if now - c.state.last_sweep_ms >= (c.rule.ttl_ms / 8).min(60_000) {
+                c.state.expire(now, &c.rule, evicted);
+            }
+        }
+        failure.map_or(Ok(()), Err)
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+
+    fn state(&self) -> StateCounters {
+        StateCounters {
+            groups: self
+                .rules
+                .iter()
+                .map(|c| c.state.entities.len() as u64)
+                .sum(),
+            groups_evicted: self.evicted,
+            ..StateCounters::default()
+        }
+    }
+
+    fn checkpoint(&mut self, out: &mut Vec<StateEntry>) {
+        for c in &mut self.rules {
+            let key = |entity: &str| {
+                let mut k = c.rule.id.as_bytes().to_vec();
+                k.push(0);
+                k.extend_from_slice(entity.as_bytes());
+                k
+            };
+            for (partition, entity) in c.state.tombstones.drain(..) {
+                out.push(StateEntry {
+                    partition,
+                    key: key(&entity),
+                    value: None,
+                });
+            }
+            let mut changed: Vec<(&String, &mut Entity)> = c
+                .state
+                .entities
+                .iter_mut()
+                .filter(|(_, e)| e.dirty)
+                .collect();
+            changed.sort_by(|a, b| a.0.cmp(b.0));
+            for (name, e) in changed {
+                e.dirty = false;
+                let names = |id: u16| -> &str {
+                    if c.rule.metric.is_some() {
+                        &c.state.metric_names[usize::from(id)]
+                    } else {
+                        &c.rule.features[usize::from(id)]
+                    }
+                };
+                out.push(StateEntry {
+                    partition: e.partition,
+                    key: key(name),
+                    value: Some(codec::encode(e, names)),
+                });
+            }
+        }
+    }
+
+    fn restore(&mut self, entries: &[StateEntry]) -> Result<(), DetectError> {
+        for entry in entries {
+            let Some(split) = entry.key.iter().position(|&b| b == 0) else {
+                continue;
+            };
+            let (id, entity) = (&entry.key[..split], &entry.key[split + 1..]);
+            let Some(c) = self.rules.iter_mut().find(|c| c.rule.id.as_bytes() == id) else {
+                // A rule that no longer exists: its state is of no use.
+                continue;
+            };
+            let entity = String::from_utf8_lossy(entity).into_owned();
+            let Some(value) = &entry.value else {
+                c.state.entities.remove(&entity);
+                continue;
+            };
+            let state = &mut c.state;
+            let features = &c.rule.features;
+            let long = c.rule.metric.is_some();
+            let mut e = codec::decode(value, |name| {
+                if long {
+                    state.metric_id(name)
+                } else {
+                    features.iter().position(|f| f == name).map(|i| i as u16)
+                }
+            })
+            .map_err(|message| DetectError {
+                detector: c.rule.id.clone(),
+                message: format!("cannot restore the state of `{entity}`: {message}"),
+            })?;
+            e.partition = entry.partition;
+            e.dirty = false;
+            c.state.entities.insert(entity, e);
+        }
+        Ok(())
+    }
+
+    fn release(&mut self, partitions: &[i32]) {
+        for c in &mut self.rules {
+            c.state
+                .entities
+                .retain(|_, e| !partitions.contains(&e.partition));
+            c.state.tombstones.retain(|(p, _)| !partitions.contains(p));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,430 @@
+//! Baseline detector tests: rules as text, events as Arrow batches, alerts checked by rule,
+//! entity, time and evidence.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Float64Array, RecordBatch, StringArray, TimestampMillisecondArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+
+use super::model::tests::Rng;
+use super::*;
+use crate::privacy::Pseudonymiser;
+
+const T0: i64 = 1_767_580_000_000;
+
+fn ctx(now_ms: i64) -> EvalContext {
+    EvalContext {
+        now_ms,
+        pseudonymiser: Pseudonymiser::new(b"k"),
+        partition: 0,
+    }
+}
+
+fn detector(rules: &[&str]) -> BaselineDetector {
+    let config = Config::builtin();
+    let parsed = rules
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            let file = PathBuf::from(format!("r{i}.baseline.yml"));
+            let rule = rule::parse(&file, text).unwrap();
+            (file, rule)
+        })
+        .collect();
+    BaselineDetector::load(&config, parsed).unwrap()
+}
+
+/// Rows of the built-in `sensors` stream: (seconds from T0, asset, metric, value).
+fn sensors(rows: &[(i64, &str, &str, f64)]) -> RecordBatch {
+    let schema = Schema::new(vec![
+        Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, None), true),
+        Field::new("asset", DataType::Utf8, true),
+        Field::new("metric", DataType::Utf8, true),
+        Field::new("value", DataType::Float64, true),
+    ]);
+    RecordBatch::try_new(
+        Arc::new(schema),
+        vec![
+            Arc::new(TimestampMillisecondArray::from_iter_values(
+                rows.iter().map(|r| T0 + r.0 * 1000),
+            )),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1))),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.2))),
+            Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.3))),
+        ],
+    )
+    .unwrap()
+}
+
+const SENSORS: usize = 4;
+
+/// Feeds `rows` in batches of `batch` rows; returns the alerts.
+fn run(det: &mut BaselineDetector, rows: &[(i64, &str, &str, f64)], batch: usize) -> Vec<Alert> {
+    let mut out = Vec::new();
+    for chunk in rows.chunks(batch) {
+        let b = sensors(chunk);
+        det.evaluate(
+            SENSORS,
+            &b,
+            &ctx(T0 + chunk.last().unwrap().0 * 1000),
+            &mut out,
+        )
+        .unwrap();
+    }
+    out
+}
+
+fn summary(alerts: &[Alert]) -> Vec<(String, String, String)> {
+    alerts
+        .iter()
+        .map(|a| {
+            let ev: serde_json::Value = serde_json::from_str(a.evidence[0].get()).unwrap();
+            (
+                a.entity.clone(),
+                a.event_time.clone(),
+                ev["check"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+const ZSCORE: &str = "id: eq.z\nstream: sensors\nmodel: univariate\nmetric: metric\nvalue: value\n\
+                      warmup: 50\nz: 6\nrealert_s: 600\n";
+
+/// Two pumps, two metrics each, Gaussian-ish noise; pump-2's pressure jumps at 300 s.
+fn pump_rows(jump_at: i64) -> Vec<(i64, &'static str, &'static str, f64)> {
+    let mut rng = Rng::new(11);
+    let mut rows = Vec::new();
+    for s in 0..400 {
+        for asset in ["pump-1", "pump-2"] {
+            let noise: f64 = (0..4).map(|_| rng.f64()).sum::<f64>() - 2.0;
+            let jump = if asset == "pump-2" && s >= jump_at {
+                8.0
+            } else {
+                0.0
+            };
+            rows.push((s, asset, "pressure", 5.0 + noise + jump));
+            rows.push((s, asset, "flow", 30.0 + 2.0 * noise));
+        }
+    }
+    rows
+}
+
+#[test]
+fn zscore_alerts_once_on_a_level_jump_with_evidence() {
+    let mut det = detector(&[ZSCORE]);
+    let alerts = run(&mut det, &pump_rows(300), 64);
+    assert_eq!(
+        summary(&alerts),
+        vec![(
+            "pump-2".to_string(),
+            format_time_ms(T0 + 300_000),
+            "zscore".to_string()
+        )]
+    );
+    let ev: serde_json::Value = serde_json::from_str(alerts[0].evidence[0].get()).unwrap();
+    assert_eq!(ev["metric"], "pressure");
+    assert_eq!(ev["threshold"], 6.0);
+    assert!(ev["score"].as_f64().unwrap() > 6.0);
+    let expected = ev["expected"].as_array().unwrap();
+    assert!(expected[0].as_f64().unwrap() < 5.0 && expected[1].as_f64().unwrap() > 5.0);
+    assert!(ev["value"].as_f64().unwrap() > expected[1].as_f64().unwrap());
+    assert_eq!(ev["baseline_age_s"], 300);
+    assert_eq!(ev["attribution"][0]["feature"], "pressure");
+    // Without the jump: silence.
+    let mut det = detector(&[ZSCORE]);
+    assert!(run(&mut det, &pump_rows(10_000), 64).is_empty());
+}
+
+#[test]
+fn limits_rate_flatline_and_heartbeat() {
+    let rule = "id: eq.checks\nstream: sensors\nmodel: univariate\nmetric: metric\nvalue: value\n\
+                max: 100\nmax_rate: 5\nflatline_s: 30\nheartbeat_s: 60\nttl_s: 3600\n";
+    let mut rows = Vec::new();
+    for s in 0..200 {
+        // tank: a slow ramp, over its limit at 150 s; valve: moving, then stuck from 50 s;
+        // meter: a 40-unit step at 20 s, silent after 100 s.
+        rows.push((s, "tank", "level", 25.0 + s as f64 / 2.0));
+        let position = if s < 50 { (s % 7) as f64 * 0.5 } else { 3.0 };
+        rows.push((s, "valve", "position", position));
+        if s < 100 {
+            let kwh = if s < 20 { 10.0 } else { 50.0 } + s as f64 * 0.01;
+            rows.push((s, "meter", "kwh", kwh));
+        }
+    }
+    let mut det = detector(&[rule]);
+    let got = summary(&run(&mut det, &rows, 50));
+    let at = |s: i64| format_time_ms(T0 + s * 1000);
+    let expected = vec![
+        ("meter".to_string(), at(20), "rate".to_string()),
+        ("valve".to_string(), at(80), "flatline".to_string()),
+        ("tank".to_string(), at(151), "max".to_string()),
+        // Dated when the meter became overdue: 60 s after its last reading.
+        ("meter".to_string(), at(159), "heartbeat".to_string()),
+    ];
+    assert_eq!(got, expected);
+}
+
+#[test]
+fn checkpoint_restore_gives_the_same_alerts_as_an_uninterrupted_run() {
+    let rules = [
+        ZSCORE,
+        "id: eq.flat\nstream: sensors\nmodel: univariate\nmetric: metric\nvalue: value\n\
+         flatline_s: 30\n",
+    ];
+    let rows = pump_rows(300);
+    let (first, second) = rows.split_at(rows.len() / 2);
+    let mut whole = detector(&rules);
+    let mut expected = run(&mut whole, first, 64);
+    let cut = expected.len();
+    expected.extend(run(&mut whole, second, 64));
+    assert!(
+        expected.len() > cut,
+        "the second half must alert for the test to mean much"
+    );
+
+    let mut before = detector(&rules);
+    assert_eq!(run(&mut before, first, 64).len(), cut);
+    let mut entries = Vec::new();
+    before.checkpoint(&mut entries);
+    assert_eq!(entries.len(), 4, "two rules x two pumps");
+    // Nothing changed since: the next checkpoint is empty.
+    let mut again = Vec::new();
+    before.checkpoint(&mut again);
+    assert!(again.is_empty());
+
+    let mut after = detector(&rules);
+    after.restore(&entries).unwrap();
+    let resumed = run(&mut after, second, 64);
+    assert_eq!(
+        resumed.iter().map(|a| &a.id).collect::<Vec<_>>(),
+        expected[cut..].iter().map(|a| &a.id).collect::<Vec<_>>()
+    );
+    // A fresh detector without the state learns anew: its alerts (their baseline age, in
+    // the evidence and so in the id) are not the resumed ones.
+    let mut cold = detector(&rules);
+    let cold: Vec<String> = run(&mut cold, second, 64)
+        .into_iter()
+        .map(|a| a.id)
+        .collect();
+    assert_ne!(
+        cold,
+        resumed.iter().map(|a| a.id.clone()).collect::<Vec<_>>()
+    );
+
+    after.release(&[0]);
+    assert_eq!(after.state().groups, 0);
+}
+
+#[test]
+fn multivariate_state_round_trips_through_the_codec() {
+    let rule = "id: mv\nstream: sensors\nmodel: multivariate\nfeatures: [value, value2]\n\
+                warmup: 5\n";
+    let parsed = rule::parse(Path::new("mv.baseline.yml"), rule).unwrap();
+    let mut m = Multivariate::new(2, 5);
+    let Model::Multivariate(spec) = &parsed.model else {
+        panic!()
+    };
+    let (mut r, mut y) = ([0.0; 2], [0.0; 2]);
+    for i in 0..9 {
+        m.update(
+            &[f64::from(i), f64::from(i * i % 5)],
+            &spec.params,
+            &mut r,
+            &mut y,
+        );
+    }
+    let e = Entity {
+        partition: 3,
+        last_ms: 9,
+        first_ms: 5,
+        dirty: false,
+        series: Vec::new(),
+        mv: Some(Box::new(m)),
+        terms: vec![(42, 7)],
+    };
+    let bytes = codec::encode(&e, |_| "");
+    let mut back = codec::decode(&bytes, |_| None).unwrap();
+    back.partition = 3;
+    assert_eq!(back, e);
+    assert!(codec::decode(&bytes[..bytes.len() - 1], |_| None).is_err());
+}
+
+#[test]
+fn entities_are_bounded_and_evictions_counted() {
+    let rule = "id: eq.b\nstream: sensors\nmodel: univariate\nmetric: metric\nvalue: value\n\
+                z: 6\nmax_entities: 32\n";
+    let mut det = detector(&[rule]);
+    let names: Vec<String> = (0..100).map(|i| format!("asset-{i}")).collect();
+    let rows: Vec<(i64, &str, &str, f64)> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (i as i64, n.as_str(), "m", 1.0))
+        .collect();
+    run(&mut det, &rows, 10);
+    let state = det.state();
+    assert!(state.groups <= 32, "{state:?}");
+    assert_eq!(state.groups + state.groups_evicted, 100);
+    let mut entries = Vec::new();
+    det.checkpoint(&mut entries);
+    assert_eq!(
+        entries.iter().filter(|e| e.value.is_none()).count() as u64,
+        state.groups_evicted,
+        "one tombstone per evicted entity"
+    );
+}
+
+fn auth(rows: &[(i64, &str, &str)]) -> RecordBatch {
+    let schema = Schema::new(vec![
+        Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, None), true),
+        Field::new("user", DataType::Utf8, true),
+        Field::new("target", DataType::Utf8, true),
+    ]);
+    RecordBatch::try_new(
+        Arc::new(schema),
+        vec![
+            Arc::new(TimestampMillisecondArray::from_iter_values(
+                rows.iter().map(|r| T0 + r.0 * 1000),
+            )),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1))),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.2))),
+        ],
+    )
+    .unwrap()
+}
+
+#[test]
+fn new_terms_and_unusual_hours_per_entity() {
+    let config = Config::builtin();
+    let auth_stream = config.stream_index("auth").unwrap();
+    let hosts = "id: ueba.new_host\nstream: auth\nmodel: new_terms\nfield: target\n\
+                 warmup_s: 3600\nhistory_s: 86400\n";
+    let hours = "id: ueba.new_hour\nstream: auth\nmodel: new_terms\nfield: \"@hour\"\n\
+                 warmup_s: 7200\nhistory_s: 86400\n";
+    let mut det = detector(&[hosts, hours]);
+    let h = 3600;
+    // alice logs in to hmi-1 and hmi-2 through the first two hours, then hmi-3 (new host) in
+    // the same hour as ever, then hmi-1 at a new hour.
+    let mut rows = Vec::new();
+    for m in 0..24 {
+        rows.push((m * 300, "alice", if m % 2 == 0 { "hmi-1" } else { "hmi-2" }));
+    }
+    rows.push((2 * h - 60, "alice", "hmi-3"));
+    rows.push((5 * h, "alice", "hmi-1"));
+    let mut out = Vec::new();
+    det.evaluate(auth_stream, &auth(&rows), &ctx(T0 + 5 * h * 1000), &mut out)
+        .unwrap();
+    let got: Vec<(String, String, String)> = out
+        .iter()
+        .map(|a| {
+            let ev: serde_json::Value = serde_json::from_str(a.evidence[0].get()).unwrap();
+            (
+                a.rule.id.clone(),
+                a.event_time.clone(),
+                ev["value"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    // `user` is personal in the built-in configuration: the entity is a pseudonym.
+    assert!(
+        out.iter()
+            .all(|a| a.entity == Pseudonymiser::new(b"k").pseudonym("alice"))
+    );
+    let hour_of = |s: i64| format!("{:02}", ((T0 + s * 1000) % 86_400_000) / 3_600_000);
+    assert_eq!(
+        got,
+        vec![
+            (
+                "ueba.new_host".to_string(),
+                format_time_ms(T0 + (2 * h - 60) * 1000),
+                "hmi-3".to_string()
+            ),
+            (
+                "ueba.new_hour".to_string(),
+                format_time_ms(T0 + 5 * h * 1000),
+                hour_of(5 * h)
+            ),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn load_reports_bad_columns_and_streams_with_their_position() {
+    let dir = std::env::temp_dir().join(format!("palisade-baseline-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("a.baseline.yml"),
+        "id: a\nstream: sensors\nmodel: univariate\nmetric: metric\nvalue: reading\nz: 5\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("b.baseline.yml"),
+        "id: b\nmodel: univariate\nstream: pumps\nfeatures: [x]\nz: 5\n",
+    )
+    .unwrap();
+    let config = Config::builtin();
+    let err = match crate::detect::DetectorSet::load(&config, std::slice::from_ref(&dir)).await {
+        Err(e) => e,
+        Ok(_) => panic!("bad rules loaded"),
+    };
+    let messages: Vec<String> = err.errors.iter().map(|e| e.to_string()).collect();
+    let a = dir.join("a.baseline.yml");
+    let b = dir.join("b.baseline.yml");
+    assert_eq!(
+        messages,
+        vec![
+            format!(
+                "{}:5:1: stream `sensors` has no column `reading`",
+                a.display()
+            ),
+            format!(
+                "{}:3:1: no stream `pumps` is configured; streams are netflow, auth, badge, \
+                 scada, sensors",
+                b.display()
+            ),
+        ]
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A load that steps with the hour of the day: one baseline flags every step, the hourly
+/// profile learns the rhythm on day one and flags only the reading that breaks it.
+#[test]
+fn seasonal_profile_learns_a_daily_rhythm() {
+    let plain = "id: eq.plain\nstream: sensors\nmodel: univariate\nmetric: metric\nvalue: value\n\
+                 warmup: 30\nalpha: 0.05\nz: 8\nrealert_s: 0\n";
+    let seasonal = format!("{plain}seasonal: hour\n").replace("eq.plain", "eq.seasonal");
+    let mut rng = Rng::new(2);
+    let midnight = 1_767_571_200; // 2026-01-05T00:00:00Z, in seconds
+    let start = midnight - T0 / 1000;
+    let anomaly = start + 2 * 86_400 + 12 * 3600 + 1800;
+    let rows: Vec<(i64, &str, &str, f64)> = (0..3 * 1440)
+        .map(|m| {
+            let s = start + m * 60;
+            let hour = (m / 60) % 24;
+            let bump = if s == anomaly { 5.0 } else { 0.0 };
+            (
+                s,
+                "substation-1",
+                "load_mw",
+                10.0 * hour as f64 + rng.f64() + bump,
+            )
+        })
+        .collect();
+    let mut det = detector(&[plain, &seasonal]);
+    let alerts = run(&mut det, &rows, 500);
+    let plain_alerts = alerts.iter().filter(|a| a.rule.id == "eq.plain").count();
+    assert!(
+        plain_alerts > 40,
+        "one baseline flags the hour steps: {plain_alerts}"
+    );
+    let seasonal: Vec<&Alert> = alerts
+        .iter()
+        .filter(|a| a.rule.id == "eq.seasonal")
+        .collect();
+    assert_eq!(seasonal.len(), 1, "{seasonal:#?}");
+    assert_eq!(seasonal[0].event_time, format_time_ms(T0 + anomaly * 1000));
+    let ev: serde_json::Value = serde_json::from_str(seasonal[0].evidence[0].get()).unwrap();
+    assert_eq!(ev["season"], 12);
+}
