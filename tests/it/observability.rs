@@ -105,7 +105,7 @@ fn kubernetes_configmaps_carry_a_valid_config_every_shipped_rule_and_the_invento
             assert_eq!(
                 configmap_entry(&text, name),
                 std::fs::read_to_string(&file).unwrap(),
-                "{name} differs from the ConfigMap; regenerate it (see its header)"
+                "{name} differs from the ConfigMap; regenerate it with deploy/k8s/configmaps.sh"
             );
         }
     }
