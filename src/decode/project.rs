@@ -7,15 +7,18 @@
 //!
 //! Sigma rules read a few dozen fields, so building Arrow columns for every field would cost
 //! far more than the rules. Instead the requested paths form a trie, built once, and each record
-//! is walked once by serde_json: a key that matches the trie is descended into, every other
-//! value is skipped by [`IgnoredAny`] (which still checks its syntax, so a malformed record is
-//! always caught). A requested value is taken as serde_json's borrowed [`RawValue`] and written
-//! into a per-record scratch string; only once the whole record has parsed and has an event
-//! time are its values appended to the column builders, so a bad record never leaves half a
-//! row behind. Scratch buffers live in the decoder and are reused: there is no allocation per
-//! record or per field on the hot path (serde_json allocates only to unescape a key, or a
-//! string where a requested path expects an object; evtx writes neither). Output buffers are handed downstream with each
-//! batch, so they are allocated once per batch, sized from the previous batch.
+//! is walked once by `skim.rs`: a key that matches the trie is descended into, every other
+//! value is skipped byte by byte while its syntax is checked, so a malformed record is always
+//! caught. Whatever that walk does not accept (malformed, or rare forms it leaves alone) is
+//! walked again by serde_json (with [`IgnoredAny`] for the skipped values), which accepts it or
+//! names the error. A requested value's raw JSON text is written into a per-record scratch
+//! string; only once the whole record has parsed and has an event time are its values
+//! appended to the columns, so a bad record never leaves half a row behind. Scratch buffers
+//! live in the decoder and are reused: there is no allocation per record or per field on the
+//! hot path. A column is written only on the rows that have a value (the rows between become
+//! nulls when the next value or the batch's end comes), so a record costs nothing for the
+//! requested paths it does not have. Output buffers are handed downstream with each batch, so
+//! they are allocated once per batch, sized from the previous batch.
 //!
 //! Value semantics, per requested path:
 //!

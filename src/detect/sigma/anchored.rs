@@ -49,7 +49,24 @@ impl<T> TrieBuilder<T> {
         key: impl Iterator<Item = u8>,
         payloads: impl Iterator<Item = T>,
     ) {
-        let mut node = 0;
+        self.insert_from(0, key, payloads);
+    }
+
+    /// A new root, apart from node 0: the start of a separate set of keys, walked with
+    /// [`AnchoredTrie::walk_from`].
+    pub(super) fn add_root(&mut self) -> usize {
+        self.children.push(BTreeMap::new());
+        self.payloads.push(Vec::new());
+        self.children.len() - 1
+    }
+
+    /// Adds `payloads` at the node spelled by `key` from node `node`.
+    pub(super) fn insert_from(
+        &mut self,
+        mut node: usize,
+        key: impl Iterator<Item = u8>,
+        payloads: impl Iterator<Item = T>,
+    ) {
         for b in key {
             node = match self.children[node].get(&b) {
                 Some(&child) => child,
@@ -128,6 +145,12 @@ impl<T> AnchoredTrie<T> {
         self.nodes.len()
     }
 
+    /// How many payloads the trie holds.
+    #[cfg(test)]
+    pub(super) fn payloads(&self) -> usize {
+        self.payloads.len()
+    }
+
     /// The child of `node` by (folded) byte `b`, or 0.
     #[inline]
     fn child(&self, node: usize, b: u8) -> usize {
@@ -149,8 +172,18 @@ impl<T> AnchoredTrie<T> {
     /// and calls `visit(depth, payloads)` for every node on the path that holds payloads,
     /// the root included (depth 0), shallowest first. Stops where the path leaves the trie.
     #[inline]
-    pub(super) fn walk(&self, bytes: impl Iterator<Item = u8>, mut visit: impl FnMut(usize, &[T])) {
-        let mut node = 0;
+    pub(super) fn walk(&self, bytes: impl Iterator<Item = u8>, visit: impl FnMut(usize, &[T])) {
+        self.walk_from(0, bytes, visit);
+    }
+
+    /// [`AnchoredTrie::walk`] from node `node` (a root made by [`TrieBuilder::add_root`]).
+    #[inline]
+    pub(super) fn walk_from(
+        &self,
+        mut node: usize,
+        bytes: impl Iterator<Item = u8>,
+        mut visit: impl FnMut(usize, &[T]),
+    ) {
         let mut depth = 0;
         let mut bytes = bytes;
         loop {

@@ -9,13 +9,18 @@
 //! only `null` and `exists: false`; every other value is false on it, so a negation built on
 //! top (`neq`, `not`) is true on it.
 //!
-//! How the work is shared: every string literal of every pattern registered on the column goes
-//! into one Aho-Corasick automaton (identical literals once, ASCII-case-folded), run once per
-//! row with overlapping matches so that every occurrence of every literal is reported; each
-//! report is checked against the anchoring its users need (exact: the whole value; prefix:
-//! starts at 0; suffix: ends at the value's end; contains: anywhere). Patterns with an inner
-//! `*` or a `?` use their longest literal as a prefilter and are verified by a wildcard matcher
-//! only on rows where it occurred. Regexes are compiled once at build time.
+//! How the work is shared: every string literal of every pattern registered on the column is
+//! deduplicated (ASCII-case-folded) and goes where its anchoring says. Literals that must sit
+//! at the value's start (exact values, `startswith`) form one trie walked from the value's
+//! first byte, those at its end (`endswith`) one walked back from its last byte
+//! (`anchored.rs`): a walk stops where the value leaves the trie, usually within a few
+//! bytes, however many literals there are. Only `contains` literals and prefilters need a scan
+//! of the whole value: one Aho-Corasick automaton of their first `SCAN_PREFIX` bytes, run
+//! once per row with overlapping matches, and where such a start occurs a trie walk checks
+//! the rest of the longer literals. Patterns with an inner `*` or a `?` use their longest
+//! literal as a prefilter and are verified by a wildcard matcher only on rows where it
+//! occurred. Regexes are compiled once at build time. Only the non-null rows the caller
+//! selects are visited; `null`, `exists` and `*` are set from the null bitmap, word by word.
 //!
 //! Value kinds on a string column: patterns as above; numbers by the text the rule wrote
 //! (`EventID: 4688` matches "4688", `0x17` matches "0x17"); comparisons on the value parsed as
@@ -31,7 +36,8 @@
 //! days, ISO weeks, months or years in UTC, which a column matcher then matches the time
 //! modifiers' numbers and comparisons against.
 //!
-//! Guarantees: no allocation per row (scratch space is per batch; [`compare_columns`]
+//! Guarantees: no allocation per row (scratch space is per batch, every slot's bits in one
+//! buffer; [`compare_columns`]
 //! lower-cases the rare pairs outside ASCII); a value that cannot be evaluated on one column
 //! (`%placeholder%`s not yet expanded, `fieldref`: [`super::plan`] deals with both before
 //! registering values here) is an [`Unsupported`] error from the builder, never a silent
@@ -69,6 +75,13 @@ use super::value::{Cidr, CmpOp, Number, Part, Pattern, TimePart, Value};
 
 /// Beyond this many literals on one column, the automaton is an NFA (smaller, slower).
 const MAX_DFA_LITERALS: usize = 20_000;
+
+/// The automaton holds only the first this many bytes of a longer scanned literal; the rest
+/// is checked by a trie walk from where that start occurred. Thousands of long literals on one
+/// column (hash IOCs: `IMPHASH=` and 32 hex digits) would make a DFA of megabytes, whose every
+/// transition misses the cache; their starts make a small one. Tests cut at 2 bytes, so that
+/// their short literals go through both paths.
+const SCAN_PREFIX: usize = if cfg!(test) { 2 } else { 8 };
 
 /// A value the evaluator cannot match, found when building: the rule has to be left out (or
 /// the feature implemented), never run with a matcher that silently never fires.
@@ -378,7 +391,29 @@ impl ColumnMatcherBuilder {
                 scan_hooks.push(anywhere);
             }
         }
-        let automaton = if scanned.is_empty() {
+        // Scanned literals by their first `SCAN_PREFIX` bytes: the automaton's patterns.
+        let mut starts: Vec<Box<[u8]>> = Vec::new();
+        let mut start_ids: HashMap<Box<[u8]>, usize> = HashMap::new();
+        let mut groups: Vec<ScanGroup> = Vec::new();
+        let mut tails = TrieBuilder::default();
+        for (literal, hooks) in scanned.iter().zip(scan_hooks) {
+            let bytes = literal.as_bytes();
+            let cut = bytes.len().min(SCAN_PREFIX);
+            let id = *start_ids.entry(bytes[..cut].into()).or_insert_with(|| {
+                starts.push(bytes[..cut].into());
+                groups.push(ScanGroup::default());
+                groups.len() - 1
+            });
+            let group = &mut groups[id];
+            if cut == bytes.len() {
+                group.whole.extend(hooks);
+            } else {
+                let root = *group.tails.get_or_insert_with(|| tails.add_root());
+                tails.insert_from(root, bytes[cut..].iter().copied(), hooks.into_iter());
+            }
+        }
+        let tails = (!tails.is_empty()).then(|| tails.build());
+        let automaton = if starts.is_empty() {
             None
         } else {
             let ac = AhoCorasick::builder()
@@ -389,8 +424,8 @@ impl ColumnMatcherBuilder {
                 // hundred patterns, which costs several times more per byte on the overlapping
                 // search every row goes through; a column's literals (a few thousand for the
                 // whole SigmaHQ corpus on `CommandLine`) make a DFA of a few megabytes.
-                .kind((scanned.len() <= MAX_DFA_LITERALS).then_some(AhoCorasickKind::DFA))
-                .build(scanned.iter().map(|l| l.as_bytes()))
+                .kind((starts.len() <= MAX_DFA_LITERALS).then_some(AhoCorasickKind::DFA))
+                .build(&starts)
                 .map_err(|e| Unsupported {
                     feature: "literal count",
                     message: format!("{} distinct literals on one column: {e}", scanned.len()),
@@ -409,7 +444,8 @@ impl ColumnMatcherBuilder {
             front: (!front.is_empty()).then(|| front.build()),
             back: (!back.is_empty()).then(|| back.build()),
             automaton,
-            scan_hooks,
+            groups,
+            tails,
             complex: self.complex,
             unfiltered: self.unfiltered,
             empty: self.empty,
@@ -542,10 +578,12 @@ pub struct ColumnMatcher {
     front: Option<AnchoredTrie<Hook>>,
     /// Suffix literals, reversed, walked from a value's end.
     back: Option<AnchoredTrie<Hook>>,
-    /// The `contains` and prefilter literals, scanned over the whole value.
+    /// The starts of the `contains` and prefilter literals, scanned over the whole value.
     automaton: Option<AhoCorasick>,
-    /// Per automaton pattern, its users.
-    scan_hooks: Vec<Vec<Hook>>,
+    /// Per automaton pattern, the literals it starts.
+    groups: Vec<ScanGroup>,
+    /// The rest of the literals longer than [`SCAN_PREFIX`], from each group's own root.
+    tails: Option<AnchoredTrie<Hook>>,
     complex: Vec<Complex>,
     unfiltered: Vec<Verify>,
     empty: Vec<usize>,
@@ -561,6 +599,15 @@ pub struct ColumnMatcher {
     /// tests; false when no pattern, regex or network is registered (e.g. only `EventID:
     /// 4688`), which spares a formatting and a scan per row.
     scalars_as_text: bool,
+}
+
+/// The scanned literals that start with one automaton pattern.
+#[derive(Debug, Default)]
+struct ScanGroup {
+    /// The users of the literal that is the pattern itself.
+    whole: Vec<Hook>,
+    /// The root, in the matcher's `tails` trie, of the longer literals' remainders.
+    tails: Option<usize>,
 }
 
 /// A non-null value of a numeric or boolean column.
@@ -656,11 +703,19 @@ impl ColumnMatcher {
             hooks(&self.front),
             hooks(&self.back),
             self.automaton.as_ref().map_or(0, |a| a.patterns_len()),
-            self.scan_hooks.iter().map(Vec::len).sum::<usize>(),
+            self.groups.iter().map(|g| g.whole.len()).sum::<usize>() + hooks(&self.tails),
             self.complex.len(),
             self.regexes.len(),
             self.unfiltered.len()
         )
+    }
+
+    /// How many scanned literals (`contains`, prefilters) the matcher holds, counted by their
+    /// users: those the automaton holds whole and those whose tails are in the trie.
+    #[cfg(test)]
+    pub(super) fn scanned_hooks(&self) -> usize {
+        self.groups.iter().map(|g| g.whole.len()).sum::<usize>()
+            + self.tails.as_ref().map_or(0, AnchoredTrie::payloads)
     }
 
     /// Whether [`ColumnMatcher::evaluate`] reads arrays of this type.
@@ -892,21 +947,34 @@ impl ColumnMatcher {
             });
         }
         if let Some(ac) = &self.automaton {
+            // Every occurrence of a literal begins with an occurrence of its start: the
+            // literal is there when the tail walk from that start's end reaches its node.
+            let found = |hook: &Hook, start: usize, end: usize, out: &mut Out| {
+                if let Anchor::Prefilter(v) = hook.anchor {
+                    let n = match v {
+                        Verify::Glob(n) => n,
+                        Verify::Regex(n) => self.complex.len() + n,
+                    };
+                    if out.queued_at[n] != row + 1 {
+                        out.queued_at[n] = row + 1;
+                        out.queue.push(v);
+                    }
+                } else if cased_ok(hook, start, end) {
+                    out.set(hook.slot, row);
+                }
+            };
             for m in ac.find_overlapping_iter(hay) {
                 let (start, end) = (m.start(), m.end());
-                for hook in &self.scan_hooks[m.pattern().as_usize()] {
-                    if let Anchor::Prefilter(v) = hook.anchor {
-                        let n = match v {
-                            Verify::Glob(n) => n,
-                            Verify::Regex(n) => self.complex.len() + n,
-                        };
-                        if out.queued_at[n] != row + 1 {
-                            out.queued_at[n] = row + 1;
-                            out.queue.push(v);
+                let group = &self.groups[m.pattern().as_usize()];
+                for hook in &group.whole {
+                    found(hook, start, end, out);
+                }
+                if let (Some(root), Some(tails)) = (group.tails, &self.tails) {
+                    tails.walk_from(root, hay[end..].iter().copied(), |depth, hooks| {
+                        for hook in hooks {
+                            found(hook, start, end + depth, out);
                         }
-                    } else if cased_ok(hook, start, end) {
-                        out.set(hook.slot, row);
-                    }
+                    });
                 }
             }
         }
