@@ -15,6 +15,7 @@
 //! it extracts just those, as strings, in one serde_json pass per record.
 
 pub mod project;
+mod skim;
 
 use std::sync::Arc;
 

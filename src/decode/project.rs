@@ -7,15 +7,18 @@
 //!
 //! Sigma rules read a few dozen fields, so building Arrow columns for every field would cost
 //! far more than the rules. Instead the requested paths form a trie, built once, and each record
-//! is walked once by serde_json: a key that matches the trie is descended into, every other
-//! value is skipped by [`IgnoredAny`] (which still checks its syntax, so a malformed record is
-//! always caught). A requested value is taken as serde_json's borrowed [`RawValue`] and written
-//! into a per-record scratch string; only once the whole record has parsed and has an event
-//! time are its values appended to the column builders, so a bad record never leaves half a
-//! row behind. Scratch buffers live in the decoder and are reused: there is no allocation per
-//! record or per field on the hot path (serde_json allocates only to unescape a key, or a
-//! string where a requested path expects an object; evtx writes neither). Output buffers are handed downstream with each
-//! batch, so they are allocated once per batch, sized from the previous batch.
+//! is walked once by `skim.rs`: a key that matches the trie is descended into, every other
+//! value is skipped byte by byte while its syntax is checked, so a malformed record is always
+//! caught. Whatever that walk does not accept (malformed, or rare forms it leaves alone) is
+//! walked again by serde_json (with [`IgnoredAny`] for the skipped values), which accepts it or
+//! names the error. A requested value's raw JSON text is written into a per-record scratch
+//! string; only once the whole record has parsed and has an event time are its values
+//! appended to the columns, so a bad record never leaves half a row behind. Scratch buffers
+//! live in the decoder and are reused: there is no allocation per record or per field on the
+//! hot path. A column is written only on the rows that have a value (the rows between become
+//! nulls when the next value or the batch's end comes), so a record costs nothing for the
+//! requested paths it does not have. Output buffers are handed downstream with each batch, so
+//! they are allocated once per batch, sized from the previous batch.
 //!
 //! Value semantics, per requested path:
 //!
@@ -43,8 +46,9 @@ use std::fmt;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, RecordBatch, StringBuilder, TimestampMillisecondBuilder,
+    Array, ArrayRef, RecordBatch, StringArray, TimestampMillisecondBuilder,
 };
+use datafusion::arrow::buffer::{BooleanBuffer, Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use serde::Deserialize as _;
 use serde::de::{
@@ -54,7 +58,7 @@ use serde_json::value::RawValue;
 
 #[cfg(doc)]
 use super::JsonDecoder;
-use super::{DeadLetter, Decoded, FailureKind};
+use super::{DeadLetter, Decoded, FailureKind, skim};
 use crate::source::RawBatch;
 
 /// Name of the optional column holding every string and number of a record.
@@ -87,6 +91,14 @@ pub struct ProjectingDecoder {
     scratch: String,
     /// Where each path column's value for the current record sits in `scratch`.
     slots: Vec<Slot>,
+    /// The columns of `slots` the current record set, each once: only those are read and
+    /// reset, so a record costs nothing for the requested paths it does not have.
+    touched: Vec<usize>,
+    /// Scratch for object keys with escapes (fast walk).
+    key: String,
+    /// Whether records are walked by [`skim`] first (serde_json only when it gives up);
+    /// tests turn it off to compare the two walks.
+    fast: bool,
     /// The current record's keywords; reused across records.
     keyword_buf: String,
     /// Bytes each string column took in the previous batch, to size the next one's buffers.
@@ -96,17 +108,17 @@ pub struct ProjectingDecoder {
 
 /// One node of the path trie.
 #[derive(Debug, Default)]
-struct Node {
+pub(super) struct Node {
     /// Child segments and their nodes.
-    children: Children,
+    pub(super) children: Children,
     /// The output column when a requested path ends here.
-    column: Option<usize>,
+    pub(super) column: Option<usize>,
 }
 
 /// A node's child segments, found by hash: most keys of an event lie on no requested path, and
 /// this rejects them with one hash and (mostly) one probe, without comparing strings.
 #[derive(Debug, Default)]
-struct Children {
+pub(super) struct Children {
     /// (segment, node index), in insertion order.
     entries: Vec<(Box<str>, usize)>,
     /// Bit `n` is set if a segment is `n` bytes long (63: or longer): a free first filter.
@@ -118,12 +130,12 @@ struct Children {
 }
 
 impl Children {
-    fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
     /// The node of segment `key`.
-    fn get(&self, key: &str) -> Option<usize> {
+    pub(super) fn get(&self, key: &str) -> Option<usize> {
         if self.lengths & length_bit(key) == 0 {
             return None;
         }
@@ -233,6 +245,9 @@ impl ProjectingDecoder {
             max_rows: max_rows.max(1),
             scratch: String::new(),
             slots: vec![Slot::Absent; path_cols],
+            touched: Vec::with_capacity(path_cols),
+            key: String::new(),
+            fast: true,
             keyword_buf: String::new(),
             // The path columns but time, and keywords.
             bytes_hint: vec![0; path_cols],
@@ -286,11 +301,12 @@ impl ProjectingDecoder {
         let rows = raw.len().max(self.max_rows);
         let mut time = TimestampMillisecondBuilder::with_capacity(rows).with_timezone("UTC");
         let string_cols = self.path_cols - 1 + usize::from(self.keywords);
-        let mut strings: Vec<StringBuilder> = self.bytes_hint[..string_cols]
+        let mut strings: Vec<LazyStrings> = self.bytes_hint[..string_cols]
             .iter()
-            .map(|&bytes| StringBuilder::with_capacity(rows, bytes + bytes / 8))
+            .map(|&bytes| LazyStrings::with_capacity(rows, bytes + bytes / 8))
             .collect();
         let mut dead = Vec::new();
+        let mut row = 0;
         for i in 0..raw.len() {
             let record = raw.record(i);
             let (ms, text) = match self.project(record) {
@@ -306,27 +322,25 @@ impl ProjectingDecoder {
                 }
             };
             time.append_value(ms);
-            for (col, builder) in strings[..self.path_cols - 1].iter_mut().enumerate() {
-                match self.slots[col + 1] {
-                    Slot::Value {
-                        kind: Kind::Null, ..
-                    }
-                    | Slot::Absent => builder.append_null(),
-                    Slot::Value { start, end, .. } => {
-                        builder.append_value(&self.scratch[start..end])
-                    }
+            for &col in &self.touched {
+                // Column 0 is the time; a JSON null is a null, like an absent value.
+                if let (1.., Slot::Value { start, end, kind }) = (col, self.slots[col])
+                    && kind != Kind::Null
+                {
+                    strings[col - 1].push(row, &self.scratch[start..end]);
                 }
             }
             if self.keywords {
                 self.keyword_buf.clear();
                 keywords(text, &mut self.keyword_buf);
-                strings[self.path_cols - 1].append_value(&self.keyword_buf);
+                strings[self.path_cols - 1].push(row, &self.keyword_buf);
             }
+            row += 1;
         }
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(strings.len() + 1);
         columns.push(Arc::new(time.finish()));
-        for (builder, hint) in strings.iter_mut().zip(&mut self.bytes_hint) {
-            let array = builder.finish();
+        for (column, hint) in strings.into_iter().zip(&mut self.bytes_hint) {
+            let array = column.finish(row);
             if !array.is_empty() {
                 // Scaled to a full batch, so a short batch does not shrink the next one's.
                 *hint = array.value_data().len() * rows / array.len();
@@ -338,9 +352,10 @@ impl ProjectingDecoder {
         Decoded { batch, dead }
     }
 
-    /// Walks one record, leaving its values in `scratch` / `slots`; returns its event time and
-    /// its text.
+    /// Walks one record, leaving its values in `scratch` / `slots` (the columns set listed in
+    /// `touched`); returns its event time and its text.
     fn project<'r>(&mut self, record: &'r [u8]) -> Result<(i64, &'r str), (FailureKind, String)> {
+        self.reset();
         if record.iter().all(u8::is_ascii_whitespace) {
             return Err((FailureKind::Empty, "empty record".into()));
         }
@@ -350,19 +365,46 @@ impl ProjectingDecoder {
                 format!("invalid UTF-8 at byte {}", e.valid_up_to()),
             )
         })?;
-        self.scratch.clear();
-        self.slots.fill(Slot::Absent);
-        let mut de = serde_json::Deserializer::from_str(text);
-        let walk = Walk {
+        let mut walk = Walk {
             nodes: &self.nodes,
             scratch: &mut self.scratch,
             slots: &mut self.slots,
+            touched: &mut self.touched,
         };
-        Root(walk)
-            .deserialize(&mut de)
-            .and_then(|()| de.end())
-            .map_err(|e| json_failure(text, &e))?;
+        let skimmed = self.fast
+            && skim::record(text, &self.nodes, &mut self.key, &mut |column, raw| {
+                walk.leaf(column, raw)
+            })
+            .is_ok();
+        if !skimmed {
+            // Malformed, or a form the fast walk leaves to serde_json: serde_json decides,
+            // and says what is wrong.
+            walk.reset();
+            let mut de = serde_json::Deserializer::from_str(text);
+            Root(walk)
+                .deserialize(&mut de)
+                .and_then(|()| de.end())
+                .map_err(|e| json_failure(text, &e))?;
+        }
         Ok((self.event_time()?, text))
+    }
+
+    /// Forgets the previous record's values.
+    fn reset(&mut self) {
+        Walk {
+            nodes: &self.nodes,
+            scratch: &mut self.scratch,
+            slots: &mut self.slots,
+            touched: &mut self.touched,
+        }
+        .reset();
+    }
+
+    /// Walks records with serde_json only (the reference for the fast walk).
+    #[cfg(test)]
+    fn serde_only(mut self) -> ProjectingDecoder {
+        self.fast = false;
+        self
     }
 
     /// The event time of the record just projected.
@@ -454,6 +496,7 @@ struct Walk<'t> {
     nodes: &'t [Node],
     scratch: &'t mut String,
     slots: &'t mut [Slot],
+    touched: &'t mut Vec<usize>,
 }
 
 impl Walk<'_> {
@@ -461,11 +504,81 @@ impl Walk<'_> {
     fn leaf(&mut self, column: usize, raw: &str) {
         let start = self.scratch.len();
         let kind = write_leaf(raw, self.scratch);
+        if let Slot::Absent = self.slots[column] {
+            self.touched.push(column);
+        }
         self.slots[column] = Slot::Value {
             start,
             end: self.scratch.len(),
             kind,
         };
+    }
+}
+
+impl Walk<'_> {
+    /// Forgets every value recorded.
+    fn reset(&mut self) {
+        for col in self.touched.drain(..) {
+            self.slots[col] = Slot::Absent;
+        }
+        self.scratch.clear();
+    }
+}
+
+/// One `Utf8` output column, written only on the rows that have a value. Most requested paths
+/// are absent from most events (a rule set reads the fields of many event types): an absent
+/// value costs nothing until the next value, or the batch's end, pads the offsets over it.
+struct LazyStrings {
+    offsets: Vec<i32>,
+    values: Vec<u8>,
+    /// Validity bits of the rows so far.
+    valid: Vec<u64>,
+    /// Rows with a value.
+    count: usize,
+}
+
+impl LazyStrings {
+    fn with_capacity(rows: usize, bytes: usize) -> LazyStrings {
+        let mut offsets = Vec::with_capacity(rows + 1);
+        offsets.push(0);
+        LazyStrings {
+            offsets,
+            values: Vec::with_capacity(bytes),
+            valid: vec![0; rows.div_ceil(64)],
+            count: 0,
+        }
+    }
+
+    /// Sets row `row` (after every row set so far) to `value`; the rows between are null.
+    fn push(&mut self, row: usize, value: &str) {
+        let end = self.end();
+        self.offsets.resize(row + 1, end);
+        self.values.extend_from_slice(value.as_bytes());
+        self.offsets.push(self.end());
+        let word = row / 64;
+        if word >= self.valid.len() {
+            self.valid.resize(word + 1, 0);
+        }
+        self.valid[word] |= 1 << (row % 64);
+        self.count += 1;
+    }
+
+    fn end(&self) -> i32 {
+        i32::try_from(self.values.len()).expect("a batch's column holds less than 2 GiB")
+    }
+
+    /// The column of `rows` rows.
+    fn finish(mut self, rows: usize) -> StringArray {
+        let end = self.end();
+        self.offsets.resize(rows + 1, end);
+        self.valid.resize(rows.div_ceil(64), 0);
+        let nulls = (self.count < rows)
+            .then(|| NullBuffer::new(BooleanBuffer::new(Buffer::from_vec(self.valid), 0, rows)));
+        StringArray::new(
+            OffsetBuffer::new(ScalarBuffer::from(self.offsets)),
+            Buffer::from_vec(self.values),
+            nulls,
+        )
     }
 }
 
@@ -689,7 +802,7 @@ impl<'de> Visitor<'de> for IsKey {
 
 /// Appends the contents of a JSON string (without its quotes; valid JSON) with escapes
 /// resolved. An unpaired surrogate becomes U+FFFD.
-fn unescape(s: &str, out: &mut String) {
+pub(super) fn unescape(s: &str, out: &mut String) {
     let b = s.as_bytes();
     // `run`: start of the text not yet copied; `from`: where to look for the next backslash.
     let (mut run, mut from) = (0, 0);
@@ -1433,6 +1546,100 @@ mod tests {
             let mut keywords = Vec::new();
             expected_keywords(&doc, &mut keywords);
             prop_assert_eq!(column(&out, KEYWORDS_COLUMN), vec![Some(keywords.join("\n"))]);
+        }
+    }
+
+    /// A JSON snippet to splice into a valid record: pieces of valid and invalid syntax.
+    fn snippet() -> impl Strategy<Value = &'static str> {
+        prop::sample::select(vec![
+            "{",
+            "}",
+            "[",
+            "]",
+            ",",
+            ":",
+            "\"",
+            "\\",
+            " ",
+            "\t",
+            "\u{1}",
+            "0",
+            "01",
+            "-",
+            "1e",
+            "1.",
+            ".5",
+            "-0.5e+3",
+            "tru",
+            "true",
+            "null",
+            "nul",
+            "\\u",
+            "\\ud800",
+            "\\udc00",
+            "\\ud800\\udc00",
+            "\\u00e9",
+            "\\u+abc",
+            "\\x",
+            "\"a\":",
+            "\u{e9}",
+        ])
+    }
+
+    proptest! {
+        #![proptest_config(crate::proptest_config(512))]
+
+        /// The fast walk decides exactly as serde_json's: same rows, same values, same dead
+        /// letters with the same reasons, on valid records and on records broken by a splice.
+        #[test]
+        fn fast_walk_agrees_with_serde_json(
+            members in prop::collection::vec(
+                (prop_oneof![Just("a"), Just("b"), Just("c d"), Just("\\")], arb_value()), 0..4),
+            splices in prop::collection::vec((any::<prop::sample::Index>(), snippet(), 0..3u8), 0..3),
+            pretty in any::<bool>(),
+        ) {
+            let mut doc = serde_json::Map::new();
+            doc.insert("t".into(), json!("2026-01-05T02:30:00Z"));
+            for (k, v) in members {
+                doc.insert(k.into(), v);
+            }
+            let doc = Value::Object(doc);
+            let mut text = if pretty {
+                serde_json::to_string_pretty(&doc).unwrap()
+            } else {
+                doc.to_string()
+            };
+            for (at, piece, how) in splices {
+                let mut at = at.index(text.len() + 1);
+                while !text.is_char_boundary(at) {
+                    at -= 1;
+                }
+                match how {
+                    0 => text.insert_str(at, piece),
+                    1 => {
+                        let mut end = (at + piece.len()).min(text.len());
+                        while !text.is_char_boundary(end) {
+                            end += 1;
+                        }
+                        text.replace_range(at..end, piece);
+                    }
+                    _ => {
+                        if at < text.len() {
+                            text.remove(at);
+                        }
+                    }
+                }
+            }
+            let paths = ["a", "b", "a.b", "a.#text", "b.a.c d", "c d.\\", "\\", "a.a.a"];
+            let fast = decoder(&paths, "t").decode(&raw(&[&text]));
+            let slow = decoder(&paths, "t").serde_only().decode(&raw(&[&text]));
+            let dead = |d: &Decoded| -> Vec<(FailureKind, String)> {
+                d.dead.iter().map(|d| (d.kind, d.reason.clone())).collect()
+            };
+            prop_assert_eq!(dead(&fast), dead(&slow), "{}", text);
+            for path in paths {
+                prop_assert_eq!(column(&fast, path), column(&slow, path), "{} in {}", path, text);
+            }
         }
     }
 

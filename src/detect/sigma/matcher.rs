@@ -9,13 +9,18 @@
 //! only `null` and `exists: false`; every other value is false on it, so a negation built on
 //! top (`neq`, `not`) is true on it.
 //!
-//! How the work is shared: every string literal of every pattern registered on the column goes
-//! into one Aho-Corasick automaton (identical literals once, ASCII-case-folded), run once per
-//! row with overlapping matches so that every occurrence of every literal is reported; each
-//! report is checked against the anchoring its users need (exact: the whole value; prefix:
-//! starts at 0; suffix: ends at the value's end; contains: anywhere). Patterns with an inner
-//! `*` or a `?` use their longest literal as a prefilter and are verified by a wildcard matcher
-//! only on rows where it occurred. Regexes are compiled once at build time.
+//! How the work is shared: every string literal of every pattern registered on the column is
+//! deduplicated (ASCII-case-folded) and goes where its anchoring says. Literals that must sit
+//! at the value's start (exact values, `startswith`) form one trie walked from the value's
+//! first byte, those at its end (`endswith`) one walked back from its last byte
+//! (`anchored.rs`): a walk stops where the value leaves the trie, usually within a few
+//! bytes, however many literals there are. Only `contains` literals and prefilters need a scan
+//! of the whole value: one Aho-Corasick automaton of their first `SCAN_PREFIX` bytes, run
+//! once per row with overlapping matches, and where such a start occurs a trie walk checks
+//! the rest of the longer literals. Patterns with an inner `*` or a `?` use their longest
+//! literal as a prefilter and are verified by a wildcard matcher only on rows where it
+//! occurred. Regexes are compiled once at build time. Only the non-null rows the caller
+//! selects are visited; `null`, `exists` and `*` are set from the null bitmap, word by word.
 //!
 //! Value kinds on a string column: patterns as above; numbers by the text the rule wrote
 //! (`EventID: 4688` matches "4688", `0x17` matches "0x17"); comparisons on the value parsed as
@@ -31,7 +36,8 @@
 //! days, ISO weeks, months or years in UTC, which a column matcher then matches the time
 //! modifiers' numbers and comparisons against.
 //!
-//! Guarantees: no allocation per row (scratch space is per batch; [`compare_columns`]
+//! Guarantees: no allocation per row (scratch space is per batch, every slot's bits in one
+//! buffer; [`compare_columns`]
 //! lower-cases the rare pairs outside ASCII); a value that cannot be evaluated on one column
 //! (`%placeholder%`s not yet expanded, `fieldref`: [`super::plan`] deals with both before
 //! registering values here) is an [`Unsupported`] error from the builder, never a silent
@@ -64,10 +70,18 @@ use datafusion::arrow::datatypes::{
     TimestampSecondType, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
 };
 
+use super::anchored::{AnchoredTrie, TrieBuilder};
 use super::value::{Cidr, CmpOp, Number, Part, Pattern, TimePart, Value};
 
 /// Beyond this many literals on one column, the automaton is an NFA (smaller, slower).
 const MAX_DFA_LITERALS: usize = 20_000;
+
+/// The automaton holds only the first this many bytes of a longer scanned literal; the rest
+/// is checked by a trie walk from where that start occurred. Thousands of long literals on one
+/// column (hash IOCs: `IMPHASH=` and 32 hex digits) would make a DFA of megabytes, whose every
+/// transition misses the cache; their starts make a small one. Tests cut at 2 bytes, so that
+/// their short literals go through both paths.
+const SCAN_PREFIX: usize = if cfg!(test) { 2 } else { 8 };
 
 /// A value the evaluator cannot match, found when building: the rule has to be left out (or
 /// the feature implemented), never run with a matcher that silently never fires.
@@ -351,7 +365,55 @@ impl ColumnMatcherBuilder {
     /// Compiles everything registered into the matcher. Fails only when the literals exceed
     /// the automaton's size limits (far beyond the whole SigmaHQ corpus on one column).
     pub fn build(self) -> Result<ColumnMatcher, Unsupported> {
-        let automaton = if self.literals.is_empty() {
+        // Anchored uses of a literal go to the tries, walked from the end they are anchored
+        // at; only `contains` and prefilters need the scan of the whole value.
+        let mut front = TrieBuilder::default();
+        let mut back = TrieBuilder::default();
+        let mut scanned: Vec<Box<str>> = Vec::new();
+        let mut scan_hooks: Vec<Vec<Hook>> = Vec::new();
+        for (literal, hooks) in self.literals.into_iter().zip(self.hooks) {
+            let (mut starts, mut ends, mut anywhere) = (Vec::new(), Vec::new(), Vec::new());
+            for h in hooks {
+                match h.anchor {
+                    Anchor::Exact | Anchor::Prefix => starts.push(h),
+                    Anchor::Suffix => ends.push(h),
+                    Anchor::Contains | Anchor::Prefilter(_) => anywhere.push(h),
+                }
+            }
+            if !starts.is_empty() {
+                front.insert(literal.bytes(), starts.into_iter());
+            }
+            if !ends.is_empty() {
+                back.insert(literal.bytes().rev(), ends.into_iter());
+            }
+            if !anywhere.is_empty() {
+                scanned.push(literal);
+                scan_hooks.push(anywhere);
+            }
+        }
+        // Scanned literals by their first `SCAN_PREFIX` bytes: the automaton's patterns.
+        let mut starts: Vec<Box<[u8]>> = Vec::new();
+        let mut start_ids: HashMap<Box<[u8]>, usize> = HashMap::new();
+        let mut groups: Vec<ScanGroup> = Vec::new();
+        let mut tails = TrieBuilder::default();
+        for (literal, hooks) in scanned.iter().zip(scan_hooks) {
+            let bytes = literal.as_bytes();
+            let cut = bytes.len().min(SCAN_PREFIX);
+            let id = *start_ids.entry(bytes[..cut].into()).or_insert_with(|| {
+                starts.push(bytes[..cut].into());
+                groups.push(ScanGroup::default());
+                groups.len() - 1
+            });
+            let group = &mut groups[id];
+            if cut == bytes.len() {
+                group.whole.extend(hooks);
+            } else {
+                let root = *group.tails.get_or_insert_with(|| tails.add_root());
+                tails.insert_from(root, bytes[cut..].iter().copied(), hooks.into_iter());
+            }
+        }
+        let tails = (!tails.is_empty()).then(|| tails.build());
+        let automaton = if starts.is_empty() {
             None
         } else {
             let ac = AhoCorasick::builder()
@@ -362,14 +424,11 @@ impl ColumnMatcherBuilder {
                 // hundred patterns, which costs several times more per byte on the overlapping
                 // search every row goes through; a column's literals (a few thousand for the
                 // whole SigmaHQ corpus on `CommandLine`) make a DFA of a few megabytes.
-                .kind((self.literals.len() <= MAX_DFA_LITERALS).then_some(AhoCorasickKind::DFA))
-                .build(self.literals.iter().map(|l| l.as_bytes()))
+                .kind((starts.len() <= MAX_DFA_LITERALS).then_some(AhoCorasickKind::DFA))
+                .build(&starts)
                 .map_err(|e| Unsupported {
                     feature: "literal count",
-                    message: format!(
-                        "{} distinct literals on one column: {e}",
-                        self.literals.len()
-                    ),
+                    message: format!("{} distinct literals on one column: {e}", scanned.len()),
                 })?;
             Some(ac)
         };
@@ -382,8 +441,11 @@ impl ColumnMatcherBuilder {
             || !self.cidrs.is_empty();
         Ok(ColumnMatcher {
             slots: self.slots,
+            front: (!front.is_empty()).then(|| front.build()),
+            back: (!back.is_empty()).then(|| back.build()),
             automaton,
-            hooks: self.hooks,
+            groups,
+            tails,
             complex: self.complex,
             unfiltered: self.unfiltered,
             empty: self.empty,
@@ -512,8 +574,16 @@ const MAX_REGEX_LITERALS: usize = 64;
 #[derive(Debug)]
 pub struct ColumnMatcher {
     slots: usize,
+    /// Exact and prefix literals, walked from a value's start.
+    front: Option<AnchoredTrie<Hook>>,
+    /// Suffix literals, reversed, walked from a value's end.
+    back: Option<AnchoredTrie<Hook>>,
+    /// The starts of the `contains` and prefilter literals, scanned over the whole value.
     automaton: Option<AhoCorasick>,
-    hooks: Vec<Vec<Hook>>,
+    /// Per automaton pattern, the literals it starts.
+    groups: Vec<ScanGroup>,
+    /// The rest of the literals longer than [`SCAN_PREFIX`], from each group's own root.
+    tails: Option<AnchoredTrie<Hook>>,
     complex: Vec<Complex>,
     unfiltered: Vec<Verify>,
     empty: Vec<usize>,
@@ -529,6 +599,15 @@ pub struct ColumnMatcher {
     /// tests; false when no pattern, regex or network is registered (e.g. only `EventID:
     /// 4688`), which spares a formatting and a scan per row.
     scalars_as_text: bool,
+}
+
+/// The scanned literals that start with one automaton pattern.
+#[derive(Debug, Default)]
+struct ScanGroup {
+    /// The users of the literal that is the pattern itself.
+    whole: Vec<Hook>,
+    /// The root, in the matcher's `tails` trie, of the longer literals' remainders.
+    tails: Option<usize>,
 }
 
 /// A non-null value of a numeric or boolean column.
@@ -576,10 +655,14 @@ impl TextBuf {
     }
 }
 
-/// Per-batch bits and scratch: one word vector per slot, and the verifications already
-/// queued for the current row.
+/// Per-batch bits and scratch: every slot's words in one vector (one allocation per column
+/// and batch, whatever the number of slots), and the verifications already queued for the
+/// current row.
 struct Out {
-    bits: Vec<Vec<u64>>,
+    /// Words per slot.
+    words: usize,
+    /// Slot `s` is `bits[s * words..(s + 1) * words]`.
+    bits: Vec<u64>,
     /// Row + 1 at which each complex pattern, then each regex, was last queued (0 = never).
     queued_at: Vec<usize>,
     queue: Vec<Verify>,
@@ -588,7 +671,19 @@ struct Out {
 impl Out {
     #[inline]
     fn set(&mut self, slot: usize, row: usize) {
-        self.bits[slot][row >> 6] |= 1 << (row & 63);
+        self.bits[slot * self.words + (row >> 6)] |= 1 << (row & 63);
+    }
+
+    /// ORs `rows` into slot `slot`.
+    fn or(&mut self, slot: usize, rows: &BooleanBuffer) {
+        let at = slot * self.words;
+        let chunks = rows.bit_chunks();
+        for (w, chunk) in self.bits[at..at + self.words]
+            .iter_mut()
+            .zip(chunks.iter_padded())
+        {
+            *w |= chunk;
+        }
     }
 }
 
@@ -600,15 +695,27 @@ impl ColumnMatcher {
 
     #[cfg(test)]
     pub(super) fn describe(&self) -> String {
+        let hooks = |t: &Option<AnchoredTrie<Hook>>| t.as_ref().map_or(0, AnchoredTrie::nodes);
         format!(
-            "{} slots, {} literals, {} hooks, {} complex, {} regexes, {} checks run on every row",
+            "{} slots, {} prefix/exact trie nodes, {} suffix trie nodes, {} scanned literals, \
+             {} scan hooks, {} complex, {} regexes, {} checks run on every row",
             self.slots,
+            hooks(&self.front),
+            hooks(&self.back),
             self.automaton.as_ref().map_or(0, |a| a.patterns_len()),
-            self.hooks.iter().map(Vec::len).sum::<usize>(),
+            self.groups.iter().map(|g| g.whole.len()).sum::<usize>() + hooks(&self.tails),
             self.complex.len(),
             self.regexes.len(),
             self.unfiltered.len()
         )
+    }
+
+    /// How many scanned literals (`contains`, prefilters) the matcher holds, counted by their
+    /// users: those the automaton holds whole and those whose tails are in the trie.
+    #[cfg(test)]
+    pub(super) fn scanned_hooks(&self) -> usize {
+        self.groups.iter().map(|g| g.whole.len()).sum::<usize>()
+            + self.tails.as_ref().map_or(0, AnchoredTrie::payloads)
     }
 
     /// Whether [`ColumnMatcher::evaluate`] reads arrays of this type.
@@ -637,10 +744,12 @@ impl ColumnMatcher {
     /// `exists: false` hold.
     pub fn evaluate_absent(&self, len: usize) -> Vec<BooleanBuffer> {
         let mut out = self.out(len);
-        for row in 0..len {
-            self.null_row(row, &mut out);
-        }
-        finish(out, len)
+        self.presence(
+            &BooleanBuffer::new_unset(len),
+            &BooleanBuffer::new_set(len),
+            &mut out,
+        );
+        self.finish(out, len)
     }
 
     /// One pass over `array`: bit `i` of slot `s` is set when row `i` matches a value
@@ -651,36 +760,45 @@ impl ColumnMatcher {
 
     /// [`ColumnMatcher::evaluate`] on the rows set in `mask` only: the others are false in
     /// every slot (the caller ANDs them away), and cost nothing.
+    ///
+    /// Only the non-null selected rows are visited, one by one (a column that the batch's
+    /// events do not have costs no per-row work); what depends only on whether a row is null
+    /// (`null`, `exists`, `*`) is set word by word from the null bitmap.
     pub fn evaluate_masked(
         &self,
         array: &dyn Array,
         mask: Option<&BooleanBuffer>,
     ) -> Result<Vec<BooleanBuffer>, EvalError> {
+        if !ColumnMatcher::supports(array.data_type()) {
+            return Err(EvalError {
+                data_type: array.data_type().clone(),
+                reads: READS_VALUES,
+            });
+        }
         let len = array.len();
         let mut out = self.out(len);
-        let skip = |row: usize| mask.is_some_and(|m| !m.value(row));
+        let valid = match array.logical_nulls() {
+            Some(nulls) => nulls.inner().clone(),
+            None => BooleanBuffer::new_set(len),
+        };
+        let (present, absent) = match mask {
+            Some(m) => (&valid & m, &!&valid & m),
+            None => (valid.clone(), !&valid),
+        };
+        self.presence(&present, &absent, &mut out);
         macro_rules! strings {
             ($a:expr) => {{
                 let a = $a;
-                for row in (0..len).filter(|&r| !skip(r)) {
-                    if a.is_null(row) {
-                        self.null_row(row, &mut out);
-                    } else {
-                        self.present_row(row, &mut out);
-                        self.text_row(row, a.value(row), &mut out);
-                    }
+                for row in present.set_indices() {
+                    self.text_row(row, a.value(row), &mut out);
                 }
             }};
         }
         macro_rules! numbers {
             ($t:ty, $wrap:expr) => {{
                 let a = array.as_primitive::<$t>();
-                for row in (0..len).filter(|&r| !skip(r)) {
-                    if a.is_null(row) {
-                        self.null_row(row, &mut out);
-                    } else {
-                        self.scalar_row(row, $wrap(a.value(row)), &mut out);
-                    }
+                for row in present.set_indices() {
+                    self.scalar_row(row, $wrap(a.value(row)), &mut out);
                 }
             }};
         }
@@ -690,12 +808,8 @@ impl ColumnMatcher {
             DataType::Utf8View => strings!(array.as_string_view()),
             DataType::Boolean => {
                 let a = array.as_boolean();
-                for row in (0..len).filter(|&r| !skip(r)) {
-                    if a.is_null(row) {
-                        self.null_row(row, &mut out);
-                    } else {
-                        self.scalar_row(row, Scalar::Bool(a.value(row)), &mut out);
-                    }
+                for row in present.set_indices() {
+                    self.scalar_row(row, Scalar::Bool(a.value(row)), &mut out);
                 }
             }
             DataType::Int8 => numbers!(Int8Type, |v| Scalar::Int(i64::from(v))),
@@ -708,50 +822,47 @@ impl ColumnMatcher {
             DataType::UInt64 => numbers!(UInt64Type, Scalar::UInt),
             DataType::Float32 => numbers!(Float32Type, |v| Scalar::Float(f64::from(v))),
             DataType::Float64 => numbers!(Float64Type, Scalar::Float),
-            other => {
-                return Err(EvalError {
-                    data_type: other.clone(),
-                    reads: READS_VALUES,
-                });
-            }
+            _ => unreachable!("checked by supports"),
         }
-        Ok(finish(out, len))
+        Ok(self.finish(out, len))
     }
 
     fn out(&self, len: usize) -> Out {
+        let words = len.div_ceil(64);
         Out {
-            bits: vec![vec![0u64; len.div_ceil(64)]; self.slots],
+            words,
+            bits: vec![0u64; words * self.slots],
             queued_at: vec![0; self.complex.len() + self.regexes.len()],
             queue: Vec::with_capacity(self.complex.len() + self.regexes.len()),
         }
     }
 
-    fn null_row(&self, row: usize, out: &mut Out) {
+    /// The slots decided by presence alone: `null` and `exists: false` on the `absent` rows,
+    /// `exists: true` and `*` on the `present` ones.
+    fn presence(&self, present: &BooleanBuffer, absent: &BooleanBuffer, out: &mut Out) {
         for &s in &self.nulls {
-            out.set(s, row);
+            out.or(s, absent);
         }
         for &(s, e) in &self.exists {
-            if !e {
-                out.set(s, row);
-            }
+            out.or(s, if e { present } else { absent });
+        }
+        for &s in &self.any {
+            out.or(s, present);
         }
     }
 
-    fn present_row(&self, row: usize, out: &mut Out) {
-        for &(s, e) in &self.exists {
-            if e {
-                out.set(s, row);
-            }
-        }
-        for &s in &self.any {
-            out.set(s, row);
-        }
+    /// Every slot's bitmap, each a slice of the one buffer.
+    fn finish(&self, out: Out, len: usize) -> Vec<BooleanBuffer> {
+        let bytes = out.words * 8;
+        let buffer = Buffer::from_vec(out.bits);
+        (0..self.slots)
+            .map(|s| BooleanBuffer::new(buffer.slice_with_length(s * bytes, bytes), 0, len))
+            .collect()
     }
 
     /// A numeric or boolean value: compared as such, and, for the string patterns, as its
     /// text (formatted on the stack: a rule's `'4688'` matches an integer column's 4688).
     fn scalar_row(&self, row: usize, v: Scalar, out: &mut Out) {
-        self.present_row(row, out);
         if let Scalar::Bool(b) = v {
             for &(s, want) in &self.bools {
                 if b == want {
@@ -800,43 +911,70 @@ impl ColumnMatcher {
         }
     }
 
-    /// Patterns (through the automaton), regexes and networks on a value's text.
+    /// Patterns (anchored ones by the tries, the others through the automaton), regexes and
+    /// networks on a value's text.
     fn string_tests(&self, row: usize, text: &str, out: &mut Out) {
-        if text.is_empty() {
+        let hay = text.as_bytes();
+        if hay.is_empty() {
             for &s in &self.empty {
                 out.set(s, row);
             }
         }
-        if let Some(ac) = &self.automaton {
-            let hay = text.as_bytes();
-            for m in ac.find_overlapping_iter(hay) {
-                let (start, end) = (m.start(), m.end());
-                for hook in &self.hooks[m.pattern().as_usize()] {
-                    let anchored = match hook.anchor {
-                        Anchor::Exact => start == 0 && end == hay.len(),
-                        Anchor::Prefix => start == 0,
-                        Anchor::Suffix => end == hay.len(),
-                        Anchor::Contains => true,
-                        Anchor::Prefilter(v) => {
-                            let n = match v {
-                                Verify::Glob(n) => n,
-                                Verify::Regex(n) => self.complex.len() + n,
-                            };
-                            if out.queued_at[n] != row + 1 {
-                                out.queued_at[n] = row + 1;
-                                out.queue.push(v);
-                            }
-                            continue;
-                        }
-                    };
-                    if anchored
-                        && hook
-                            .cased
-                            .as_deref()
-                            .is_none_or(|c| &hay[start..end] == c.as_bytes())
-                    {
+        // A cased literal shares the folded trie or automaton, and is compared with the text
+        // it matched (a compare of the literal's length, only where it occurred).
+        let cased_ok = |hook: &Hook, start: usize, end: usize| {
+            hook.cased
+                .as_deref()
+                .is_none_or(|c| &hay[start..end] == c.as_bytes())
+        };
+        if let Some(front) = &self.front {
+            front.walk(hay.iter().copied(), |depth, hooks| {
+                for hook in hooks {
+                    let anchored = hook.anchor == Anchor::Prefix || depth == hay.len();
+                    if anchored && cased_ok(hook, 0, depth) {
                         out.set(hook.slot, row);
                     }
+                }
+            });
+        }
+        if let Some(back) = &self.back {
+            back.walk(hay.iter().rev().copied(), |depth, hooks| {
+                for hook in hooks {
+                    if cased_ok(hook, hay.len() - depth, hay.len()) {
+                        out.set(hook.slot, row);
+                    }
+                }
+            });
+        }
+        if let Some(ac) = &self.automaton {
+            // Every occurrence of a literal begins with an occurrence of its start: the
+            // literal is there when the tail walk from that start's end reaches its node.
+            let found = |hook: &Hook, start: usize, end: usize, out: &mut Out| {
+                if let Anchor::Prefilter(v) = hook.anchor {
+                    let n = match v {
+                        Verify::Glob(n) => n,
+                        Verify::Regex(n) => self.complex.len() + n,
+                    };
+                    if out.queued_at[n] != row + 1 {
+                        out.queued_at[n] = row + 1;
+                        out.queue.push(v);
+                    }
+                } else if cased_ok(hook, start, end) {
+                    out.set(hook.slot, row);
+                }
+            };
+            for m in ac.find_overlapping_iter(hay) {
+                let (start, end) = (m.start(), m.end());
+                let group = &self.groups[m.pattern().as_usize()];
+                for hook in &group.whole {
+                    found(hook, start, end, out);
+                }
+                if let (Some(root), Some(tails)) = (group.tails, &self.tails) {
+                    tails.walk_from(root, hay[end..].iter().copied(), |depth, hooks| {
+                        for hook in hooks {
+                            found(hook, start, end + depth, out);
+                        }
+                    });
                 }
             }
         }
@@ -867,13 +1005,6 @@ impl ColumnMatcher {
             }
         }
     }
-}
-
-fn finish(out: Out, len: usize) -> Vec<BooleanBuffer> {
-    out.bits
-        .into_iter()
-        .map(|words| BooleanBuffer::new(Buffer::from_vec(words), 0, len))
-        .collect()
 }
 
 /// Row by row, whether `left` and `right` hold the same value: a `fieldref` match. Strings

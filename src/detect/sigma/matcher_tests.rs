@@ -453,13 +453,45 @@ fn regexes_with_required_literals_run_only_where_those_occur() {
 }
 
 #[test]
+fn long_contains_literals_sharing_their_start_are_told_apart() {
+    // The automaton holds the literals' first bytes (shared by all three); the tails decide,
+    // wherever the start occurs, also where it occurs twice and only the second one continues.
+    let rows = [
+        Some("SHA1=00,IMPHASH=AAAA1111,MD5=FF"),
+        Some("imphash=aaaa2222"),
+        Some("IMPHASH=AAAA11IMPHASH=AAAA3333"),
+        Some("IMPHASH=AAAA111"),
+        Some("IMPHASH=AAAA11112"),
+        None,
+    ];
+    let got = hits(
+        &[
+            ("Hashes|contains", "'IMPHASH=AAAA1111'"),
+            ("Hashes|contains", "'IMPHASH=AAAA2222'"),
+            ("Hashes|contains|cased", "'IMPHASH=AAAA3333'"),
+            ("Hashes|contains", "'IMPHASH='"),
+        ],
+        &strings(&rows),
+    );
+    assert_eq!(
+        got,
+        [
+            vec![T, F, F, F, T, F],
+            vec![F, T, F, F, F, F],
+            vec![F, F, T, F, F, F],
+            vec![T, T, T, T, T, F],
+        ]
+    );
+}
+
+#[test]
 fn regex_literals_multiplied_by_classes_are_cut_to_a_few_prefixes() {
     let m = build(&[("F|re", "'https?://0[0-9]{3,11}'"), ("F|re", "'\\s-c\\s'")]);
     // `http://0` and `https://0` followed by digits make hundreds of prefixes, cut back to
     // eleven (`http://00`..`http://09`, `https://0`); `\s` starts and ends with any of many
     // spaces: no prefilter.
     assert_eq!(m.unfiltered, [Verify::Regex(1)]);
-    assert_eq!(m.automaton.as_ref().map(|a| a.patterns_len()), Some(11));
+    assert_eq!(m.scanned_hooks(), 11);
     let rows = strings(&[
         Some("get http://01234/x"),
         Some("https://0x"),

@@ -33,6 +33,7 @@
 //! values with more than four dashes (too many variants), and `utf16` variants that are not
 //! text unless base64-encoded afterwards.
 
+mod anchored;
 pub mod condition;
 pub mod correlate;
 pub mod correlation;
