@@ -3,10 +3,11 @@
 //! stable across restarts); a series whose metric the rule no longer reads is dropped on
 //! restore.
 
-use super::model::{Ewma, Multivariate};
+use super::model::{Ewma, FanOut, Multivariate};
 use super::{Entity, Series};
 
-const VERSION: u8 = 1;
+/// 2 added the fan-out section; version 1 states (none) still decode.
+const VERSION: u8 = 2;
 
 struct Writer(Vec<u8>);
 
@@ -120,6 +121,21 @@ pub(super) fn encode<'a>(e: &Entity, name: impl Fn(u16) -> &'a str) -> Vec<u8> {
         w.u64(h);
         w.i64(t);
     }
+    match &e.fan {
+        None => w.u8(0),
+        Some(f) => {
+            w.u8(1 | (u8::from(f.alerted) << 1));
+            w.i64(f.window_ms);
+            w.i64(f.first_ms);
+            w.u32(f.stats.n);
+            w.f64(f.stats.mean);
+            w.f64(f.stats.var);
+            w.u32(f.distinct.len() as u32);
+            for &h in &f.distinct {
+                w.u64(h);
+            }
+        }
+    }
     w.0
 }
 
@@ -131,7 +147,7 @@ pub(super) fn decode(
 ) -> Result<Entity, String> {
     let mut r = Reader(bytes);
     let version = r.u8()?;
-    if version != VERSION {
+    if version != VERSION && version != 1 {
         return Err(format!("unknown state version {version}"));
     }
     let mut e = Entity {
@@ -199,6 +215,39 @@ pub(super) fn decode(
     let terms = r.u32()?;
     for _ in 0..terms {
         e.terms.push((r.u64()?, r.i64()?));
+    }
+    if version >= 2 {
+        let flags = r.u8()?;
+        if flags & 1 != 0 {
+            let window_ms = r.i64()?;
+            let first_ms = r.i64()?;
+            let stats = Ewma {
+                n: r.u32()?,
+                mean: r.f64()?,
+                var: r.f64()?,
+            };
+            let n = r.u32()? as usize;
+            if n > 65_536 {
+                return Err(format!(
+                    "{n} distinct values in a fan-out state (at most 65536)"
+                ));
+            }
+            let mut distinct = Vec::with_capacity(n);
+            for _ in 0..n {
+                distinct.push(r.u64()?);
+            }
+            if !distinct.is_sorted() {
+                // insert() relies on binary search.
+                return Err("fan-out values out of order".into());
+            }
+            e.fan = Some(Box::new(FanOut {
+                window_ms,
+                distinct,
+                stats,
+                alerted: flags & 2 != 0,
+                first_ms,
+            }));
+        }
     }
     if !r.0.is_empty() {
         return Err("trailing bytes after the state".into());

@@ -14,8 +14,10 @@
 //!
 //! Models ([`model`]): univariate (EWMA z-score with warm-up, physical limits, rate of
 //! change, flatline, missing heartbeat), multivariate (smoothed Mahalanobis distance with a
-//! drift prior and a hysteresis alarm, features ranked by their share of the distance) and
-//! new terms (first-seen values per entity, or hours of the day with `field: "@hour"`).
+//! drift prior and a hysteresis alarm, features ranked by their share of the distance),
+//! new terms (first-seen values per entity, or hours of the day with `field: "@hour"`) and
+//! fan-out (distinct values of a column per entity and window against that entity's own
+//! baseline of the count).
 
 mod codec;
 pub mod model;
@@ -30,8 +32,8 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Float64Type};
 use serde_json::value::RawValue;
 
-use self::model::{Ewma, Multivariate};
-use self::rule::{BaselineRule, Model, NewTermsSpec, UnivariateSpec};
+use self::model::{Ewma, FanOut, Multivariate};
+use self::rule::{BaselineRule, FanOutSpec, Model, NewTermsSpec, UnivariateSpec};
 use super::{
     DetectError, Detector, EvalContext, RuleError, RuleMeta, StateCounters, StateEntry,
     timestamp_millis,
@@ -98,6 +100,8 @@ struct Entity {
     mv: Option<Box<Multivariate>>,
     /// New terms: hash of each term and when it was last seen.
     terms: Vec<(u64, i64)>,
+    /// Fan-out: this window's distinct values and the baseline of their count.
+    fan: Option<Box<FanOut>>,
 }
 
 /// The state of one rule.
@@ -181,6 +185,10 @@ impl BaselineDetector {
                 Model::NewTerms(n) if n.field != "@hour" => {
                     columns.push(("field", n.field.clone()));
                     Some(n.field.clone())
+                }
+                Model::FanOut(f) => {
+                    columns.push(("field", f.field.clone()));
+                    Some(f.field.clone())
                 }
                 _ => None,
             };
@@ -275,6 +283,9 @@ impl BaselineDetector {
                 + entity.len()
                 + e.series.capacity() * std::mem::size_of::<Series>()
                 + e.terms.capacity() * 16
+                + e.fan.as_ref().map_or(0, |f| {
+                    std::mem::size_of::<FanOut>() + 8 * f.distinct.capacity()
+                })
                 + mv,
         )
     }
@@ -319,6 +330,7 @@ fn read_columns(c: &Compiled, batch: &RecordBatch) -> Result<Columns, String> {
     };
     let term = match &rule.model {
         Model::NewTerms(n) if n.field != "@hour" => Some(column(batch, &n.field, &DataType::Utf8)?),
+        Model::FanOut(f) => Some(column(batch, &f.field, &DataType::Utf8)?),
         _ => None,
     };
     Ok(Columns {
@@ -861,6 +873,75 @@ fn new_terms(
     }
 }
 
+fn fan_out(
+    c: &mut Compiled,
+    meta: &RuleMeta,
+    spec: &FanOutSpec,
+    cols: &Columns,
+    ctx: &EvalContext,
+    evicted: &mut u64,
+    out: &mut Vec<Alert>,
+) {
+    let entities = cols.entity.as_string::<i32>();
+    let Some(terms) = cols.term.as_ref().map(|t| t.as_string::<i32>()) else {
+        return;
+    };
+    for row in 0..entities.len() {
+        if entities.is_null(row) || terms.is_null(row) {
+            continue;
+        }
+        let t = cols.time[row].unwrap_or(ctx.now_ms);
+        let start = t - t.rem_euclid(spec.window_ms);
+        let name = entities.value(row);
+        let e = c.state.entity(name, t, ctx.partition, &c.rule, evicted);
+        e.last_ms = e.last_ms.max(t);
+        let f = e.fan.get_or_insert_with(|| {
+            Box::new(FanOut {
+                window_ms: start,
+                first_ms: start,
+                ..FanOut::default()
+            })
+        });
+        // A later window closes the current one. A late row (an earlier window) is counted in
+        // the current window: reopening closed windows would need their sets kept.
+        if start > f.window_ms {
+            f.roll(start, spec.alpha, spec.z, spec.min_std);
+        }
+        if !f.insert(term_hash(terms.value(row)), spec.max_distinct) || f.alerted {
+            continue;
+        }
+        // Scored as the count grows, so a scan alerts while it runs, not when its window ends.
+        let count = f.distinct.len() as f64;
+        let base = f.stats;
+        if base.n < spec.warmup || count < f64::from(spec.min_count) {
+            continue;
+        }
+        let z = base.z(count, spec.min_std);
+        if z <= spec.z || count < spec.ratio * base.mean {
+            continue;
+        }
+        f.alerted = true;
+        let std = base.var.sqrt().max(spec.min_std);
+        let evidence = serde_json::json!({
+            "check": "fan_out",
+            "field": spec.field,
+            "value": count,
+            "saturated": f.distinct.len() >= spec.max_distinct,
+            "score": round(z),
+            "threshold": spec.z,
+            "expected": [round((base.mean - spec.z * std).max(0.0)), round(base.mean + spec.z * std)],
+            "baseline_mean": round(base.mean),
+            "window_start": format_time_ms(f.window_ms),
+            "window_s": spec.window_ms / 1000,
+            "attribution": [{"feature": spec.field, "share": 1.0}],
+            "baseline_age_s": (t - f.first_ms) / 1000,
+            "baseline_windows": base.n,
+        });
+        let name = name.to_string();
+        out.push(alert(c, meta, ctx, &name, t, evidence));
+    }
+}
+
 impl Detector for BaselineDetector {
     fn name(&self) -> &str {
         "baseline"
@@ -910,6 +991,7 @@ impl Detector for BaselineDetector {
                     out,
                 ),
                 Model::NewTerms(spec) => new_terms(c, meta, &spec, &cols, ctx, evicted, out),
+                Model::FanOut(spec) => fan_out(c, meta, &spec, &cols, ctx, evicted, out),
             }
             let now = cols
                 .time

@@ -21,6 +21,9 @@ pub enum Model {
     Multivariate(MultivariateSpec),
     /// Per entity: a value of `field` not seen for that entity within the history window.
     NewTerms(NewTermsSpec),
+    /// Per entity: distinct values of `field` per window against the entity's own baseline
+    /// of that count.
+    FanOut(FanOutSpec),
 }
 
 /// The checks of a univariate rule; each is off unless its parameter is given.
@@ -70,6 +73,30 @@ pub struct NewTermsSpec {
     pub warmup_ms: i64,
     /// Terms remembered per entity; the least recently seen is forgotten beyond it.
     pub max_terms: usize,
+}
+
+/// A fan-out rule's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FanOutSpec {
+    /// The column whose distinct values are counted (a destination, a port, an asset).
+    pub field: String,
+    /// Tumbling window length (ms), aligned to the epoch.
+    pub window_ms: i64,
+    /// Active windows learnt before alerting.
+    pub warmup: u32,
+    /// Weight of each window's count in the baseline after warm-up.
+    pub alpha: f64,
+    /// Alert when the window's count is this many standard deviations above the baseline.
+    pub z: f64,
+    /// ... and at least this multiple of the baseline mean (a steady entity has a tiny
+    /// deviation, and z alone would flag one extra destination).
+    pub ratio: f64,
+    /// ... and at least this many distinct values.
+    pub min_count: u32,
+    /// Floor of the standard deviation used for z.
+    pub min_std: f64,
+    /// Distinct values held per entity and window; the count saturates there.
+    pub max_distinct: usize,
 }
 
 /// A baseline rule file, validated.
@@ -165,6 +192,17 @@ const MULTIVARIATE_KEYS: &[&str] = &[
     "drift",
 ];
 const NEW_TERMS_KEYS: &[&str] = &["field", "history_s", "warmup_s", "max_terms"];
+const FAN_OUT_KEYS: &[&str] = &[
+    "field",
+    "window_s",
+    "warmup",
+    "alpha",
+    "z",
+    "ratio",
+    "min_count",
+    "min_std",
+    "max_distinct",
+];
 
 /// Parses one rule file's text.
 pub fn parse(file: &Path, text: &str) -> Result<BaselineRule, Vec<RuleError>> {
@@ -201,7 +239,7 @@ pub fn parse(file: &Path, text: &str) -> Result<BaselineRule, Vec<RuleError>> {
         None => {
             p.err(
                 root,
-                "missing `model`: one of univariate, multivariate, new_terms",
+                "missing `model`: one of univariate, multivariate, new_terms, fan_out",
             );
             None
         }
@@ -210,11 +248,15 @@ pub fn parse(file: &Path, text: &str) -> Result<BaselineRule, Vec<RuleError>> {
         Some("univariate") => UNIVARIATE_KEYS,
         Some("multivariate") => MULTIVARIATE_KEYS,
         Some("new_terms") => NEW_TERMS_KEYS,
+        Some("fan_out") => FAN_OUT_KEYS,
         Some(other) => {
             let n = root.get("model").expect("read above");
             p.err(
                 n,
-                format!("unknown model `{other}`; expected univariate, multivariate or new_terms"),
+                format!(
+                    "unknown model `{other}`; expected univariate, multivariate, new_terms or \
+                     fan_out"
+                ),
             );
             &[]
         }
@@ -399,6 +441,40 @@ pub fn parse(file: &Path, text: &str) -> Result<BaselineRule, Vec<RuleError>> {
                 max_terms: p.number(root, "max_terms", 1.0, 256.0) as usize,
             })
         }
+        Some("fan_out") => {
+            let field = p.required_string(root, "field");
+            let spec = FanOutSpec {
+                field,
+                window_ms: p.secs(root, "window_s", 1.0, 300.0),
+                warmup: p.number(root, "warmup", 2.0, 12.0) as u32,
+                alpha: p.number(root, "alpha", 0.0, 0.05),
+                z: p.number(root, "z", 0.0, 4.0),
+                ratio: p.number(root, "ratio", 0.0, 2.0),
+                min_count: p.number(root, "min_count", 1.0, 10.0) as u32,
+                min_std: p.number(root, "min_std", 0.0, 1.0),
+                max_distinct: p.number(root, "max_distinct", 1.0, 4096.0) as usize,
+            };
+            if spec.alpha > 1.0 {
+                p.err(
+                    root.get("alpha").unwrap_or(root),
+                    "`alpha` is a weight in [0, 1]",
+                );
+            }
+            if spec.max_distinct > 65_536 {
+                p.err(
+                    root.get("max_distinct").unwrap_or(root),
+                    "`max_distinct` is at most 65536 (state per entity is bounded by it)",
+                );
+            }
+            if spec.window_ms >= ttl_ms {
+                p.err(
+                    root.get("window_s").unwrap_or(root),
+                    "window_s must be shorter than ttl_s, or an entity is forgotten between \
+                     windows and never leaves warm-up",
+                );
+            }
+            Model::FanOut(spec)
+        }
         _ => Model::NewTerms(NewTermsSpec {
             field: String::new(),
             history_ms: 0,
@@ -572,9 +648,31 @@ mod tests {
             errors("id: a\nstream: s\nmodel: seasonal\n"),
             vec![
                 "r.baseline.yml:3:8: unknown model `seasonal`; expected univariate, \
-                 multivariate or new_terms"
+                 multivariate, new_terms or fan_out"
                     .to_string()
             ]
+        );
+        assert_eq!(
+            errors("id: a\nstream: s\nmodel: fan_out\nfield: dst_ip\nwindows: 60\n"),
+            vec![
+                "r.baseline.yml:5:1: unknown key `windows` for a fan_out rule; expected one of \
+                 alpha, description, entity, field, id, max_distinct, max_entities, min_count, \
+                 min_std, model, ratio, realert_s, severity, stream, tags, title, ttl_s, \
+                 warmup, window_s, z"
+                    .to_string()
+            ]
+        );
+        assert_eq!(
+            errors("id: a\nstream: s\nmodel: fan_out\nfield: dst_ip\nttl_s: 60\nwindow_s: 60\n"),
+            vec![
+                "r.baseline.yml:6:11: window_s must be shorter than ttl_s, or an entity is \
+                 forgotten between windows and never leaves warm-up"
+                    .to_string()
+            ]
+        );
+        assert_eq!(
+            errors("id: a\nstream: s\nmodel: fan_out\n"),
+            vec!["r.baseline.yml:1:1: missing `field`".to_string()]
         );
     }
 }

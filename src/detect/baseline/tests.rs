@@ -243,6 +243,7 @@ fn multivariate_state_round_trips_through_the_codec() {
         series: Vec::new(),
         mv: Some(Box::new(m)),
         terms: vec![(42, 7)],
+        fan: None,
     };
     let bytes = codec::encode(&e, |_| "");
     let mut back = codec::decode(&bytes, |_| None).unwrap();
@@ -427,4 +428,176 @@ fn seasonal_profile_learns_a_daily_rhythm() {
     assert_eq!(seasonal[0].event_time, format_time_ms(T0 + anomaly * 1000));
     let ev: serde_json::Value = serde_json::from_str(seasonal[0].evidence[0].get()).unwrap();
     assert_eq!(ev["season"], 12);
+}
+
+const NETFLOW: usize = 0;
+
+/// Rows of the built-in `netflow` stream: (seconds from T0, src_ip, dst_ip).
+fn netflow(rows: &[(i64, String, String)]) -> RecordBatch {
+    let schema = Schema::new(vec![
+        Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, None), true),
+        Field::new("src_ip", DataType::Utf8, true),
+        Field::new("dst_ip", DataType::Utf8, true),
+    ]);
+    RecordBatch::try_new(
+        Arc::new(schema),
+        vec![
+            Arc::new(TimestampMillisecondArray::from_iter_values(
+                rows.iter().map(|r| T0 + r.0 * 1000),
+            )),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.1))),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.2))),
+        ],
+    )
+    .unwrap()
+}
+
+fn run_flows(det: &mut BaselineDetector, rows: &[(i64, String, String)]) -> Vec<Alert> {
+    let mut out = Vec::new();
+    for chunk in rows.chunks(50) {
+        det.evaluate(
+            NETFLOW,
+            &netflow(chunk),
+            &ctx(T0 + chunk.last().unwrap().0 * 1000),
+            &mut out,
+        )
+        .unwrap();
+    }
+    out
+}
+
+const FAN_OUT: &str = "id: net.fan\nstream: netflow\nmodel: fan_out\nfield: dst_ip\n\
+                       window_s: 60\nwarmup: 10\nz: 5\nmin_count: 15\n";
+
+/// Two hosts, 40 one-minute windows: each window a host talks to a few of its usual ten
+/// servers. Host `10.0.0.1` reaches `scans[w]` fresh addresses in window `w`.
+fn flow_rows(scans: &[(usize, usize)]) -> Vec<(i64, String, String)> {
+    // Seconds from T0 to the first minute boundary: windows are aligned to the epoch.
+    let base = (60 - T0.rem_euclid(60_000) / 1000) % 60;
+    let mut rng = Rng::new(5);
+    let mut rows = Vec::new();
+    for w in 0..40i64 {
+        for host in ["10.0.0.1", "10.0.0.2"] {
+            for k in 0..20 {
+                let server = (rng.f64() * 10.0) as usize;
+                rows.push((
+                    base + w * 60 + k * 2,
+                    host.to_string(),
+                    format!("10.1.0.{server}"),
+                ));
+            }
+            if host == "10.0.0.1"
+                && let Some(&(_, n)) = scans.iter().find(|s| s.0 == w as usize)
+            {
+                for i in 0..n {
+                    rows.push((
+                        base + w * 60 + 39,
+                        host.to_string(),
+                        format!("10.9.{}.{}", i / 200, i % 200),
+                    ));
+                }
+            }
+        }
+    }
+    rows.sort_by_key(|r| r.0);
+    rows
+}
+
+/// Start of the `w`th window of [`flow_rows`].
+fn window_start(w: i64) -> String {
+    format_time_ms(T0 - T0.rem_euclid(60_000) + (w + 1) * 60_000)
+}
+
+fn evidence(a: &Alert) -> serde_json::Value {
+    serde_json::from_str(a.evidence[0].get()).unwrap()
+}
+
+#[test]
+fn fan_out_alerts_once_per_scanning_window_after_warm_up() {
+    // A scan in warm-up (window 3) is learnt, not raised.
+    let mut det = detector(&[FAN_OUT]);
+    assert!(run_flows(&mut det, &flow_rows(&[(3, 60)])).is_empty());
+    // A scan after it (window 20) is raised once, while it runs; the benign host never
+    // alerts.
+    let mut det = detector(&[FAN_OUT]);
+    let alerts = run_flows(&mut det, &flow_rows(&[(20, 60)]));
+    assert_eq!(alerts.len(), 1, "{:?}", summary(&alerts));
+    let a = &alerts[0];
+    assert_eq!(a.entity, "10.0.0.1");
+    let ev = evidence(a);
+    assert_eq!(ev["check"], "fan_out");
+    assert_eq!(ev["window_start"], window_start(20));
+    let count = ev["value"].as_f64().unwrap();
+    let hi = ev["expected"][1].as_f64().unwrap();
+    assert!(count > hi && count >= 15.0, "{ev}");
+    assert!(ev["score"].as_f64().unwrap() > 5.0);
+    assert!(ev["baseline_windows"].as_u64().unwrap() >= 10);
+    assert!(ev["baseline_age_s"].as_i64().unwrap() >= 20 * 60 - 60);
+}
+
+#[test]
+fn fan_out_baseline_is_not_poisoned_by_a_scan() {
+    // Two scans, the second smaller: if the first widened the baseline (plain EWMA), the
+    // second would pass as normal.
+    let mut det = detector(&[FAN_OUT]);
+    let alerts = run_flows(&mut det, &flow_rows(&[(15, 200), (17, 30)]));
+    let windows: Vec<String> = alerts
+        .iter()
+        .map(|a| evidence(a)["window_start"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(windows, vec![window_start(15), window_start(17)]);
+}
+
+#[test]
+fn fan_out_state_survives_a_restart() {
+    let rows = flow_rows(&[(20, 60), (30, 40)]);
+    // Cut in the middle of window 20, before the scan.
+    let cut = rows.iter().position(|r| r.0 >= 20 * 60 + 50).unwrap();
+    let mut whole = detector(&[FAN_OUT]);
+    let expected = run_flows(&mut whole, &rows);
+    assert_eq!(expected.len(), 2);
+
+    let mut before = detector(&[FAN_OUT]);
+    assert!(run_flows(&mut before, &rows[..cut]).is_empty());
+    let mut entries = Vec::new();
+    before.checkpoint(&mut entries);
+    assert_eq!(entries.len(), 2);
+    let mut after = detector(&[FAN_OUT]);
+    after.restore(&entries).unwrap();
+    let resumed = run_flows(&mut after, &rows[cut..]);
+    assert_eq!(
+        resumed.iter().map(|a| &a.id).collect::<Vec<_>>(),
+        expected.iter().map(|a| &a.id).collect::<Vec<_>>()
+    );
+    // Without the state, the detector is back in warm-up and misses the scans.
+    let mut cold = detector(&[FAN_OUT]);
+    assert!(run_flows(&mut cold, &rows[cut..]).len() < 2);
+}
+
+#[test]
+fn fan_out_state_round_trips_through_the_codec() {
+    let mut f = FanOut {
+        window_ms: 120_000,
+        first_ms: 60_000,
+        alerted: true,
+        ..FanOut::default()
+    };
+    for h in [9u64, 3, 7, 3] {
+        f.insert(h, 3);
+    }
+    assert_eq!(f.distinct, vec![3, 7, 9]);
+    f.stats.update(4.0, 0.1);
+    let e = Entity {
+        first_ms: 1,
+        last_ms: 2,
+        fan: Some(Box::new(f)),
+        ..Entity::default()
+    };
+    let bytes = codec::encode(&e, |_| "");
+    assert_eq!(codec::decode(&bytes, |_| None).unwrap(), e);
+    assert!(codec::decode(&bytes[..bytes.len() - 1], |_| None).is_err());
+    // The distinct set is bounded: a fourth value is not held.
+    let mut g = e.fan.clone().unwrap();
+    assert!(!g.insert(1, 3));
+    assert_eq!(g.distinct.len(), 3);
 }
