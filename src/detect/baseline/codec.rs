@@ -6,7 +6,7 @@
 use super::model::{Ewma, FanOut, Multivariate};
 use super::{Entity, Series};
 
-/// 2 added the fan-out section; version 1 states (none) still decode.
+/// 2 added the fan-out and travel sections; version 1 states (none) still decode.
 const VERSION: u8 = 2;
 
 struct Writer(Vec<u8>);
@@ -76,8 +76,13 @@ impl Reader<'_> {
     }
 }
 
-/// Encodes `e`; `name` gives each series' metric name.
-pub(super) fn encode<'a>(e: &Entity, name: impl Fn(u16) -> &'a str) -> Vec<u8> {
+/// Encodes `e`; `name` gives each series' metric name, `place` each place's name (written as
+/// text: the rule's list of places may be edited between runs).
+pub(super) fn encode<'a>(
+    e: &Entity,
+    name: impl Fn(u16) -> &'a str,
+    place: impl Fn(u16) -> &'a str,
+) -> Vec<u8> {
     let mut w = Writer(Vec::with_capacity(64));
     w.u8(VERSION);
     w.i64(e.first_ms);
@@ -136,14 +141,23 @@ pub(super) fn encode<'a>(e: &Entity, name: impl Fn(u16) -> &'a str) -> Vec<u8> {
             }
         }
     }
+    match e.travel {
+        None => w.u8(0),
+        Some((p, t)) => {
+            w.u8(1);
+            w.str(place(p));
+            w.i64(t);
+        }
+    }
     w.0
 }
 
 /// Decodes what [`encode`] wrote; `id` maps a metric name to the rule's id for it (`None`:
-/// the series is dropped).
+/// the series is dropped), `place` a place name to its index (`None`: forgotten).
 pub(super) fn decode(
     bytes: &[u8],
     mut id: impl FnMut(&str) -> Option<u16>,
+    place: impl Fn(&str) -> Option<u16>,
 ) -> Result<Entity, String> {
     let mut r = Reader(bytes);
     let version = r.u8()?;
@@ -247,6 +261,11 @@ pub(super) fn decode(
                 alerted: flags & 2 != 0,
                 first_ms,
             }));
+        }
+        if r.u8()? == 1 {
+            let name = r.str()?;
+            let t = r.i64()?;
+            e.travel = place(&name).map(|p| (p, t));
         }
     }
     if !r.0.is_empty() {

@@ -15,9 +15,10 @@
 //! Models ([`model`]): univariate (EWMA z-score with warm-up, physical limits, rate of
 //! change, flatline, missing heartbeat), multivariate (smoothed Mahalanobis distance with a
 //! drift prior and a hysteresis alarm, features ranked by their share of the distance),
-//! new terms (first-seen values per entity, or hours of the day with `field: "@hour"`) and
+//! new terms (first-seen values per entity, or hours of the day with `field: "@hour"`),
 //! fan-out (distinct values of a column per entity and window against that entity's own
-//! baseline of the count).
+//! baseline of the count), and impossible travel (consecutive located events too far apart
+//! for the time between them).
 
 mod codec;
 pub mod model;
@@ -33,7 +34,7 @@ use datafusion::arrow::datatypes::{DataType, Float64Type};
 use serde_json::value::RawValue;
 
 use self::model::{Ewma, FanOut, Multivariate};
-use self::rule::{BaselineRule, FanOutSpec, Model, NewTermsSpec, UnivariateSpec};
+use self::rule::{BaselineRule, FanOutSpec, Model, NewTermsSpec, TravelSpec, UnivariateSpec};
 use super::{
     DetectError, Detector, EvalContext, RuleError, RuleMeta, StateCounters, StateEntry,
     timestamp_millis,
@@ -102,6 +103,9 @@ struct Entity {
     terms: Vec<(u64, i64)>,
     /// Fan-out: this window's distinct values and the baseline of their count.
     fan: Option<Box<FanOut>>,
+    /// Impossible travel: the place (index into the rule's `places`) and time of the last
+    /// located event.
+    travel: Option<(u16, i64)>,
 }
 
 /// The state of one rule.
@@ -114,6 +118,8 @@ struct RuleState {
     tombstones: Vec<(i32, String)>,
     last_sweep_ms: i64,
     last_heartbeat_scan_ms: i64,
+    /// Impossible travel: place name to its index in the rule's `places`.
+    places: HashMap<String, u16>,
 }
 
 struct Compiled {
@@ -190,6 +196,17 @@ impl BaselineDetector {
                     columns.push(("field", f.field.clone()));
                     Some(f.field.clone())
                 }
+                Model::ImpossibleTravel(tr) => {
+                    columns.push(("location", tr.location.clone()));
+                    // Privacy is configured on top-level columns.
+                    Some(
+                        tr.location
+                            .split('.')
+                            .next()
+                            .unwrap_or_default()
+                            .to_string(),
+                    )
+                }
                 _ => None,
             };
             let Some(schema) = s.arrow_schema() else {
@@ -206,7 +223,7 @@ impl BaselineDetector {
             };
             {
                 for (key, c) in &columns {
-                    if schema.field_with_name(c).is_err() {
+                    if !has_column(schema, c) {
                         errors.push(err(
                             key,
                             format!("stream `{}` has no column `{c}`", rule.stream),
@@ -253,11 +270,20 @@ impl BaselineDetector {
                 falsepositives: Vec::new(),
                 file,
             });
+            let mut state = RuleState::default();
+            if let Model::ImpossibleTravel(tr) = &rule.model {
+                state.places = tr
+                    .places
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (name, _, _))| (name.clone(), i as u16))
+                    .collect();
+            }
             compiled.push(Compiled {
                 meta: metas.len() - 1,
                 rule,
                 stream,
-                state: RuleState::default(),
+                state,
             });
         }
         BaselineDetector {
@@ -291,6 +317,22 @@ impl BaselineDetector {
     }
 }
 
+/// Whether `schema` has column `name`, or for `a.b` a struct column `a` with a field `b`.
+fn has_column(schema: &datafusion::arrow::datatypes::Schema, name: &str) -> bool {
+    match name.split_once('.') {
+        _ if schema.field_with_name(name).is_ok() => true,
+        Some((parent, child)) => {
+            schema
+                .field_with_name(parent)
+                .is_ok_and(|f| match f.data_type() {
+                    DataType::Struct(fields) => fields.iter().any(|f| f.name() == child),
+                    _ => false,
+                })
+        }
+        None => false,
+    }
+}
+
 /// Columns of one batch as a rule reads them.
 struct Columns {
     time: Vec<Option<i64>>,
@@ -301,8 +343,17 @@ struct Columns {
 }
 
 fn column(batch: &RecordBatch, name: &str, to: &DataType) -> Result<ArrayRef, String> {
+    let nested = || {
+        // `a.b`: field `b` of struct column `a` (the auth stream's `geo.city`).
+        let (parent, child) = name.split_once('.')?;
+        batch
+            .column_by_name(parent)?
+            .as_struct_opt()?
+            .column_by_name(child)
+    };
     let col = batch
         .column_by_name(name)
+        .or_else(nested)
         .ok_or_else(|| format!("the batch has no column `{name}`"))?;
     if col.data_type() == to {
         return Ok(Arc::clone(col));
@@ -331,6 +382,7 @@ fn read_columns(c: &Compiled, batch: &RecordBatch) -> Result<Columns, String> {
     let term = match &rule.model {
         Model::NewTerms(n) if n.field != "@hour" => Some(column(batch, &n.field, &DataType::Utf8)?),
         Model::FanOut(f) => Some(column(batch, &f.field, &DataType::Utf8)?),
+        Model::ImpossibleTravel(tr) => Some(column(batch, &tr.location, &DataType::Utf8)?),
         _ => None,
     };
     Ok(Columns {
@@ -471,17 +523,22 @@ impl RuleState {
     }
 
     fn metric_id(&mut self, name: &str) -> Option<u16> {
-        if let Some(&id) = self.metric_ids.get(name) {
-            return Some(id);
-        }
-        if self.metric_names.len() >= MAX_METRICS {
-            return None;
-        }
-        let id = self.metric_names.len() as u16;
-        self.metric_ids.insert(name.to_string(), id);
-        self.metric_names.push(name.to_string());
-        Some(id)
+        intern(&mut self.metric_ids, &mut self.metric_names, name)
     }
+}
+
+/// The id of metric `name`, interned if new (`None` beyond [`MAX_METRICS`]).
+fn intern(ids: &mut HashMap<String, u16>, names: &mut Vec<String>, name: &str) -> Option<u16> {
+    if let Some(&id) = ids.get(name) {
+        return Some(id);
+    }
+    if names.len() >= MAX_METRICS {
+        return None;
+    }
+    let id = names.len() as u16;
+    ids.insert(name.to_string(), id);
+    names.push(name.to_string());
+    Some(id)
 }
 
 impl Compiled {
@@ -942,6 +999,85 @@ fn fan_out(
     }
 }
 
+/// Great-circle distance (km) between two points given in degrees (haversine, mean Earth
+/// radius): accurate to well under 1 % at the distances that matter here.
+pub fn haversine_km(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
+    let (p1, p2) = (lat1.to_radians(), lat2.to_radians());
+    let dp = p2 - p1;
+    let dl = (lon2 - lon1).to_radians();
+    let a = (dp / 2.0).sin().powi(2) + p1.cos() * p2.cos() * (dl / 2.0).sin().powi(2);
+    2.0 * 6371.0 * a.sqrt().min(1.0).asin()
+}
+
+fn travel(
+    c: &mut Compiled,
+    meta: &RuleMeta,
+    spec: &TravelSpec,
+    cols: &Columns,
+    ctx: &EvalContext,
+    evicted: &mut u64,
+    out: &mut Vec<Alert>,
+) {
+    let entities = cols.entity.as_string::<i32>();
+    let Some(places) = cols.term.as_ref().map(|t| t.as_string::<i32>()) else {
+        return;
+    };
+    for row in 0..entities.len() {
+        if entities.is_null(row) || places.is_null(row) {
+            continue;
+        }
+        // Unknown places are skipped: a guess would make up distances.
+        let Some(&here) = c.state.places.get(places.value(row)) else {
+            continue;
+        };
+        let t = cols.time[row].unwrap_or(ctx.now_ms);
+        let name = entities.value(row);
+        let e = c.state.entity(name, t, ctx.partition, &c.rule, evicted);
+        e.last_ms = e.last_ms.max(t);
+        let Some((there, then)) = e.travel.replace((here, t)) else {
+            continue;
+        };
+        if there == here {
+            continue;
+        }
+        let (from, to) = (
+            &spec.places[usize::from(there)],
+            &spec.places[usize::from(here)],
+        );
+        let km = haversine_km(from.1, from.2, to.1, to.2);
+        if km < spec.min_km {
+            continue;
+        }
+        // Events out of order count as simultaneous: the order they arrive in is the only
+        // order a stream detector knows, and either way the pair is implausible.
+        let hours = (t - then).max(0) as f64 / 3_600_000.0;
+        let kmh = if hours > 0.0 {
+            km / hours
+        } else {
+            f64::INFINITY
+        };
+        if kmh <= spec.max_kmh {
+            continue;
+        }
+        let evidence = serde_json::json!({
+            "check": "impossible_travel",
+            "from": from.0,
+            "to": to.0,
+            "previous_time": format_time_ms(then),
+            "distance_km": round(km),
+            "hours": round(hours),
+            // Simultaneous events in two places have no finite speed: null.
+            "score": if kmh.is_finite() { serde_json::json!(round(kmh)) } else { serde_json::Value::Null },
+            "threshold": spec.max_kmh,
+            "expected": [0.0, spec.max_kmh],
+            "attribution": [{"feature": spec.location, "share": 1.0}],
+            "baseline_age_s": (t - e.first_ms) / 1000,
+        });
+        let name = name.to_string();
+        out.push(alert(c, meta, ctx, &name, t, evidence));
+    }
+}
+
 impl Detector for BaselineDetector {
     fn name(&self) -> &str {
         "baseline"
@@ -992,6 +1128,9 @@ impl Detector for BaselineDetector {
                 ),
                 Model::NewTerms(spec) => new_terms(c, meta, &spec, &cols, ctx, evicted, out),
                 Model::FanOut(spec) => fan_out(c, meta, &spec, &cols, ctx, evicted, out),
+                Model::ImpossibleTravel(spec) => {
+                    travel(c, meta, &spec, &cols, ctx, evicted, out);
+                }
             }
             let now = cols
                 .time
@@ -1057,7 +1196,10 @@ impl Detector for BaselineDetector {
                 out.push(StateEntry {
                     partition: e.partition,
                     key: key(name),
-                    value: Some(codec::encode(e, names)),
+                    value: Some(codec::encode(e, names, |i| match &c.rule.model {
+                        Model::ImpossibleTravel(tr) => &tr.places[usize::from(i)].0,
+                        _ => "",
+                    })),
                 });
             }
         }
@@ -1081,14 +1223,24 @@ impl Detector for BaselineDetector {
             let state = &mut c.state;
             let features = &c.rule.features;
             let long = c.rule.metric.is_some();
-            let mut e = codec::decode(value, |name| {
-                if long {
-                    state.metric_id(name)
-                } else {
-                    features.iter().position(|f| f == name).map(|i| i as u16)
-                }
-            })
-            .map_err(|message| DetectError {
+            let places = &state.places;
+            let mut metric_ids = std::mem::take(&mut state.metric_ids);
+            let mut metric_names = std::mem::take(&mut state.metric_names);
+            let decoded = codec::decode(
+                value,
+                |name| {
+                    if long {
+                        intern(&mut metric_ids, &mut metric_names, name)
+                    } else {
+                        features.iter().position(|f| f == name).map(|i| i as u16)
+                    }
+                },
+                // A place the rule no longer lists: the last position is forgotten.
+                |place| places.get(place).copied(),
+            );
+            state.metric_ids = metric_ids;
+            state.metric_names = metric_names;
+            let mut e = decoded.map_err(|message| DetectError {
                 detector: c.rule.id.clone(),
                 message: format!("cannot restore the state of `{entity}`: {message}"),
             })?;

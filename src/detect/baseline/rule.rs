@@ -24,6 +24,8 @@ pub enum Model {
     /// Per entity: distinct values of `field` per window against the entity's own baseline
     /// of that count.
     FanOut(FanOutSpec),
+    /// Per entity: consecutive events at places too far apart for the time between them.
+    ImpossibleTravel(TravelSpec),
 }
 
 /// The checks of a univariate rule; each is off unless its parameter is given.
@@ -97,6 +99,21 @@ pub struct FanOutSpec {
     pub min_std: f64,
     /// Distinct values held per entity and window; the count saturates there.
     pub max_distinct: usize,
+}
+
+/// An impossible-travel rule's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TravelSpec {
+    /// The column naming the place of each event (a city, a badge site); `a.b` reads field
+    /// `b` of struct column `a` (`geo.city`).
+    pub location: String,
+    /// Each known place and its latitude and longitude (degrees), in file order; events at
+    /// places not listed are ignored (and counted by the detector).
+    pub places: Vec<(String, f64, f64)>,
+    /// Fastest plausible travel (km/h).
+    pub max_kmh: f64,
+    /// Moves shorter than this (km) never alert: places are coarse (a city's centre).
+    pub min_km: f64,
 }
 
 /// A baseline rule file, validated.
@@ -192,6 +209,7 @@ const MULTIVARIATE_KEYS: &[&str] = &[
     "drift",
 ];
 const NEW_TERMS_KEYS: &[&str] = &["field", "history_s", "warmup_s", "max_terms"];
+const TRAVEL_KEYS: &[&str] = &["location", "places", "max_kmh", "min_km"];
 const FAN_OUT_KEYS: &[&str] = &[
     "field",
     "window_s",
@@ -239,7 +257,8 @@ pub fn parse(file: &Path, text: &str) -> Result<BaselineRule, Vec<RuleError>> {
         None => {
             p.err(
                 root,
-                "missing `model`: one of univariate, multivariate, new_terms, fan_out",
+                "missing `model`: one of univariate, multivariate, new_terms, fan_out, \
+                 impossible_travel",
             );
             None
         }
@@ -249,13 +268,14 @@ pub fn parse(file: &Path, text: &str) -> Result<BaselineRule, Vec<RuleError>> {
         Some("multivariate") => MULTIVARIATE_KEYS,
         Some("new_terms") => NEW_TERMS_KEYS,
         Some("fan_out") => FAN_OUT_KEYS,
+        Some("impossible_travel") => TRAVEL_KEYS,
         Some(other) => {
             let n = root.get("model").expect("read above");
             p.err(
                 n,
                 format!(
-                    "unknown model `{other}`; expected univariate, multivariate, new_terms or \
-                     fan_out"
+                    "unknown model `{other}`; expected univariate, multivariate, new_terms, \
+                     fan_out or impossible_travel"
                 ),
             );
             &[]
@@ -475,6 +495,70 @@ pub fn parse(file: &Path, text: &str) -> Result<BaselineRule, Vec<RuleError>> {
             }
             Model::FanOut(spec)
         }
+        Some("impossible_travel") => {
+            let location = p.required_string(root, "location");
+            let mut places = Vec::new();
+            match root.get("places") {
+                None => p.err(
+                    root,
+                    "missing `places`: a map of place name to [latitude, longitude]",
+                ),
+                Some(m) => match &m.kind {
+                    NodeKind::Map(entries) => {
+                        for (k, v) in entries {
+                            let Some(name) = p.string(k) else { continue };
+                            let coords = match &v.kind {
+                                NodeKind::Seq(items) if items.len() == 2 => {
+                                    (p.float(&items[0], -90.0), p.float(&items[1], -180.0))
+                                }
+                                _ => {
+                                    p.err(
+                                        v,
+                                        format!(
+                                            "`{name}`: expected [latitude, longitude], found {}",
+                                            v.describe()
+                                        ),
+                                    );
+                                    continue;
+                                }
+                            };
+                            let (Some(lat), Some(lon)) = coords else {
+                                continue;
+                            };
+                            if lat > 90.0 || lon > 180.0 {
+                                p.err(
+                                    v,
+                                    format!(
+                                        "`{name}`: latitude is within ±90 and longitude \
+                                         within ±180, found [{lat}, {lon}]"
+                                    ),
+                                );
+                            } else if places.iter().any(|(n, _, _)| *n == name) {
+                                p.err(k, format!("place `{name}` is listed twice"));
+                            } else {
+                                places.push((name, lat, lon));
+                            }
+                        }
+                        if places.len() > usize::from(u16::MAX) {
+                            p.err(m, "at most 65535 places");
+                        }
+                    }
+                    _ => p.err(
+                        m,
+                        format!(
+                            "`places` maps place names to [latitude, longitude], found {}",
+                            m.describe()
+                        ),
+                    ),
+                },
+            }
+            Model::ImpossibleTravel(TravelSpec {
+                location,
+                places,
+                max_kmh: p.number(root, "max_kmh", 1.0, 900.0),
+                min_km: p.number(root, "min_km", 0.0, 100.0),
+            })
+        }
         _ => Model::NewTerms(NewTermsSpec {
             field: String::new(),
             history_ms: 0,
@@ -648,7 +732,7 @@ mod tests {
             errors("id: a\nstream: s\nmodel: seasonal\n"),
             vec![
                 "r.baseline.yml:3:8: unknown model `seasonal`; expected univariate, \
-                 multivariate, new_terms or fan_out"
+                 multivariate, new_terms, fan_out or impossible_travel"
                     .to_string()
             ]
         );
@@ -668,6 +752,20 @@ mod tests {
                 "r.baseline.yml:6:11: window_s must be shorter than ttl_s, or an entity is \
                  forgotten between windows and never leaves warm-up"
                     .to_string()
+            ]
+        );
+        assert_eq!(
+            errors(
+                "id: a\nstream: s\nmodel: impossible_travel\nlocation: city\n\
+                 places:\n  Ottawa: [45.4, -75.7]\n  Moscow: [55.8]\n  Lagos: [6.5, 193]\n"
+            ),
+            vec![
+                "r.baseline.yml:7:11: `Moscow`: expected [latitude, longitude], found a \
+                 list"
+                    .to_string(),
+                "r.baseline.yml:8:10: `Lagos`: latitude is within ±90 and longitude within \
+                 ±180, found [6.5, 193]"
+                    .to_string(),
             ]
         );
         assert_eq!(

@@ -244,12 +244,13 @@ fn multivariate_state_round_trips_through_the_codec() {
         mv: Some(Box::new(m)),
         terms: vec![(42, 7)],
         fan: None,
+        travel: None,
     };
-    let bytes = codec::encode(&e, |_| "");
-    let mut back = codec::decode(&bytes, |_| None).unwrap();
+    let bytes = codec::encode(&e, |_| "", |_| "");
+    let mut back = codec::decode(&bytes, |_| None, |_| None).unwrap();
     back.partition = 3;
     assert_eq!(back, e);
-    assert!(codec::decode(&bytes[..bytes.len() - 1], |_| None).is_err());
+    assert!(codec::decode(&bytes[..bytes.len() - 1], |_| None, |_| None).is_err());
 }
 
 #[test]
@@ -591,13 +592,149 @@ fn fan_out_state_round_trips_through_the_codec() {
         first_ms: 1,
         last_ms: 2,
         fan: Some(Box::new(f)),
+        travel: Some((1, 77)),
         ..Entity::default()
     };
-    let bytes = codec::encode(&e, |_| "");
-    assert_eq!(codec::decode(&bytes, |_| None).unwrap(), e);
-    assert!(codec::decode(&bytes[..bytes.len() - 1], |_| None).is_err());
+    let places = ["Ottawa", "Moscow"];
+    let bytes = codec::encode(&e, |_| "", |i| places[usize::from(i)]);
+    let back = codec::decode(
+        &bytes,
+        |_| None,
+        |p| places.iter().position(|q| *q == p).map(|i| i as u16),
+    );
+    assert_eq!(back.unwrap(), e);
+    assert!(codec::decode(&bytes[..bytes.len() - 1], |_| None, |_| None).is_err());
     // The distinct set is bounded: a fourth value is not held.
     let mut g = e.fan.clone().unwrap();
     assert!(!g.insert(1, 3));
     assert_eq!(g.distinct.len(), 3);
+}
+
+/// Rows of the built-in `auth` stream with its `geo` struct: (seconds from T0, user, city).
+fn logins(rows: &[(i64, &str, &str)]) -> RecordBatch {
+    use datafusion::arrow::array::StructArray;
+    let city = Arc::new(Field::new("city", DataType::Utf8, true));
+    let country = Arc::new(Field::new("country", DataType::Utf8, true));
+    let geo = StructArray::from(vec![
+        (
+            country,
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|_| "XX"))) as ArrayRef,
+        ),
+        (
+            city,
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.2))) as ArrayRef,
+        ),
+    ]);
+    let schema = Schema::new(vec![
+        Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, None), true),
+        Field::new("user", DataType::Utf8, true),
+        Field::new("geo", geo.data_type().clone(), true),
+    ]);
+    RecordBatch::try_new(
+        Arc::new(schema),
+        vec![
+            Arc::new(TimestampMillisecondArray::from_iter_values(
+                rows.iter().map(|r| T0 + r.0 * 1000),
+            )),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1))),
+            Arc::new(geo),
+        ],
+    )
+    .unwrap()
+}
+
+const TRAVEL: &str = "id: ueba.travel\nstream: auth\nmodel: impossible_travel\n\
+                      location: geo.city\nmax_kmh: 900\nmin_km: 100\nplaces:\n\
+                      \x20 Ottawa: [45.42, -75.70]\n  Toronto: [43.65, -79.38]\n\
+                      \x20 Moscow: [55.76, 37.62]\n";
+
+fn run_logins(det: &mut BaselineDetector, rows: &[(i64, &str, &str)]) -> Vec<Alert> {
+    let auth = Config::builtin().stream_index("auth").unwrap();
+    let mut out = Vec::new();
+    for chunk in rows.chunks(2) {
+        det.evaluate(
+            auth,
+            &logins(chunk),
+            &ctx(T0 + chunk.last().unwrap().0 * 1000),
+            &mut out,
+        )
+        .unwrap();
+    }
+    out
+}
+
+const H: i64 = 3600;
+
+fn trips() -> Vec<(i64, &'static str, &'static str)> {
+    vec![
+        (0, "alice", "Ottawa"),
+        (0, "bob", "Ottawa"),
+        // 350 km in 4 h: a drive.
+        (4 * H, "alice", "Toronto"),
+        (4 * H + 60, "alice", "Atlantis"),
+        // ~7,500 km in an hour: the account is used from two places.
+        (5 * H, "alice", "Moscow"),
+        // ~7,500 km in 20 h: a flight.
+        (20 * H, "bob", "Moscow"),
+    ]
+}
+
+#[test]
+fn haversine_is_a_great_circle_distance() {
+    // A quarter of the equator, and a quarter meridian: π/2 Earth radii.
+    let quarter = std::f64::consts::FRAC_PI_2 * 6371.0;
+    assert!((haversine_km(0.0, 0.0, 0.0, 90.0) - quarter).abs() < 1e-6);
+    assert!((haversine_km(0.0, 10.0, 90.0, 10.0) - quarter).abs() < 1e-6);
+    assert_eq!(haversine_km(45.0, -75.0, 45.0, -75.0), 0.0);
+}
+
+#[test]
+fn impossible_travel_between_located_logins() {
+    let mut det = detector(&[TRAVEL]);
+    let alerts = run_logins(&mut det, &trips());
+    assert_eq!(alerts.len(), 1, "{:?}", summary(&alerts));
+    let ev = evidence(&alerts[0]);
+    assert_eq!(ev["check"], "impossible_travel");
+    assert_eq!(
+        (ev["from"].as_str(), ev["to"].as_str()),
+        (Some("Toronto"), Some("Moscow"))
+    );
+    let km = ev["distance_km"].as_f64().unwrap();
+    let speed = ev["score"].as_f64().unwrap();
+    assert!((7000.0..8000.0).contains(&km), "{ev}");
+    assert!((speed - km).abs() < 1.0, "one hour apart: {ev}");
+    assert_eq!(ev["threshold"], 900.0);
+    // The user is personal on `auth`: pseudonymised.
+    assert_ne!(alerts[0].entity, "alice");
+
+    // Two places at the same moment: no finite speed.
+    let mut det = detector(&[TRAVEL]);
+    let alerts = run_logins(&mut det, &[(0, "carol", "Ottawa"), (0, "carol", "Toronto")]);
+    assert_eq!(alerts.len(), 1);
+    assert!(evidence(&alerts[0])["score"].is_null());
+    // Below `min_km`, no alert however fast.
+    let near = TRAVEL.replace("min_km: 100", "min_km: 400");
+    let mut det = detector(&[&near]);
+    assert!(run_logins(&mut det, &[(0, "carol", "Ottawa"), (0, "carol", "Toronto")]).is_empty());
+}
+
+#[test]
+fn impossible_travel_state_survives_a_restart() {
+    let rows = trips();
+    let (first, second) = rows.split_at(4);
+    let mut before = detector(&[TRAVEL]);
+    assert!(run_logins(&mut before, first).is_empty());
+    let mut entries = Vec::new();
+    before.checkpoint(&mut entries);
+    let mut after = detector(&[TRAVEL]);
+    after.restore(&entries).unwrap();
+    assert_eq!(run_logins(&mut after, second).len(), 1);
+    // Without the state the last place is unknown and nothing is raised.
+    let mut cold = detector(&[TRAVEL]);
+    assert!(run_logins(&mut cold, second).is_empty());
+    // A restored place the rule no longer lists is forgotten, not misread.
+    let moved = TRAVEL.replace("Toronto", "Kingston");
+    let mut edited = detector(&[&moved]);
+    edited.restore(&entries).unwrap();
+    assert!(run_logins(&mut edited, second).is_empty());
 }
