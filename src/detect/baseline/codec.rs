@@ -4,9 +4,9 @@
 //! restore.
 
 use super::model::{Ewma, FanOut, Multivariate};
-use super::{Entity, Series};
+use super::{Command, Entity, Series};
 
-/// 2 added the fan-out and travel sections; version 1 states (none) still decode.
+/// 2 added the fan-out, travel and command sections; version 1 states (none) still decode.
 const VERSION: u8 = 2;
 
 struct Writer(Vec<u8>);
@@ -149,6 +149,14 @@ pub(super) fn encode<'a>(
             w.i64(t);
         }
     }
+    match e.cmd {
+        None => w.u8(0),
+        Some(c) => {
+            w.u8(1 | (u8::from(c.on) << 1) | (u8::from(c.pending_ms.is_some()) << 2));
+            w.i64(c.pending_ms.unwrap_or(0));
+            w.f64(c.last_response);
+        }
+    }
     w.0
 }
 
@@ -266,6 +274,15 @@ pub(super) fn decode(
             let name = r.str()?;
             let t = r.i64()?;
             e.travel = place(&name).map(|p| (p, t));
+        }
+        let flags = r.u8()?;
+        if flags & 1 != 0 {
+            let pending = r.i64()?;
+            e.cmd = Some(Command {
+                on: flags & 2 != 0,
+                pending_ms: (flags & 4 != 0).then_some(pending),
+                last_response: r.f64()?,
+            });
         }
     }
     if !r.0.is_empty() {

@@ -17,8 +17,9 @@
 //! drift prior and a hysteresis alarm, features ranked by their share of the distance),
 //! new terms (first-seen values per entity, or hours of the day with `field: "@hour"`),
 //! fan-out (distinct values of a column per entity and window against that entity's own
-//! baseline of the count), and impossible travel (consecutive located events too far apart
-//! for the time between them).
+//! baseline of the count), impossible travel (consecutive located events too far apart for
+//! the time between them) and physical consistency (a command whose response does not
+//! follow within a deadline).
 
 mod codec;
 pub mod model;
@@ -34,7 +35,9 @@ use datafusion::arrow::datatypes::{DataType, Float64Type};
 use serde_json::value::RawValue;
 
 use self::model::{Ewma, FanOut, Multivariate};
-use self::rule::{BaselineRule, FanOutSpec, Model, NewTermsSpec, TravelSpec, UnivariateSpec};
+use self::rule::{
+    BaselineRule, ConsistencySpec, FanOutSpec, Model, NewTermsSpec, TravelSpec, UnivariateSpec,
+};
 use super::{
     DetectError, Detector, EvalContext, RuleError, RuleMeta, StateCounters, StateEntry,
     timestamp_millis,
@@ -106,6 +109,19 @@ struct Entity {
     /// Impossible travel: the place (index into the rule's `places`) and time of the last
     /// located event.
     travel: Option<(u16, i64)>,
+    /// Physical consistency: command state and the pending deadline.
+    cmd: Option<Command>,
+}
+
+/// A consistency rule's state of one entity.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Command {
+    /// The command is on (above `command_above`).
+    on: bool,
+    /// When the command switched on, while its response is awaited.
+    pending_ms: Option<i64>,
+    /// Last value of the response metric (evidence).
+    last_response: f64,
 }
 
 /// The state of one rule.
@@ -118,6 +134,9 @@ struct RuleState {
     tombstones: Vec<(i32, String)>,
     last_sweep_ms: i64,
     last_heartbeat_scan_ms: i64,
+    /// Consistency: the earliest pending deadline (0 after a restore: the first row scans
+    /// and finds it).
+    next_deadline_ms: i64,
     /// Impossible travel: place name to its index in the rule's `places`.
     places: HashMap<String, u16>,
 }
@@ -1078,6 +1097,112 @@ fn travel(
     }
 }
 
+fn consistency(
+    c: &mut Compiled,
+    meta: &RuleMeta,
+    spec: &ConsistencySpec,
+    cols: &Columns,
+    ctx: &EvalContext,
+    evicted: &mut u64,
+    out: &mut Vec<Alert>,
+) {
+    let entities = cols.entity.as_string::<i32>();
+    let (Some(metrics), Some(values)) = (
+        cols.metric.as_ref().map(|m| m.as_string::<i32>()),
+        cols.values.first().map(|v| v.as_primitive::<Float64Type>()),
+    ) else {
+        return;
+    };
+    for row in 0..entities.len() {
+        let t = cols.time[row].unwrap_or(ctx.now_ms);
+        // Deadlines are checked row by row against event time (any row of the stream, so an
+        // asset that went silent after its command is noticed too): the alerts do not depend
+        // on how the stream is cut into batches. The map is scanned only when the earliest
+        // deadline has passed.
+        if t > c.state.next_deadline_ms {
+            overdue(c, meta, spec, ctx, t, out);
+        }
+        if entities.is_null(row) || metrics.is_null(row) || values.is_null(row) {
+            continue;
+        }
+        let m = metrics.value(row);
+        let is_command = m == spec.command;
+        if !is_command && m != spec.response {
+            continue;
+        }
+        let x = values.value(row);
+        let e = c
+            .state
+            .entity(entities.value(row), t, ctx.partition, &c.rule, evicted);
+        e.last_ms = e.last_ms.max(t);
+        let s = e.cmd.get_or_insert(Command {
+            on: false,
+            pending_ms: None,
+            last_response: f64::NAN,
+        });
+        if is_command {
+            let on = x > spec.command_above;
+            // The rising edge starts the deadline; switching off withdraws it.
+            if on && !s.on {
+                s.pending_ms = Some(t);
+            } else if !on {
+                s.pending_ms = None;
+            }
+            s.on = on;
+            if on {
+                let next = &mut c.state.next_deadline_ms;
+                *next = (*next).min(t + spec.within_ms);
+            }
+        } else {
+            s.last_response = x;
+            if x > spec.response_above {
+                s.pending_ms = None;
+            }
+        }
+    }
+}
+
+/// Raises the commands whose deadline has passed at `now` and finds the next deadline.
+fn overdue(
+    c: &mut Compiled,
+    meta: &RuleMeta,
+    spec: &ConsistencySpec,
+    ctx: &EvalContext,
+    now: i64,
+    out: &mut Vec<Alert>,
+) {
+    let mut late = Vec::new();
+    let mut next = i64::MAX;
+    for (name, e) in &mut c.state.entities {
+        let Some(s) = &mut e.cmd else { continue };
+        let Some(since) = s.pending_ms else { continue };
+        if now - since > spec.within_ms {
+            s.pending_ms = None;
+            e.dirty = true;
+            late.push((since, name.clone(), s.last_response, e.first_ms));
+        } else {
+            next = next.min(since + spec.within_ms);
+        }
+    }
+    c.state.next_deadline_ms = next;
+    late.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    for (since, name, last, first_ms) in late {
+        let evidence = serde_json::json!({
+            "check": "consistency",
+            "command": spec.command,
+            "command_time": format_time_ms(since),
+            "response": spec.response,
+            "last_response": if last.is_finite() { serde_json::json!(round(last)) } else { serde_json::Value::Null },
+            "score": (now - since) / 1000,
+            "threshold": spec.within_ms / 1000,
+            "expected": format!("{} above {} within {} s", spec.response, spec.response_above, spec.within_ms / 1000),
+            "attribution": [{"feature": spec.response, "share": 1.0}],
+            "baseline_age_s": (since - first_ms) / 1000,
+        });
+        out.push(alert(c, meta, ctx, &name, since + spec.within_ms, evidence));
+    }
+}
+
 impl Detector for BaselineDetector {
     fn name(&self) -> &str {
         "baseline"
@@ -1131,6 +1256,7 @@ impl Detector for BaselineDetector {
                 Model::ImpossibleTravel(spec) => {
                     travel(c, meta, &spec, &cols, ctx, evicted, out);
                 }
+                Model::Consistency(spec) => consistency(c, meta, &spec, &cols, ctx, evicted, out),
             }
             let now = cols
                 .time
@@ -1246,6 +1372,8 @@ impl Detector for BaselineDetector {
             })?;
             e.partition = entry.partition;
             e.dirty = false;
+            // A restored pending command: the next row looks for its deadline.
+            c.state.next_deadline_ms = i64::MIN;
             c.state.entities.insert(entity, e);
         }
         Ok(())

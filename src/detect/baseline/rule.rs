@@ -26,6 +26,24 @@ pub enum Model {
     FanOut(FanOutSpec),
     /// Per entity: consecutive events at places too far apart for the time between them.
     ImpossibleTravel(TravelSpec),
+    /// Per entity: a command metric switching on must be followed by its response metric
+    /// rising within a deadline (pump on, then flow).
+    Consistency(ConsistencySpec),
+}
+
+/// A physical-consistency rule's settings (long layout: `metric` + `value`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConsistencySpec {
+    /// The metric of the command (`pump_cmd`).
+    pub command: String,
+    /// The command is on above this value; the rising edge starts the deadline.
+    pub command_above: f64,
+    /// The metric that must respond (`flow_m3h`).
+    pub response: String,
+    /// The response counts above this value.
+    pub response_above: f64,
+    /// Deadline (ms) from the command's rising edge.
+    pub within_ms: i64,
 }
 
 /// The checks of a univariate rule; each is off unless its parameter is given.
@@ -209,6 +227,15 @@ const MULTIVARIATE_KEYS: &[&str] = &[
     "drift",
 ];
 const NEW_TERMS_KEYS: &[&str] = &["field", "history_s", "warmup_s", "max_terms"];
+const CONSISTENCY_KEYS: &[&str] = &[
+    "metric",
+    "value",
+    "command",
+    "command_above",
+    "response",
+    "response_above",
+    "within_s",
+];
 const TRAVEL_KEYS: &[&str] = &["location", "places", "max_kmh", "min_km"];
 const FAN_OUT_KEYS: &[&str] = &[
     "field",
@@ -258,7 +285,7 @@ pub fn parse(file: &Path, text: &str) -> Result<BaselineRule, Vec<RuleError>> {
             p.err(
                 root,
                 "missing `model`: one of univariate, multivariate, new_terms, fan_out, \
-                 impossible_travel",
+                 impossible_travel, consistency",
             );
             None
         }
@@ -269,13 +296,14 @@ pub fn parse(file: &Path, text: &str) -> Result<BaselineRule, Vec<RuleError>> {
         Some("new_terms") => NEW_TERMS_KEYS,
         Some("fan_out") => FAN_OUT_KEYS,
         Some("impossible_travel") => TRAVEL_KEYS,
+        Some("consistency") => CONSISTENCY_KEYS,
         Some(other) => {
             let n = root.get("model").expect("read above");
             p.err(
                 n,
                 format!(
                     "unknown model `{other}`; expected univariate, multivariate, new_terms, \
-                     fan_out or impossible_travel"
+                     fan_out, impossible_travel or consistency"
                 ),
             );
             &[]
@@ -494,6 +522,40 @@ pub fn parse(file: &Path, text: &str) -> Result<BaselineRule, Vec<RuleError>> {
                 );
             }
             Model::FanOut(spec)
+        }
+        Some("consistency") => {
+            metric = Some(p.required_string(root, "metric"));
+            value = Some(p.required_string(root, "value"));
+            if !features.is_empty() {
+                p.err(
+                    root.get("features").unwrap_or(root),
+                    "a consistency rule reads `metric` + `value` (one row per sample), not \
+                     `features`",
+                );
+            }
+            let command = p.required_string(root, "command");
+            let response = p.required_string(root, "response");
+            if !command.is_empty() && command == response {
+                p.err(
+                    root.get("response").unwrap_or(root),
+                    "`response` must be another metric than `command`",
+                );
+            }
+            let within_ms = p.secs(root, "within_s", 1.0, 60.0);
+            if within_ms >= ttl_ms {
+                p.err(
+                    root.get("within_s").unwrap_or(root),
+                    "within_s must be shorter than ttl_s, or a pending command is forgotten \
+                     before its deadline",
+                );
+            }
+            Model::Consistency(ConsistencySpec {
+                command,
+                command_above: p.number(root, "command_above", f64::MIN, 0.5),
+                response,
+                response_above: p.number(root, "response_above", f64::MIN, 0.0),
+                within_ms,
+            })
         }
         Some("impossible_travel") => {
             let location = p.required_string(root, "location");
@@ -732,7 +794,7 @@ mod tests {
             errors("id: a\nstream: s\nmodel: seasonal\n"),
             vec![
                 "r.baseline.yml:3:8: unknown model `seasonal`; expected univariate, \
-                 multivariate, new_terms, fan_out or impossible_travel"
+                 multivariate, new_terms, fan_out, impossible_travel or consistency"
                     .to_string()
             ]
         );
@@ -766,6 +828,16 @@ mod tests {
                 "r.baseline.yml:8:10: `Lagos`: latitude is within ±90 and longitude within \
                  ±180, found [6.5, 193]"
                     .to_string(),
+            ]
+        );
+        assert_eq!(
+            errors(
+                "id: a\nstream: s\nmodel: consistency\nmetric: m\nvalue: v\n\
+                 command: pump_cmd\nresponse: pump_cmd\nwithin_s: soon\n"
+            ),
+            vec![
+                "r.baseline.yml:7:11: `response` must be another metric than `command`".to_string(),
+                "r.baseline.yml:8:11: expected a number, found `soon`".to_string(),
             ]
         );
         assert_eq!(

@@ -245,6 +245,7 @@ fn multivariate_state_round_trips_through_the_codec() {
         terms: vec![(42, 7)],
         fan: None,
         travel: None,
+        cmd: None,
     };
     let bytes = codec::encode(&e, |_| "", |_| "");
     let mut back = codec::decode(&bytes, |_| None, |_| None).unwrap();
@@ -737,4 +738,84 @@ fn impossible_travel_state_survives_a_restart() {
     let mut edited = detector(&[&moved]);
     edited.restore(&entries).unwrap();
     assert!(run_logins(&mut edited, second).is_empty());
+}
+
+const PUMP_FLOW: &str = "id: eq.pump_flow\nstream: sensors\nmodel: consistency\n\
+                         metric: metric\nvalue: value\ncommand: pump_cmd\nresponse: flow_m3h\n\
+                         response_above: 10\nwithin_s: 30\n";
+
+/// Three pumps every 5 s for 400 s, each with its command and flow. Pump-1 answers its
+/// command within 10 s; pump-2 does not answer its first command (at 100 s), and answers the
+/// second (at 300 s); pump-3's command is withdrawn after 10 s.
+fn pump_cmd_rows() -> Vec<(i64, &'static str, &'static str, f64)> {
+    let mut rows = Vec::new();
+    for s in (0..400).step_by(5) {
+        let on1 = s >= 100;
+        let on2 = (100..200).contains(&s) || s >= 300;
+        let on3 = (100..110).contains(&s);
+        let flow1 = if s >= 110 { 40.0 } else { 0.5 };
+        let flow2 = if s >= 305 { 40.0 } else { 0.5 };
+        for (asset, on, flow) in [
+            ("pump-1", on1, flow1),
+            ("pump-2", on2, flow2),
+            ("pump-3", on3, 0.5),
+        ] {
+            rows.push((s, asset, "pump_cmd", f64::from(u8::from(on))));
+            rows.push((s, asset, "flow_m3h", flow));
+        }
+    }
+    rows
+}
+
+#[test]
+fn consistency_alerts_when_the_response_does_not_follow_the_command() {
+    for batch in [7, 64, 10_000] {
+        let mut det = detector(&[PUMP_FLOW]);
+        let alerts = run(&mut det, &pump_cmd_rows(), batch);
+        assert_eq!(
+            summary(&alerts),
+            vec![(
+                "pump-2".to_string(),
+                format_time_ms(T0 + 130_000),
+                "consistency".to_string()
+            )],
+            "batches of {batch}"
+        );
+        let ev = evidence(&alerts[0]);
+        assert_eq!(ev["command_time"], format_time_ms(T0 + 100_000));
+        assert_eq!(ev["last_response"], 0.5);
+        assert_eq!(ev["threshold"], 30);
+        assert!(ev["score"].as_i64().unwrap() > 30);
+    }
+}
+
+#[test]
+fn consistency_state_survives_a_restart() {
+    let rows = pump_cmd_rows();
+    // Cut while pump-2's first command awaits its response.
+    let cut = rows.iter().position(|r| r.0 == 110).unwrap();
+    let mut whole = detector(&[PUMP_FLOW]);
+    let expected = run(&mut whole, &rows, 64);
+    let mut before = detector(&[PUMP_FLOW]);
+    assert!(run(&mut before, &rows[..cut], 64).is_empty());
+    let mut entries = Vec::new();
+    before.checkpoint(&mut entries);
+    let mut after = detector(&[PUMP_FLOW]);
+    after.restore(&entries).unwrap();
+    let resumed = run(&mut after, &rows[cut..], 64);
+    assert_eq!(
+        resumed.iter().map(|a| &a.id).collect::<Vec<_>>(),
+        expected.iter().map(|a| &a.id).collect::<Vec<_>>()
+    );
+    // Restored, pump-1's command is known to be on already: it is not a new command.
+    let e = Entity {
+        cmd: Some(Command {
+            on: true,
+            pending_ms: Some(5),
+            last_response: 0.5,
+        }),
+        ..Entity::default()
+    };
+    let bytes = codec::encode(&e, |_| "", |_| "");
+    assert_eq!(codec::decode(&bytes, |_| None, |_| None).unwrap(), e);
 }
