@@ -105,6 +105,11 @@ pub(super) fn encode<'a>(
         w.i64(s.changed_ms);
         w.u8(s.alarms);
         w.i64(s.last_alert_ms);
+        w.u32(s.recent.len() as u32);
+        w.u32(u32::from(s.recent_pos));
+        for v in &s.recent {
+            w.f64(*v);
+        }
     }
     match &e.mv {
         None => w.u8(0),
@@ -197,10 +202,12 @@ pub(super) fn decode(
                 var: r.f64()?,
             });
         }
-        let s = Series {
+        let mut s = Series {
             metric: 0,
             stats,
             profile,
+            recent: Vec::new(),
+            recent_pos: 0,
             last: r.f64()?,
             last_ms: r.i64()?,
             first_ms: r.i64()?,
@@ -208,6 +215,17 @@ pub(super) fn decode(
             alarms: r.u8()?,
             last_alert_ms: r.i64()?,
         };
+        if version >= 2 {
+            let n = r.u32()? as usize;
+            let pos = r.u32()?;
+            if n > 4096 || (pos as usize) >= n.max(1) {
+                return Err(format!(
+                    "robust window of {n} samples at {pos} (at most 4096)"
+                ));
+            }
+            s.recent_pos = pos as u16;
+            s.recent = r.f64s(n)?;
+        }
         if let Some(metric) = id(&name) {
             e.series.push(Series { metric, ..s });
         }

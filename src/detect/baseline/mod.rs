@@ -12,8 +12,8 @@
 //! (key: rule id and entity; value: [`codec`]), so a restart restores the baselines rather
 //! than warming up again.
 //!
-//! Models ([`model`]): univariate (EWMA z-score with warm-up, physical limits, rate of
-//! change, flatline, missing heartbeat), multivariate (smoothed Mahalanobis distance with a
+//! Models ([`model`]): univariate (EWMA or median/MAD z-score with warm-up, physical limits,
+//! rate of change, flatline, missing heartbeat), multivariate (smoothed Mahalanobis distance with a
 //! drift prior and a hysteresis alarm, features ranked by their share of the distance),
 //! new terms (first-seen values per entity, or hours of the day with `field: "@hour"`),
 //! fan-out (distinct values of a column per entity and window against that entity's own
@@ -78,6 +78,10 @@ struct Series {
     stats: Ewma,
     /// Seasonal rules: one baseline per hour of the day or of the week (else empty).
     profile: Vec<Ewma>,
+    /// Robust rules (`robust_window`): the last samples, a ring written at `recent_pos`
+    /// (else empty).
+    recent: Vec<f64>,
+    recent_pos: u16,
     last: f64,
     last_ms: i64,
     first_ms: i64,
@@ -327,6 +331,10 @@ impl BaselineDetector {
             std::mem::size_of::<(String, Entity)>()
                 + entity.len()
                 + e.series.capacity() * std::mem::size_of::<Series>()
+                + e.series
+                    .iter()
+                    .map(|s| 8 * s.recent.capacity())
+                    .sum::<usize>()
                 + e.terms.capacity() * 16
                 + e.fan.as_ref().map_or(0, |f| {
                     std::mem::size_of::<FanOut>() + 8 * f.distinct.capacity()
@@ -601,6 +609,30 @@ fn learn(stats: &mut Ewma, x: f64, spec: &UnivariateSpec, anomalous: bool) {
     }
 }
 
+/// The median and MAD of `samples` as a baseline: `mean` is the median, `var` the square of
+/// the MAD scaled by 1.4826 (the standard deviation, for normal data), `n` the sample count.
+/// `scratch` is reused, so nothing is allocated per sample once it has grown.
+fn median_mad(samples: &[f64], scratch: &mut Vec<f64>) -> Ewma {
+    if samples.is_empty() {
+        return Ewma::default();
+    }
+    let mid = samples.len() / 2;
+    scratch.clear();
+    scratch.extend_from_slice(samples);
+    let median = *scratch.select_nth_unstable_by(mid, f64::total_cmp).1;
+    for v in scratch.iter_mut() {
+        *v = (*v - median).abs();
+    }
+    let mad = *scratch.select_nth_unstable_by(mid, f64::total_cmp).1;
+    let scale = 1.4826 * mad;
+    Ewma {
+        n: samples.len() as u32,
+        mean: median,
+        var: scale * scale,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn univariate(
     c: &mut Compiled,
     meta: &RuleMeta,
@@ -608,6 +640,7 @@ fn univariate(
     cols: &Columns,
     ctx: &EvalContext,
     evicted: &mut u64,
+    scratch: &mut Vec<f64>,
     out: &mut Vec<Alert>,
 ) {
     let entities = cols.entity.as_string::<i32>();
@@ -645,6 +678,8 @@ fn univariate(
                         metric,
                         stats: Ewma::default(),
                         profile: Vec::new(),
+                        recent: Vec::new(),
+                        recent_pos: 0,
                         last: x,
                         last_ms: t,
                         first_ms: t,
@@ -666,7 +701,10 @@ fn univariate(
                 season_bucket(t, n)
             });
             // The baseline this sample is scored against: its season's, or the series'.
-            let base = bucket.map_or(s.stats, |b| s.profile[b]);
+            let base = match spec.robust_window {
+                Some(_) => median_mad(&s.recent, scratch),
+                None => bucket.map_or(s.stats, |b| s.profile[b]),
+            };
             let warm = base.n >= spec.warmup;
             let z = base.z(x, spec.min_std);
             let anomalous_z = warm && spec.z.is_some_and(|thr| z.abs() > thr);
@@ -716,6 +754,16 @@ fn univariate(
                 }
             }
             learn(&mut s.stats, x, spec, anomalous_z);
+            if let Some(n) = spec.robust_window {
+                // Every sample goes in, anomalies too: the median ignores them until they
+                // are half the window, i.e. until they are the new normal.
+                if s.recent.len() < usize::from(n) {
+                    s.recent.push(x);
+                } else {
+                    s.recent[usize::from(s.recent_pos)] = x;
+                    s.recent_pos = (s.recent_pos + 1) % n;
+                }
+            }
             if let Some(b) = bucket {
                 learn(&mut s.profile[b], x, spec, anomalous_z);
             }
@@ -1239,7 +1287,7 @@ impl Detector for BaselineDetector {
             let evicted = &mut self.evicted;
             match c.rule.model.clone() {
                 Model::Univariate(spec) => {
-                    univariate(c, meta, &spec, &cols, ctx, evicted, out);
+                    univariate(c, meta, &spec, &cols, ctx, evicted, &mut self.x, out);
                 }
                 Model::Multivariate(spec) => multivariate(
                     c,

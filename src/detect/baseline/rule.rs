@@ -73,6 +73,9 @@ pub struct UnivariateSpec {
     /// buckets) or of the week (168), for loads that follow a daily rhythm; `None`: one
     /// baseline.
     pub seasonal: Option<u16>,
+    /// Robust baseline: median and MAD of the last this many samples instead of the EWMA
+    /// (outliers up to half the window do not move it).
+    pub robust_window: Option<u16>,
 }
 
 /// A multivariate rule's settings (see [`super::model::MultivariateParams`]).
@@ -215,6 +218,7 @@ const UNIVARIATE_KEYS: &[&str] = &[
     "flat_epsilon",
     "heartbeat_s",
     "seasonal",
+    "robust_window",
 ];
 const MULTIVARIATE_KEYS: &[&str] = &[
     "features",
@@ -399,7 +403,26 @@ pub fn parse(file: &Path, text: &str) -> Result<BaselineRule, Vec<RuleError>> {
                         }
                     }
                 },
+                robust_window: p
+                    .opt_number(root, "robust_window", 3.0)
+                    .map(|n| n.min(4096.0) as u16),
             };
+            if let Some(n) = spec.robust_window {
+                let at = root.get("robust_window").unwrap_or(root);
+                if spec.seasonal.is_some() {
+                    p.err(at, "`robust_window` and `seasonal` do not combine");
+                }
+                if u32::from(n) < spec.warmup {
+                    p.err(
+                        at,
+                        format!(
+                            "robust_window ({n}) must hold at least `warmup` ({}) samples, or \
+                             the baseline never warms up",
+                            spec.warmup
+                        ),
+                    );
+                }
+            }
             if spec.z.is_none()
                 && spec.min.is_none()
                 && spec.max.is_none()
@@ -775,7 +798,7 @@ mod tests {
                 "r.baseline.yml:5:1: unknown key `zz` for a univariate rule; expected one of \
                  alpha, description, entity, features, flat_epsilon, flatline_s, heartbeat_s, \
                  id, max, max_entities, max_rate, metric, min, min_std, model, realert_s, \
-                 seasonal, severity, stream, tags, title, ttl_s, value, warmup, z"
+                 robust_window, seasonal, severity, stream, tags, title, ttl_s, value, warmup, z"
                     .to_string(),
                 "r.baseline.yml:1:1: a univariate rule needs at least one check: z, min, max, \
                  max_rate, flatline_s or heartbeat_s"

@@ -819,3 +819,88 @@ fn consistency_state_survives_a_restart() {
     let bytes = codec::encode(&e, |_| "", |_| "");
     assert_eq!(codec::decode(&bytes, |_| None, |_| None).unwrap(), e);
 }
+
+const ROBUST: &str = "id: eq.robust\nstream: sensors\nmodel: univariate\nmetric: metric\n\
+                      value: value\nwarmup: 20\nrobust_window: 32\nz: 6\nrealert_s: 0\n";
+
+#[test]
+fn robust_baseline_is_the_median_and_mad_of_the_recent_window() {
+    // Noise around 5 with a spike of +40 every tenth sample: each spike alerts, and none
+    // moves the baseline (the median ignores them), so the samples around them do not.
+    let mut rng = Rng::new(3);
+    let rows: Vec<(i64, &str, &str, f64)> = (0..300)
+        .map(|s| {
+            let spike = if s % 10 == 9 { 40.0 } else { 0.0 };
+            (s, "pump-1", "pressure", 5.0 + rng.f64() - 0.5 + spike)
+        })
+        .collect();
+    let mut det = detector(&[ROBUST]);
+    let alerts = run(&mut det, &rows, 50);
+    let spikes: Vec<&(i64, &str, &str, f64)> =
+        rows.iter().filter(|r| r.0 >= 20 && r.0 % 10 == 9).collect();
+    assert_eq!(alerts.len(), spikes.len(), "{:?}", summary(&alerts));
+    for (a, spike) in alerts.iter().zip(&spikes) {
+        assert_eq!(a.event_time, format_time_ms(T0 + spike.0 * 1000));
+        // The expected range, recomputed here from the (up to) 32 samples before the spike.
+        let i = spike.0 as usize;
+        let mut w: Vec<f64> = rows[i.saturating_sub(32)..i].iter().map(|r| r.3).collect();
+        w.sort_by(f64::total_cmp);
+        let mid = w.len() / 2;
+        let median = w[mid];
+        let mut dev: Vec<f64> = w.iter().map(|v| (v - median).abs()).collect();
+        dev.sort_by(f64::total_cmp);
+        let scale = 1.4826 * dev[mid];
+        let ev = evidence(a);
+        let lo = ev["expected"][0].as_f64().unwrap();
+        let hi = ev["expected"][1].as_f64().unwrap();
+        assert!(
+            (lo - (median - 6.0 * scale)).abs() < 1e-3,
+            "{ev} vs {median} {scale}"
+        );
+        assert!(
+            (hi - (median + 6.0 * scale)).abs() < 1e-3,
+            "{ev} vs {median} {scale}"
+        );
+        assert_eq!(ev["baseline_samples"].as_u64(), Some(w.len() as u64));
+    }
+}
+
+#[test]
+fn robust_window_round_trips_and_is_validated() {
+    let e = Entity {
+        series: vec![Series {
+            metric: 0,
+            stats: Ewma::default(),
+            profile: Vec::new(),
+            recent: vec![1.0, 2.0, 3.0],
+            recent_pos: 1,
+            last: 3.0,
+            last_ms: 4,
+            first_ms: 1,
+            changed_ms: 2,
+            alarms: 0,
+            last_alert_ms: i64::MIN,
+        }],
+        ..Entity::default()
+    };
+    let bytes = codec::encode(&e, |_| "pressure", |_| "");
+    let back = codec::decode(&bytes, |_| Some(0), |_| None).unwrap();
+    assert_eq!(back, e);
+    let errors: Vec<String> = rule::parse(
+        Path::new("r.baseline.yml"),
+        "id: a\nstream: s\nmodel: univariate\nfeatures: [v]\nz: 5\nwarmup: 50\n\
+         robust_window: 16\n",
+    )
+    .unwrap_err()
+    .iter()
+    .map(|e| e.to_string())
+    .collect();
+    assert_eq!(
+        errors,
+        vec![
+            "r.baseline.yml:7:16: robust_window (16) must hold at least `warmup` (50) samples, \
+             or the baseline never warms up"
+                .to_string()
+        ]
+    );
+}
