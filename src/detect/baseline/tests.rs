@@ -904,3 +904,18 @@ fn robust_window_round_trips_and_is_validated() {
         ]
     );
 }
+
+#[test]
+fn struct_paths_are_checked_at_load() {
+    let text = TRAVEL.replace("geo.city", "geo.town");
+    let file = PathBuf::from("t.baseline.yml");
+    let rule = rule::parse(&file, &text).unwrap();
+    let errors: Vec<String> = match BaselineDetector::load(&Config::builtin(), vec![(file, rule)]) {
+        Ok(_) => panic!("geo has no field `town`"),
+        Err(errors) => errors.iter().map(|e| e.to_string()).collect(),
+    };
+    assert_eq!(
+        errors,
+        vec!["t.baseline.yml:4:1: stream `auth` has no column `geo.town`".to_string()]
+    );
+}
