@@ -3,10 +3,11 @@
 //! stable across restarts); a series whose metric the rule no longer reads is dropped on
 //! restore.
 
-use super::model::{Ewma, Multivariate};
-use super::{Entity, Series};
+use super::model::{Ewma, FanOut, Multivariate};
+use super::{Command, Entity, Series};
 
-const VERSION: u8 = 1;
+/// 2 added the fan-out, travel and command sections; version 1 states (none) still decode.
+const VERSION: u8 = 2;
 
 struct Writer(Vec<u8>);
 
@@ -75,8 +76,13 @@ impl Reader<'_> {
     }
 }
 
-/// Encodes `e`; `name` gives each series' metric name.
-pub(super) fn encode<'a>(e: &Entity, name: impl Fn(u16) -> &'a str) -> Vec<u8> {
+/// Encodes `e`; `name` gives each series' metric name, `place` each place's name (written as
+/// text: the rule's list of places may be edited between runs).
+pub(super) fn encode<'a>(
+    e: &Entity,
+    name: impl Fn(u16) -> &'a str,
+    place: impl Fn(u16) -> &'a str,
+) -> Vec<u8> {
     let mut w = Writer(Vec::with_capacity(64));
     w.u8(VERSION);
     w.i64(e.first_ms);
@@ -99,6 +105,11 @@ pub(super) fn encode<'a>(e: &Entity, name: impl Fn(u16) -> &'a str) -> Vec<u8> {
         w.i64(s.changed_ms);
         w.u8(s.alarms);
         w.i64(s.last_alert_ms);
+        w.u32(s.recent.len() as u32);
+        w.u32(u32::from(s.recent_pos));
+        for v in &s.recent {
+            w.f64(*v);
+        }
     }
     match &e.mv {
         None => w.u8(0),
@@ -120,18 +131,50 @@ pub(super) fn encode<'a>(e: &Entity, name: impl Fn(u16) -> &'a str) -> Vec<u8> {
         w.u64(h);
         w.i64(t);
     }
+    match &e.fan {
+        None => w.u8(0),
+        Some(f) => {
+            w.u8(1 | (u8::from(f.alerted) << 1));
+            w.i64(f.window_ms);
+            w.i64(f.first_ms);
+            w.u32(f.stats.n);
+            w.f64(f.stats.mean);
+            w.f64(f.stats.var);
+            w.u32(f.distinct.len() as u32);
+            for &h in &f.distinct {
+                w.u64(h);
+            }
+        }
+    }
+    match e.travel {
+        None => w.u8(0),
+        Some((p, t)) => {
+            w.u8(1);
+            w.str(place(p));
+            w.i64(t);
+        }
+    }
+    match e.cmd {
+        None => w.u8(0),
+        Some(c) => {
+            w.u8(1 | (u8::from(c.on) << 1) | (u8::from(c.pending_ms.is_some()) << 2));
+            w.i64(c.pending_ms.unwrap_or(0));
+            w.f64(c.last_response);
+        }
+    }
     w.0
 }
 
 /// Decodes what [`encode`] wrote; `id` maps a metric name to the rule's id for it (`None`:
-/// the series is dropped).
+/// the series is dropped), `place` a place name to its index (`None`: forgotten).
 pub(super) fn decode(
     bytes: &[u8],
     mut id: impl FnMut(&str) -> Option<u16>,
+    place: impl Fn(&str) -> Option<u16>,
 ) -> Result<Entity, String> {
     let mut r = Reader(bytes);
     let version = r.u8()?;
-    if version != VERSION {
+    if version != VERSION && version != 1 {
         return Err(format!("unknown state version {version}"));
     }
     let mut e = Entity {
@@ -159,10 +202,12 @@ pub(super) fn decode(
                 var: r.f64()?,
             });
         }
-        let s = Series {
+        let mut s = Series {
             metric: 0,
             stats,
             profile,
+            recent: Vec::new(),
+            recent_pos: 0,
             last: r.f64()?,
             last_ms: r.i64()?,
             first_ms: r.i64()?,
@@ -170,6 +215,17 @@ pub(super) fn decode(
             alarms: r.u8()?,
             last_alert_ms: r.i64()?,
         };
+        if version >= 2 {
+            let n = r.u32()? as usize;
+            let pos = r.u32()?;
+            if n > 4096 || (pos as usize) >= n.max(1) {
+                return Err(format!(
+                    "robust window of {n} samples at {pos} (at most 4096)"
+                ));
+            }
+            s.recent_pos = pos as u16;
+            s.recent = r.f64s(n)?;
+        }
         if let Some(metric) = id(&name) {
             e.series.push(Series { metric, ..s });
         }
@@ -199,6 +255,53 @@ pub(super) fn decode(
     let terms = r.u32()?;
     for _ in 0..terms {
         e.terms.push((r.u64()?, r.i64()?));
+    }
+    if version >= 2 {
+        let flags = r.u8()?;
+        if flags & 1 != 0 {
+            let window_ms = r.i64()?;
+            let first_ms = r.i64()?;
+            let stats = Ewma {
+                n: r.u32()?,
+                mean: r.f64()?,
+                var: r.f64()?,
+            };
+            let n = r.u32()? as usize;
+            if n > 65_536 {
+                return Err(format!(
+                    "{n} distinct values in a fan-out state (at most 65536)"
+                ));
+            }
+            let mut distinct = Vec::with_capacity(n);
+            for _ in 0..n {
+                distinct.push(r.u64()?);
+            }
+            if !distinct.is_sorted() {
+                // insert() relies on binary search.
+                return Err("fan-out values out of order".into());
+            }
+            e.fan = Some(Box::new(FanOut {
+                window_ms,
+                distinct,
+                stats,
+                alerted: flags & 2 != 0,
+                first_ms,
+            }));
+        }
+        if r.u8()? == 1 {
+            let name = r.str()?;
+            let t = r.i64()?;
+            e.travel = place(&name).map(|p| (p, t));
+        }
+        let flags = r.u8()?;
+        if flags & 1 != 0 {
+            let pending = r.i64()?;
+            e.cmd = Some(Command {
+                on: flags & 2 != 0,
+                pending_ms: (flags & 4 != 0).then_some(pending),
+                last_response: r.f64()?,
+            });
+        }
     }
     if !r.0.is_empty() {
         return Err("trailing bytes after the state".into());

@@ -12,10 +12,14 @@
 //! (key: rule id and entity; value: [`codec`]), so a restart restores the baselines rather
 //! than warming up again.
 //!
-//! Models ([`model`]): univariate (EWMA z-score with warm-up, physical limits, rate of
-//! change, flatline, missing heartbeat), multivariate (smoothed Mahalanobis distance with a
-//! drift prior and a hysteresis alarm, features ranked by their share of the distance) and
-//! new terms (first-seen values per entity, or hours of the day with `field: "@hour"`).
+//! Models ([`model`]): univariate (EWMA or median/MAD z-score with warm-up, physical limits,
+//! rate of change, flatline, missing heartbeat), multivariate (smoothed Mahalanobis distance with a
+//! drift prior and a hysteresis alarm, features ranked by their share of the distance),
+//! new terms (first-seen values per entity, or hours of the day with `field: "@hour"`),
+//! fan-out (distinct values of a column per entity and window against that entity's own
+//! baseline of the count), impossible travel (consecutive located events too far apart for
+//! the time between them) and physical consistency (a command whose response does not
+//! follow within a deadline).
 
 mod codec;
 pub mod model;
@@ -30,8 +34,10 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Float64Type};
 use serde_json::value::RawValue;
 
-use self::model::{Ewma, Multivariate};
-use self::rule::{BaselineRule, Model, NewTermsSpec, UnivariateSpec};
+use self::model::{Ewma, FanOut, Multivariate};
+use self::rule::{
+    BaselineRule, ConsistencySpec, FanOutSpec, Model, NewTermsSpec, TravelSpec, UnivariateSpec,
+};
 use super::{
     DetectError, Detector, EvalContext, RuleError, RuleMeta, StateCounters, StateEntry,
     timestamp_millis,
@@ -72,6 +78,10 @@ struct Series {
     stats: Ewma,
     /// Seasonal rules: one baseline per hour of the day or of the week (else empty).
     profile: Vec<Ewma>,
+    /// Robust rules (`robust_window`): the last samples, a ring written at `recent_pos`
+    /// (else empty).
+    recent: Vec<f64>,
+    recent_pos: u16,
     last: f64,
     last_ms: i64,
     first_ms: i64,
@@ -98,6 +108,24 @@ struct Entity {
     mv: Option<Box<Multivariate>>,
     /// New terms: hash of each term and when it was last seen.
     terms: Vec<(u64, i64)>,
+    /// Fan-out: this window's distinct values and the baseline of their count.
+    fan: Option<Box<FanOut>>,
+    /// Impossible travel: the place (index into the rule's `places`) and time of the last
+    /// located event.
+    travel: Option<(u16, i64)>,
+    /// Physical consistency: command state and the pending deadline.
+    cmd: Option<Command>,
+}
+
+/// A consistency rule's state of one entity.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Command {
+    /// The command is on (above `command_above`).
+    on: bool,
+    /// When the command switched on, while its response is awaited.
+    pending_ms: Option<i64>,
+    /// Last value of the response metric (evidence).
+    last_response: f64,
 }
 
 /// The state of one rule.
@@ -110,6 +138,11 @@ struct RuleState {
     tombstones: Vec<(i32, String)>,
     last_sweep_ms: i64,
     last_heartbeat_scan_ms: i64,
+    /// Consistency: the earliest pending deadline (0 after a restore: the first row scans
+    /// and finds it).
+    next_deadline_ms: i64,
+    /// Impossible travel: place name to its index in the rule's `places`.
+    places: HashMap<String, u16>,
 }
 
 struct Compiled {
@@ -182,6 +215,21 @@ impl BaselineDetector {
                     columns.push(("field", n.field.clone()));
                     Some(n.field.clone())
                 }
+                Model::FanOut(f) => {
+                    columns.push(("field", f.field.clone()));
+                    Some(f.field.clone())
+                }
+                Model::ImpossibleTravel(tr) => {
+                    columns.push(("location", tr.location.clone()));
+                    // Privacy is configured on top-level columns.
+                    Some(
+                        tr.location
+                            .split('.')
+                            .next()
+                            .unwrap_or_default()
+                            .to_string(),
+                    )
+                }
                 _ => None,
             };
             let Some(schema) = s.arrow_schema() else {
@@ -198,7 +246,7 @@ impl BaselineDetector {
             };
             {
                 for (key, c) in &columns {
-                    if schema.field_with_name(c).is_err() {
+                    if !has_column(schema, c) {
                         errors.push(err(
                             key,
                             format!("stream `{}` has no column `{c}`", rule.stream),
@@ -245,11 +293,20 @@ impl BaselineDetector {
                 falsepositives: Vec::new(),
                 file,
             });
+            let mut state = RuleState::default();
+            if let Model::ImpossibleTravel(tr) = &rule.model {
+                state.places = tr
+                    .places
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (name, _, _))| (name.clone(), i as u16))
+                    .collect();
+            }
             compiled.push(Compiled {
                 meta: metas.len() - 1,
                 rule,
                 stream,
-                state: RuleState::default(),
+                state,
             });
         }
         BaselineDetector {
@@ -274,9 +331,32 @@ impl BaselineDetector {
             std::mem::size_of::<(String, Entity)>()
                 + entity.len()
                 + e.series.capacity() * std::mem::size_of::<Series>()
+                + e.series
+                    .iter()
+                    .map(|s| 8 * s.recent.capacity())
+                    .sum::<usize>()
                 + e.terms.capacity() * 16
+                + e.fan.as_ref().map_or(0, |f| {
+                    std::mem::size_of::<FanOut>() + 8 * f.distinct.capacity()
+                })
                 + mv,
         )
+    }
+}
+
+/// Whether `schema` has column `name`, or for `a.b` a struct column `a` with a field `b`.
+fn has_column(schema: &datafusion::arrow::datatypes::Schema, name: &str) -> bool {
+    match name.split_once('.') {
+        _ if schema.field_with_name(name).is_ok() => true,
+        Some((parent, child)) => {
+            schema
+                .field_with_name(parent)
+                .is_ok_and(|f| match f.data_type() {
+                    DataType::Struct(fields) => fields.iter().any(|f| f.name() == child),
+                    _ => false,
+                })
+        }
+        None => false,
     }
 }
 
@@ -290,8 +370,17 @@ struct Columns {
 }
 
 fn column(batch: &RecordBatch, name: &str, to: &DataType) -> Result<ArrayRef, String> {
+    let nested = || {
+        // `a.b`: field `b` of struct column `a` (the auth stream's `geo.city`).
+        let (parent, child) = name.split_once('.')?;
+        batch
+            .column_by_name(parent)?
+            .as_struct_opt()?
+            .column_by_name(child)
+    };
     let col = batch
         .column_by_name(name)
+        .or_else(nested)
         .ok_or_else(|| format!("the batch has no column `{name}`"))?;
     if col.data_type() == to {
         return Ok(Arc::clone(col));
@@ -319,6 +408,8 @@ fn read_columns(c: &Compiled, batch: &RecordBatch) -> Result<Columns, String> {
     };
     let term = match &rule.model {
         Model::NewTerms(n) if n.field != "@hour" => Some(column(batch, &n.field, &DataType::Utf8)?),
+        Model::FanOut(f) => Some(column(batch, &f.field, &DataType::Utf8)?),
+        Model::ImpossibleTravel(tr) => Some(column(batch, &tr.location, &DataType::Utf8)?),
         _ => None,
     };
     Ok(Columns {
@@ -459,17 +550,22 @@ impl RuleState {
     }
 
     fn metric_id(&mut self, name: &str) -> Option<u16> {
-        if let Some(&id) = self.metric_ids.get(name) {
-            return Some(id);
-        }
-        if self.metric_names.len() >= MAX_METRICS {
-            return None;
-        }
-        let id = self.metric_names.len() as u16;
-        self.metric_ids.insert(name.to_string(), id);
-        self.metric_names.push(name.to_string());
-        Some(id)
+        intern(&mut self.metric_ids, &mut self.metric_names, name)
     }
+}
+
+/// The id of metric `name`, interned if new (`None` beyond [`MAX_METRICS`]).
+fn intern(ids: &mut HashMap<String, u16>, names: &mut Vec<String>, name: &str) -> Option<u16> {
+    if let Some(&id) = ids.get(name) {
+        return Some(id);
+    }
+    if names.len() >= MAX_METRICS {
+        return None;
+    }
+    let id = names.len() as u16;
+    ids.insert(name.to_string(), id);
+    names.push(name.to_string());
+    Some(id)
 }
 
 impl Compiled {
@@ -513,6 +609,30 @@ fn learn(stats: &mut Ewma, x: f64, spec: &UnivariateSpec, anomalous: bool) {
     }
 }
 
+/// The median and MAD of `samples` as a baseline: `mean` is the median, `var` the square of
+/// the MAD scaled by 1.4826 (the standard deviation, for normal data), `n` the sample count.
+/// `scratch` is reused, so nothing is allocated per sample once it has grown.
+fn median_mad(samples: &[f64], scratch: &mut Vec<f64>) -> Ewma {
+    if samples.is_empty() {
+        return Ewma::default();
+    }
+    let mid = samples.len() / 2;
+    scratch.clear();
+    scratch.extend_from_slice(samples);
+    let median = *scratch.select_nth_unstable_by(mid, f64::total_cmp).1;
+    for v in scratch.iter_mut() {
+        *v = (*v - median).abs();
+    }
+    let mad = *scratch.select_nth_unstable_by(mid, f64::total_cmp).1;
+    let scale = 1.4826 * mad;
+    Ewma {
+        n: samples.len() as u32,
+        mean: median,
+        var: scale * scale,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn univariate(
     c: &mut Compiled,
     meta: &RuleMeta,
@@ -520,6 +640,7 @@ fn univariate(
     cols: &Columns,
     ctx: &EvalContext,
     evicted: &mut u64,
+    scratch: &mut Vec<f64>,
     out: &mut Vec<Alert>,
 ) {
     let entities = cols.entity.as_string::<i32>();
@@ -557,6 +678,8 @@ fn univariate(
                         metric,
                         stats: Ewma::default(),
                         profile: Vec::new(),
+                        recent: Vec::new(),
+                        recent_pos: 0,
                         last: x,
                         last_ms: t,
                         first_ms: t,
@@ -578,7 +701,10 @@ fn univariate(
                 season_bucket(t, n)
             });
             // The baseline this sample is scored against: its season's, or the series'.
-            let base = bucket.map_or(s.stats, |b| s.profile[b]);
+            let base = match spec.robust_window {
+                Some(_) => median_mad(&s.recent, scratch),
+                None => bucket.map_or(s.stats, |b| s.profile[b]),
+            };
             let warm = base.n >= spec.warmup;
             let z = base.z(x, spec.min_std);
             let anomalous_z = warm && spec.z.is_some_and(|thr| z.abs() > thr);
@@ -628,6 +754,16 @@ fn univariate(
                 }
             }
             learn(&mut s.stats, x, spec, anomalous_z);
+            if let Some(n) = spec.robust_window {
+                // Every sample goes in, anomalies too: the median ignores them until they
+                // are half the window, i.e. until they are the new normal.
+                if s.recent.len() < usize::from(n) {
+                    s.recent.push(x);
+                } else {
+                    s.recent[usize::from(s.recent_pos)] = x;
+                    s.recent_pos = (s.recent_pos + 1) % n;
+                }
+            }
             if let Some(b) = bucket {
                 learn(&mut s.profile[b], x, spec, anomalous_z);
             }
@@ -861,6 +997,260 @@ fn new_terms(
     }
 }
 
+fn fan_out(
+    c: &mut Compiled,
+    meta: &RuleMeta,
+    spec: &FanOutSpec,
+    cols: &Columns,
+    ctx: &EvalContext,
+    evicted: &mut u64,
+    out: &mut Vec<Alert>,
+) {
+    let entities = cols.entity.as_string::<i32>();
+    let Some(terms) = cols.term.as_ref().map(|t| t.as_string::<i32>()) else {
+        return;
+    };
+    for row in 0..entities.len() {
+        if entities.is_null(row) || terms.is_null(row) {
+            continue;
+        }
+        let t = cols.time[row].unwrap_or(ctx.now_ms);
+        let start = t - t.rem_euclid(spec.window_ms);
+        let name = entities.value(row);
+        let e = c.state.entity(name, t, ctx.partition, &c.rule, evicted);
+        e.last_ms = e.last_ms.max(t);
+        let f = e.fan.get_or_insert_with(|| {
+            Box::new(FanOut {
+                window_ms: start,
+                first_ms: start,
+                ..FanOut::default()
+            })
+        });
+        // A later window closes the current one. A late row (an earlier window) is counted in
+        // the current window: reopening closed windows would need their sets kept.
+        if start > f.window_ms {
+            f.roll(start, spec.alpha, spec.z, spec.min_std);
+        }
+        if !f.insert(term_hash(terms.value(row)), spec.max_distinct) || f.alerted {
+            continue;
+        }
+        // Scored as the count grows, so a scan alerts while it runs, not when its window ends.
+        let count = f.distinct.len() as f64;
+        let base = f.stats;
+        if base.n < spec.warmup || count < f64::from(spec.min_count) {
+            continue;
+        }
+        let z = base.z(count, spec.min_std);
+        if z <= spec.z || count < spec.ratio * base.mean {
+            continue;
+        }
+        f.alerted = true;
+        let std = base.var.sqrt().max(spec.min_std);
+        let evidence = serde_json::json!({
+            "check": "fan_out",
+            "field": spec.field,
+            "value": count,
+            "saturated": f.distinct.len() >= spec.max_distinct,
+            "score": round(z),
+            "threshold": spec.z,
+            "expected": [round((base.mean - spec.z * std).max(0.0)), round(base.mean + spec.z * std)],
+            "baseline_mean": round(base.mean),
+            "window_start": format_time_ms(f.window_ms),
+            "window_s": spec.window_ms / 1000,
+            "attribution": [{"feature": spec.field, "share": 1.0}],
+            "baseline_age_s": (t - f.first_ms) / 1000,
+            "baseline_windows": base.n,
+        });
+        let name = name.to_string();
+        out.push(alert(c, meta, ctx, &name, t, evidence));
+    }
+}
+
+/// Great-circle distance (km) between two points given in degrees (haversine, mean Earth
+/// radius): accurate to well under 1 % at the distances that matter here.
+pub fn haversine_km(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
+    let (p1, p2) = (lat1.to_radians(), lat2.to_radians());
+    let dp = p2 - p1;
+    let dl = (lon2 - lon1).to_radians();
+    let a = (dp / 2.0).sin().powi(2) + p1.cos() * p2.cos() * (dl / 2.0).sin().powi(2);
+    2.0 * 6371.0 * a.sqrt().min(1.0).asin()
+}
+
+fn travel(
+    c: &mut Compiled,
+    meta: &RuleMeta,
+    spec: &TravelSpec,
+    cols: &Columns,
+    ctx: &EvalContext,
+    evicted: &mut u64,
+    out: &mut Vec<Alert>,
+) {
+    let entities = cols.entity.as_string::<i32>();
+    let Some(places) = cols.term.as_ref().map(|t| t.as_string::<i32>()) else {
+        return;
+    };
+    for row in 0..entities.len() {
+        if entities.is_null(row) || places.is_null(row) {
+            continue;
+        }
+        // Unknown places are skipped: a guess would make up distances.
+        let Some(&here) = c.state.places.get(places.value(row)) else {
+            continue;
+        };
+        let t = cols.time[row].unwrap_or(ctx.now_ms);
+        let name = entities.value(row);
+        let e = c.state.entity(name, t, ctx.partition, &c.rule, evicted);
+        e.last_ms = e.last_ms.max(t);
+        let Some((there, then)) = e.travel.replace((here, t)) else {
+            continue;
+        };
+        if there == here {
+            continue;
+        }
+        let (from, to) = (
+            &spec.places[usize::from(there)],
+            &spec.places[usize::from(here)],
+        );
+        let km = haversine_km(from.1, from.2, to.1, to.2);
+        if km < spec.min_km {
+            continue;
+        }
+        // Events out of order count as simultaneous: the order they arrive in is the only
+        // order a stream detector knows, and either way the pair is implausible.
+        let hours = (t - then).max(0) as f64 / 3_600_000.0;
+        let kmh = if hours > 0.0 {
+            km / hours
+        } else {
+            f64::INFINITY
+        };
+        if kmh <= spec.max_kmh {
+            continue;
+        }
+        let evidence = serde_json::json!({
+            "check": "impossible_travel",
+            "from": from.0,
+            "to": to.0,
+            "previous_time": format_time_ms(then),
+            "distance_km": round(km),
+            "hours": round(hours),
+            // Simultaneous events in two places have no finite speed: null.
+            "score": if kmh.is_finite() { serde_json::json!(round(kmh)) } else { serde_json::Value::Null },
+            "threshold": spec.max_kmh,
+            "expected": [0.0, spec.max_kmh],
+            "attribution": [{"feature": spec.location, "share": 1.0}],
+            "baseline_age_s": (t - e.first_ms) / 1000,
+        });
+        let name = name.to_string();
+        out.push(alert(c, meta, ctx, &name, t, evidence));
+    }
+}
+
+fn consistency(
+    c: &mut Compiled,
+    meta: &RuleMeta,
+    spec: &ConsistencySpec,
+    cols: &Columns,
+    ctx: &EvalContext,
+    evicted: &mut u64,
+    out: &mut Vec<Alert>,
+) {
+    let entities = cols.entity.as_string::<i32>();
+    let (Some(metrics), Some(values)) = (
+        cols.metric.as_ref().map(|m| m.as_string::<i32>()),
+        cols.values.first().map(|v| v.as_primitive::<Float64Type>()),
+    ) else {
+        return;
+    };
+    for row in 0..entities.len() {
+        let t = cols.time[row].unwrap_or(ctx.now_ms);
+        // Deadlines are checked row by row against event time (any row of the stream, so an
+        // asset that went silent after its command is noticed too): the alerts do not depend
+        // on how the stream is cut into batches. The map is scanned only when the earliest
+        // deadline has passed.
+        if t > c.state.next_deadline_ms {
+            overdue(c, meta, spec, ctx, t, out);
+        }
+        if entities.is_null(row) || metrics.is_null(row) || values.is_null(row) {
+            continue;
+        }
+        let m = metrics.value(row);
+        let is_command = m == spec.command;
+        if !is_command && m != spec.response {
+            continue;
+        }
+        let x = values.value(row);
+        let e = c
+            .state
+            .entity(entities.value(row), t, ctx.partition, &c.rule, evicted);
+        e.last_ms = e.last_ms.max(t);
+        let s = e.cmd.get_or_insert(Command {
+            on: false,
+            pending_ms: None,
+            last_response: f64::NAN,
+        });
+        if is_command {
+            let on = x > spec.command_above;
+            // The rising edge starts the deadline; switching off withdraws it.
+            if on && !s.on {
+                s.pending_ms = Some(t);
+            } else if !on {
+                s.pending_ms = None;
+            }
+            s.on = on;
+            if on {
+                let next = &mut c.state.next_deadline_ms;
+                *next = (*next).min(t + spec.within_ms);
+            }
+        } else {
+            s.last_response = x;
+            if x > spec.response_above {
+                s.pending_ms = None;
+            }
+        }
+    }
+}
+
+/// Raises the commands whose deadline has passed at `now` and finds the next deadline.
+fn overdue(
+    c: &mut Compiled,
+    meta: &RuleMeta,
+    spec: &ConsistencySpec,
+    ctx: &EvalContext,
+    now: i64,
+    out: &mut Vec<Alert>,
+) {
+    let mut late = Vec::new();
+    let mut next = i64::MAX;
+    for (name, e) in &mut c.state.entities {
+        let Some(s) = &mut e.cmd else { continue };
+        let Some(since) = s.pending_ms else { continue };
+        if now - since > spec.within_ms {
+            s.pending_ms = None;
+            e.dirty = true;
+            late.push((since, name.clone(), s.last_response, e.first_ms));
+        } else {
+            next = next.min(since + spec.within_ms);
+        }
+    }
+    c.state.next_deadline_ms = next;
+    late.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    for (since, name, last, first_ms) in late {
+        let evidence = serde_json::json!({
+            "check": "consistency",
+            "command": spec.command,
+            "command_time": format_time_ms(since),
+            "response": spec.response,
+            "last_response": if last.is_finite() { serde_json::json!(round(last)) } else { serde_json::Value::Null },
+            "score": (now - since) / 1000,
+            "threshold": spec.within_ms / 1000,
+            "expected": format!("{} above {} within {} s", spec.response, spec.response_above, spec.within_ms / 1000),
+            "attribution": [{"feature": spec.response, "share": 1.0}],
+            "baseline_age_s": (since - first_ms) / 1000,
+        });
+        out.push(alert(c, meta, ctx, &name, since + spec.within_ms, evidence));
+    }
+}
+
 impl Detector for BaselineDetector {
     fn name(&self) -> &str {
         "baseline"
@@ -897,7 +1287,7 @@ impl Detector for BaselineDetector {
             let evicted = &mut self.evicted;
             match c.rule.model.clone() {
                 Model::Univariate(spec) => {
-                    univariate(c, meta, &spec, &cols, ctx, evicted, out);
+                    univariate(c, meta, &spec, &cols, ctx, evicted, &mut self.x, out);
                 }
                 Model::Multivariate(spec) => multivariate(
                     c,
@@ -910,6 +1300,11 @@ impl Detector for BaselineDetector {
                     out,
                 ),
                 Model::NewTerms(spec) => new_terms(c, meta, &spec, &cols, ctx, evicted, out),
+                Model::FanOut(spec) => fan_out(c, meta, &spec, &cols, ctx, evicted, out),
+                Model::ImpossibleTravel(spec) => {
+                    travel(c, meta, &spec, &cols, ctx, evicted, out);
+                }
+                Model::Consistency(spec) => consistency(c, meta, &spec, &cols, ctx, evicted, out),
             }
             let now = cols
                 .time
@@ -975,7 +1370,10 @@ impl Detector for BaselineDetector {
                 out.push(StateEntry {
                     partition: e.partition,
                     key: key(name),
-                    value: Some(codec::encode(e, names)),
+                    value: Some(codec::encode(e, names, |i| match &c.rule.model {
+                        Model::ImpossibleTravel(tr) => &tr.places[usize::from(i)].0,
+                        _ => "",
+                    })),
                 });
             }
         }
@@ -999,19 +1397,31 @@ impl Detector for BaselineDetector {
             let state = &mut c.state;
             let features = &c.rule.features;
             let long = c.rule.metric.is_some();
-            let mut e = codec::decode(value, |name| {
-                if long {
-                    state.metric_id(name)
-                } else {
-                    features.iter().position(|f| f == name).map(|i| i as u16)
-                }
-            })
-            .map_err(|message| DetectError {
+            let places = &state.places;
+            let mut metric_ids = std::mem::take(&mut state.metric_ids);
+            let mut metric_names = std::mem::take(&mut state.metric_names);
+            let decoded = codec::decode(
+                value,
+                |name| {
+                    if long {
+                        intern(&mut metric_ids, &mut metric_names, name)
+                    } else {
+                        features.iter().position(|f| f == name).map(|i| i as u16)
+                    }
+                },
+                // A place the rule no longer lists: the last position is forgotten.
+                |place| places.get(place).copied(),
+            );
+            state.metric_ids = metric_ids;
+            state.metric_names = metric_names;
+            let mut e = decoded.map_err(|message| DetectError {
                 detector: c.rule.id.clone(),
                 message: format!("cannot restore the state of `{entity}`: {message}"),
             })?;
             e.partition = entry.partition;
             e.dirty = false;
+            // A restored pending command: the next row looks for its deadline.
+            c.state.next_deadline_ms = i64::MIN;
             c.state.entities.insert(entity, e);
         }
         Ok(())

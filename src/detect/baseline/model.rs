@@ -39,6 +39,62 @@ impl Ewma {
     }
 }
 
+/// Fan-out of one entity: the distinct values (hashes) it touched in the current window, and
+/// the baseline of that count over its past active windows.
+///
+/// Why only active windows: an entity idle most of the time (a maintenance laptop) would
+/// otherwise have a baseline near zero and every working hour would look like a scan; what
+/// matters is how wide it reaches *when* it works.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FanOut {
+    /// Start of the current window (ms, aligned to the window length).
+    pub window_ms: i64,
+    /// Hashes of the distinct values of the current window, sorted (binary search); at most
+    /// the rule's `max_distinct`, beyond which the count saturates.
+    pub distinct: Vec<u64>,
+    /// Baseline of the per-window distinct count.
+    pub stats: Ewma,
+    /// The current window has alerted (one alert per window).
+    pub alerted: bool,
+    /// The first window's start, for the baseline's age.
+    pub first_ms: i64,
+}
+
+impl FanOut {
+    /// Adds `h` to the current window; true when it was new.
+    #[inline]
+    pub fn insert(&mut self, h: u64, max_distinct: usize) -> bool {
+        match self.distinct.binary_search(&h) {
+            Ok(_) => false,
+            Err(_) if self.distinct.len() >= max_distinct => false,
+            Err(i) => {
+                self.distinct.insert(i, h);
+                true
+            }
+        }
+    }
+
+    /// Closes the current window into the baseline and opens the one starting at `start`.
+    /// A window that alerted moves the mean only as far as a count at the threshold would
+    /// and leaves the variance alone, so a scan does not teach the baseline that scans are
+    /// normal (the same robust learning as the univariate model).
+    pub fn roll(&mut self, start: i64, alpha: f64, z: f64, min_std: f64) {
+        let count = self.distinct.len() as f64;
+        if self.alerted && self.stats.n > 0 {
+            let std = self.stats.var.sqrt().max(min_std);
+            let d = (count - self.stats.mean).clamp(-z * std, z * std);
+            self.stats.mean += alpha * d;
+            self.stats.n = self.stats.n.saturating_add(1);
+        } else {
+            self.stats.update(count, alpha);
+        }
+        // clear() keeps the capacity: no allocation per window once the entity is warm.
+        self.distinct.clear();
+        self.alerted = false;
+        self.window_ms = start;
+    }
+}
+
 /// Multivariate baseline of one asset: mean and covariance of its features learnt over a
 /// warm-up, then a smoothed Mahalanobis distance with an alarm that has hysteresis.
 ///

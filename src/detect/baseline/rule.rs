@@ -21,6 +21,29 @@ pub enum Model {
     Multivariate(MultivariateSpec),
     /// Per entity: a value of `field` not seen for that entity within the history window.
     NewTerms(NewTermsSpec),
+    /// Per entity: distinct values of `field` per window against the entity's own baseline
+    /// of that count.
+    FanOut(FanOutSpec),
+    /// Per entity: consecutive events at places too far apart for the time between them.
+    ImpossibleTravel(TravelSpec),
+    /// Per entity: a command metric switching on must be followed by its response metric
+    /// rising within a deadline (pump on, then flow).
+    Consistency(ConsistencySpec),
+}
+
+/// A physical-consistency rule's settings (long layout: `metric` + `value`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConsistencySpec {
+    /// The metric of the command (`pump_cmd`).
+    pub command: String,
+    /// The command is on above this value; the rising edge starts the deadline.
+    pub command_above: f64,
+    /// The metric that must respond (`flow_m3h`).
+    pub response: String,
+    /// The response counts above this value.
+    pub response_above: f64,
+    /// Deadline (ms) from the command's rising edge.
+    pub within_ms: i64,
 }
 
 /// The checks of a univariate rule; each is off unless its parameter is given.
@@ -50,6 +73,9 @@ pub struct UnivariateSpec {
     /// buckets) or of the week (168), for loads that follow a daily rhythm; `None`: one
     /// baseline.
     pub seasonal: Option<u16>,
+    /// Robust baseline: median and MAD of the last this many samples instead of the EWMA
+    /// (outliers up to half the window do not move it).
+    pub robust_window: Option<u16>,
 }
 
 /// A multivariate rule's settings (see [`super::model::MultivariateParams`]).
@@ -70,6 +96,45 @@ pub struct NewTermsSpec {
     pub warmup_ms: i64,
     /// Terms remembered per entity; the least recently seen is forgotten beyond it.
     pub max_terms: usize,
+}
+
+/// A fan-out rule's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FanOutSpec {
+    /// The column whose distinct values are counted (a destination, a port, an asset).
+    pub field: String,
+    /// Tumbling window length (ms), aligned to the epoch.
+    pub window_ms: i64,
+    /// Active windows learnt before alerting.
+    pub warmup: u32,
+    /// Weight of each window's count in the baseline after warm-up.
+    pub alpha: f64,
+    /// Alert when the window's count is this many standard deviations above the baseline.
+    pub z: f64,
+    /// ... and at least this multiple of the baseline mean (a steady entity has a tiny
+    /// deviation, and z alone would flag one extra destination).
+    pub ratio: f64,
+    /// ... and at least this many distinct values.
+    pub min_count: u32,
+    /// Floor of the standard deviation used for z.
+    pub min_std: f64,
+    /// Distinct values held per entity and window; the count saturates there.
+    pub max_distinct: usize,
+}
+
+/// An impossible-travel rule's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TravelSpec {
+    /// The column naming the place of each event (a city, a badge site); `a.b` reads field
+    /// `b` of struct column `a` (`geo.city`).
+    pub location: String,
+    /// Each known place and its latitude and longitude (degrees), in file order; events at
+    /// places not listed are ignored (and counted by the detector).
+    pub places: Vec<(String, f64, f64)>,
+    /// Fastest plausible travel (km/h).
+    pub max_kmh: f64,
+    /// Moves shorter than this (km) never alert: places are coarse (a city's centre).
+    pub min_km: f64,
 }
 
 /// A baseline rule file, validated.
@@ -153,6 +218,7 @@ const UNIVARIATE_KEYS: &[&str] = &[
     "flat_epsilon",
     "heartbeat_s",
     "seasonal",
+    "robust_window",
 ];
 const MULTIVARIATE_KEYS: &[&str] = &[
     "features",
@@ -165,6 +231,27 @@ const MULTIVARIATE_KEYS: &[&str] = &[
     "drift",
 ];
 const NEW_TERMS_KEYS: &[&str] = &["field", "history_s", "warmup_s", "max_terms"];
+const CONSISTENCY_KEYS: &[&str] = &[
+    "metric",
+    "value",
+    "command",
+    "command_above",
+    "response",
+    "response_above",
+    "within_s",
+];
+const TRAVEL_KEYS: &[&str] = &["location", "places", "max_kmh", "min_km"];
+const FAN_OUT_KEYS: &[&str] = &[
+    "field",
+    "window_s",
+    "warmup",
+    "alpha",
+    "z",
+    "ratio",
+    "min_count",
+    "min_std",
+    "max_distinct",
+];
 
 /// Parses one rule file's text.
 pub fn parse(file: &Path, text: &str) -> Result<BaselineRule, Vec<RuleError>> {
@@ -201,7 +288,8 @@ pub fn parse(file: &Path, text: &str) -> Result<BaselineRule, Vec<RuleError>> {
         None => {
             p.err(
                 root,
-                "missing `model`: one of univariate, multivariate, new_terms",
+                "missing `model`: one of univariate, multivariate, new_terms, fan_out, \
+                 impossible_travel, consistency",
             );
             None
         }
@@ -210,11 +298,17 @@ pub fn parse(file: &Path, text: &str) -> Result<BaselineRule, Vec<RuleError>> {
         Some("univariate") => UNIVARIATE_KEYS,
         Some("multivariate") => MULTIVARIATE_KEYS,
         Some("new_terms") => NEW_TERMS_KEYS,
+        Some("fan_out") => FAN_OUT_KEYS,
+        Some("impossible_travel") => TRAVEL_KEYS,
+        Some("consistency") => CONSISTENCY_KEYS,
         Some(other) => {
             let n = root.get("model").expect("read above");
             p.err(
                 n,
-                format!("unknown model `{other}`; expected univariate, multivariate or new_terms"),
+                format!(
+                    "unknown model `{other}`; expected univariate, multivariate, new_terms, \
+                     fan_out, impossible_travel or consistency"
+                ),
             );
             &[]
         }
@@ -309,7 +403,26 @@ pub fn parse(file: &Path, text: &str) -> Result<BaselineRule, Vec<RuleError>> {
                         }
                     }
                 },
+                robust_window: p
+                    .opt_number(root, "robust_window", 3.0)
+                    .map(|n| n.min(4096.0) as u16),
             };
+            if let Some(n) = spec.robust_window {
+                let at = root.get("robust_window").unwrap_or(root);
+                if spec.seasonal.is_some() {
+                    p.err(at, "`robust_window` and `seasonal` do not combine");
+                }
+                if u32::from(n) < spec.warmup {
+                    p.err(
+                        at,
+                        format!(
+                            "robust_window ({n}) must hold at least `warmup` ({}) samples, or \
+                             the baseline never warms up",
+                            spec.warmup
+                        ),
+                    );
+                }
+            }
             if spec.z.is_none()
                 && spec.min.is_none()
                 && spec.max.is_none()
@@ -397,6 +510,138 @@ pub fn parse(file: &Path, text: &str) -> Result<BaselineRule, Vec<RuleError>> {
                 history_ms: p.secs(root, "history_s", 1.0, 30.0 * 86_400.0),
                 warmup_ms: p.secs(root, "warmup_s", 0.0, 86_400.0),
                 max_terms: p.number(root, "max_terms", 1.0, 256.0) as usize,
+            })
+        }
+        Some("fan_out") => {
+            let field = p.required_string(root, "field");
+            let spec = FanOutSpec {
+                field,
+                window_ms: p.secs(root, "window_s", 1.0, 300.0),
+                warmup: p.number(root, "warmup", 2.0, 12.0) as u32,
+                alpha: p.number(root, "alpha", 0.0, 0.05),
+                z: p.number(root, "z", 0.0, 4.0),
+                ratio: p.number(root, "ratio", 0.0, 2.0),
+                min_count: p.number(root, "min_count", 1.0, 10.0) as u32,
+                min_std: p.number(root, "min_std", 0.0, 1.0),
+                max_distinct: p.number(root, "max_distinct", 1.0, 4096.0) as usize,
+            };
+            if spec.alpha > 1.0 {
+                p.err(
+                    root.get("alpha").unwrap_or(root),
+                    "`alpha` is a weight in [0, 1]",
+                );
+            }
+            if spec.max_distinct > 65_536 {
+                p.err(
+                    root.get("max_distinct").unwrap_or(root),
+                    "`max_distinct` is at most 65536 (state per entity is bounded by it)",
+                );
+            }
+            if spec.window_ms >= ttl_ms {
+                p.err(
+                    root.get("window_s").unwrap_or(root),
+                    "window_s must be shorter than ttl_s, or an entity is forgotten between \
+                     windows and never leaves warm-up",
+                );
+            }
+            Model::FanOut(spec)
+        }
+        Some("consistency") => {
+            metric = Some(p.required_string(root, "metric"));
+            value = Some(p.required_string(root, "value"));
+            if !features.is_empty() {
+                p.err(
+                    root.get("features").unwrap_or(root),
+                    "a consistency rule reads `metric` + `value` (one row per sample), not \
+                     `features`",
+                );
+            }
+            let command = p.required_string(root, "command");
+            let response = p.required_string(root, "response");
+            if !command.is_empty() && command == response {
+                p.err(
+                    root.get("response").unwrap_or(root),
+                    "`response` must be another metric than `command`",
+                );
+            }
+            let within_ms = p.secs(root, "within_s", 1.0, 60.0);
+            if within_ms >= ttl_ms {
+                p.err(
+                    root.get("within_s").unwrap_or(root),
+                    "within_s must be shorter than ttl_s, or a pending command is forgotten \
+                     before its deadline",
+                );
+            }
+            Model::Consistency(ConsistencySpec {
+                command,
+                command_above: p.number(root, "command_above", f64::MIN, 0.5),
+                response,
+                response_above: p.number(root, "response_above", f64::MIN, 0.0),
+                within_ms,
+            })
+        }
+        Some("impossible_travel") => {
+            let location = p.required_string(root, "location");
+            let mut places = Vec::new();
+            match root.get("places") {
+                None => p.err(
+                    root,
+                    "missing `places`: a map of place name to [latitude, longitude]",
+                ),
+                Some(m) => match &m.kind {
+                    NodeKind::Map(entries) => {
+                        for (k, v) in entries {
+                            let Some(name) = p.string(k) else { continue };
+                            let coords = match &v.kind {
+                                NodeKind::Seq(items) if items.len() == 2 => {
+                                    (p.float(&items[0], -90.0), p.float(&items[1], -180.0))
+                                }
+                                _ => {
+                                    p.err(
+                                        v,
+                                        format!(
+                                            "`{name}`: expected [latitude, longitude], found {}",
+                                            v.describe()
+                                        ),
+                                    );
+                                    continue;
+                                }
+                            };
+                            let (Some(lat), Some(lon)) = coords else {
+                                continue;
+                            };
+                            if lat > 90.0 || lon > 180.0 {
+                                p.err(
+                                    v,
+                                    format!(
+                                        "`{name}`: latitude is within ±90 and longitude \
+                                         within ±180, found [{lat}, {lon}]"
+                                    ),
+                                );
+                            } else if places.iter().any(|(n, _, _)| *n == name) {
+                                p.err(k, format!("place `{name}` is listed twice"));
+                            } else {
+                                places.push((name, lat, lon));
+                            }
+                        }
+                        if places.len() > usize::from(u16::MAX) {
+                            p.err(m, "at most 65535 places");
+                        }
+                    }
+                    _ => p.err(
+                        m,
+                        format!(
+                            "`places` maps place names to [latitude, longitude], found {}",
+                            m.describe()
+                        ),
+                    ),
+                },
+            }
+            Model::ImpossibleTravel(TravelSpec {
+                location,
+                places,
+                max_kmh: p.number(root, "max_kmh", 1.0, 900.0),
+                min_km: p.number(root, "min_km", 0.0, 100.0),
             })
         }
         _ => Model::NewTerms(NewTermsSpec {
@@ -553,7 +798,7 @@ mod tests {
                 "r.baseline.yml:5:1: unknown key `zz` for a univariate rule; expected one of \
                  alpha, description, entity, features, flat_epsilon, flatline_s, heartbeat_s, \
                  id, max, max_entities, max_rate, metric, min, min_std, model, realert_s, \
-                 seasonal, severity, stream, tags, title, ttl_s, value, warmup, z"
+                 robust_window, seasonal, severity, stream, tags, title, ttl_s, value, warmup, z"
                     .to_string(),
                 "r.baseline.yml:1:1: a univariate rule needs at least one check: z, min, max, \
                  max_rate, flatline_s or heartbeat_s"
@@ -572,9 +817,55 @@ mod tests {
             errors("id: a\nstream: s\nmodel: seasonal\n"),
             vec![
                 "r.baseline.yml:3:8: unknown model `seasonal`; expected univariate, \
-                 multivariate or new_terms"
+                 multivariate, new_terms, fan_out, impossible_travel or consistency"
                     .to_string()
             ]
+        );
+        assert_eq!(
+            errors("id: a\nstream: s\nmodel: fan_out\nfield: dst_ip\nwindows: 60\n"),
+            vec![
+                "r.baseline.yml:5:1: unknown key `windows` for a fan_out rule; expected one of \
+                 alpha, description, entity, field, id, max_distinct, max_entities, min_count, \
+                 min_std, model, ratio, realert_s, severity, stream, tags, title, ttl_s, \
+                 warmup, window_s, z"
+                    .to_string()
+            ]
+        );
+        assert_eq!(
+            errors("id: a\nstream: s\nmodel: fan_out\nfield: dst_ip\nttl_s: 60\nwindow_s: 60\n"),
+            vec![
+                "r.baseline.yml:6:11: window_s must be shorter than ttl_s, or an entity is \
+                 forgotten between windows and never leaves warm-up"
+                    .to_string()
+            ]
+        );
+        assert_eq!(
+            errors(
+                "id: a\nstream: s\nmodel: impossible_travel\nlocation: city\n\
+                 places:\n  Ottawa: [45.4, -75.7]\n  Moscow: [55.8]\n  Lagos: [6.5, 193]\n"
+            ),
+            vec![
+                "r.baseline.yml:7:11: `Moscow`: expected [latitude, longitude], found a \
+                 list"
+                    .to_string(),
+                "r.baseline.yml:8:10: `Lagos`: latitude is within ±90 and longitude within \
+                 ±180, found [6.5, 193]"
+                    .to_string(),
+            ]
+        );
+        assert_eq!(
+            errors(
+                "id: a\nstream: s\nmodel: consistency\nmetric: m\nvalue: v\n\
+                 command: pump_cmd\nresponse: pump_cmd\nwithin_s: soon\n"
+            ),
+            vec![
+                "r.baseline.yml:7:11: `response` must be another metric than `command`".to_string(),
+                "r.baseline.yml:8:11: expected a number, found `soon`".to_string(),
+            ]
+        );
+        assert_eq!(
+            errors("id: a\nstream: s\nmodel: fan_out\n"),
+            vec!["r.baseline.yml:1:1: missing `field`".to_string()]
         );
     }
 }

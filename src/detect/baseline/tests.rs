@@ -243,12 +243,15 @@ fn multivariate_state_round_trips_through_the_codec() {
         series: Vec::new(),
         mv: Some(Box::new(m)),
         terms: vec![(42, 7)],
+        fan: None,
+        travel: None,
+        cmd: None,
     };
-    let bytes = codec::encode(&e, |_| "");
-    let mut back = codec::decode(&bytes, |_| None).unwrap();
+    let bytes = codec::encode(&e, |_| "", |_| "");
+    let mut back = codec::decode(&bytes, |_| None, |_| None).unwrap();
     back.partition = 3;
     assert_eq!(back, e);
-    assert!(codec::decode(&bytes[..bytes.len() - 1], |_| None).is_err());
+    assert!(codec::decode(&bytes[..bytes.len() - 1], |_| None, |_| None).is_err());
 }
 
 #[test]
@@ -427,4 +430,492 @@ fn seasonal_profile_learns_a_daily_rhythm() {
     assert_eq!(seasonal[0].event_time, format_time_ms(T0 + anomaly * 1000));
     let ev: serde_json::Value = serde_json::from_str(seasonal[0].evidence[0].get()).unwrap();
     assert_eq!(ev["season"], 12);
+}
+
+const NETFLOW: usize = 0;
+
+/// Rows of the built-in `netflow` stream: (seconds from T0, src_ip, dst_ip).
+fn netflow(rows: &[(i64, String, String)]) -> RecordBatch {
+    let schema = Schema::new(vec![
+        Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, None), true),
+        Field::new("src_ip", DataType::Utf8, true),
+        Field::new("dst_ip", DataType::Utf8, true),
+    ]);
+    RecordBatch::try_new(
+        Arc::new(schema),
+        vec![
+            Arc::new(TimestampMillisecondArray::from_iter_values(
+                rows.iter().map(|r| T0 + r.0 * 1000),
+            )),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.1))),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.2))),
+        ],
+    )
+    .unwrap()
+}
+
+fn run_flows(det: &mut BaselineDetector, rows: &[(i64, String, String)]) -> Vec<Alert> {
+    let mut out = Vec::new();
+    for chunk in rows.chunks(50) {
+        det.evaluate(
+            NETFLOW,
+            &netflow(chunk),
+            &ctx(T0 + chunk.last().unwrap().0 * 1000),
+            &mut out,
+        )
+        .unwrap();
+    }
+    out
+}
+
+const FAN_OUT: &str = "id: net.fan\nstream: netflow\nmodel: fan_out\nfield: dst_ip\n\
+                       window_s: 60\nwarmup: 10\nz: 5\nmin_count: 15\n";
+
+/// Two hosts, 40 one-minute windows: each window a host talks to a few of its usual ten
+/// servers. Host `10.0.0.1` reaches `scans[w]` fresh addresses in window `w`.
+fn flow_rows(scans: &[(usize, usize)]) -> Vec<(i64, String, String)> {
+    // Seconds from T0 to the first minute boundary: windows are aligned to the epoch.
+    let base = (60 - T0.rem_euclid(60_000) / 1000) % 60;
+    let mut rng = Rng::new(5);
+    let mut rows = Vec::new();
+    for w in 0..40i64 {
+        for host in ["10.0.0.1", "10.0.0.2"] {
+            for k in 0..20 {
+                let server = (rng.f64() * 10.0) as usize;
+                rows.push((
+                    base + w * 60 + k * 2,
+                    host.to_string(),
+                    format!("10.1.0.{server}"),
+                ));
+            }
+            if host == "10.0.0.1"
+                && let Some(&(_, n)) = scans.iter().find(|s| s.0 == w as usize)
+            {
+                for i in 0..n {
+                    rows.push((
+                        base + w * 60 + 39,
+                        host.to_string(),
+                        format!("10.9.{}.{}", i / 200, i % 200),
+                    ));
+                }
+            }
+        }
+    }
+    rows.sort_by_key(|r| r.0);
+    rows
+}
+
+/// Start of the `w`th window of [`flow_rows`].
+fn window_start(w: i64) -> String {
+    format_time_ms(T0 - T0.rem_euclid(60_000) + (w + 1) * 60_000)
+}
+
+fn evidence(a: &Alert) -> serde_json::Value {
+    serde_json::from_str(a.evidence[0].get()).unwrap()
+}
+
+#[test]
+fn fan_out_alerts_once_per_scanning_window_after_warm_up() {
+    // A scan in warm-up (window 3) is learnt, not raised.
+    let mut det = detector(&[FAN_OUT]);
+    assert!(run_flows(&mut det, &flow_rows(&[(3, 60)])).is_empty());
+    // A scan after it (window 20) is raised once, while it runs; the benign host never
+    // alerts.
+    let mut det = detector(&[FAN_OUT]);
+    let alerts = run_flows(&mut det, &flow_rows(&[(20, 60)]));
+    assert_eq!(alerts.len(), 1, "{:?}", summary(&alerts));
+    let a = &alerts[0];
+    assert_eq!(a.entity, "10.0.0.1");
+    let ev = evidence(a);
+    assert_eq!(ev["check"], "fan_out");
+    assert_eq!(ev["window_start"], window_start(20));
+    let count = ev["value"].as_f64().unwrap();
+    let hi = ev["expected"][1].as_f64().unwrap();
+    assert!(count > hi && count >= 15.0, "{ev}");
+    assert!(ev["score"].as_f64().unwrap() > 5.0);
+    assert!(ev["baseline_windows"].as_u64().unwrap() >= 10);
+    assert!(ev["baseline_age_s"].as_i64().unwrap() >= 20 * 60 - 60);
+}
+
+#[test]
+fn fan_out_baseline_is_not_poisoned_by_a_scan() {
+    // Two scans, the second smaller: if the first widened the baseline (plain EWMA), the
+    // second would pass as normal.
+    let mut det = detector(&[FAN_OUT]);
+    let alerts = run_flows(&mut det, &flow_rows(&[(15, 200), (17, 30)]));
+    let windows: Vec<String> = alerts
+        .iter()
+        .map(|a| evidence(a)["window_start"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(windows, vec![window_start(15), window_start(17)]);
+}
+
+#[test]
+fn fan_out_state_survives_a_restart() {
+    let rows = flow_rows(&[(20, 60), (30, 40)]);
+    // Cut in the middle of window 20, before the scan.
+    let cut = rows.iter().position(|r| r.0 >= 20 * 60 + 50).unwrap();
+    let mut whole = detector(&[FAN_OUT]);
+    let expected = run_flows(&mut whole, &rows);
+    assert_eq!(expected.len(), 2);
+
+    let mut before = detector(&[FAN_OUT]);
+    assert!(run_flows(&mut before, &rows[..cut]).is_empty());
+    let mut entries = Vec::new();
+    before.checkpoint(&mut entries);
+    assert_eq!(entries.len(), 2);
+    let mut after = detector(&[FAN_OUT]);
+    after.restore(&entries).unwrap();
+    let resumed = run_flows(&mut after, &rows[cut..]);
+    assert_eq!(
+        resumed.iter().map(|a| &a.id).collect::<Vec<_>>(),
+        expected.iter().map(|a| &a.id).collect::<Vec<_>>()
+    );
+    // Without the state, the detector is back in warm-up and misses the scans.
+    let mut cold = detector(&[FAN_OUT]);
+    assert!(run_flows(&mut cold, &rows[cut..]).len() < 2);
+}
+
+#[test]
+fn fan_out_state_round_trips_through_the_codec() {
+    let mut f = FanOut {
+        window_ms: 120_000,
+        first_ms: 60_000,
+        alerted: true,
+        ..FanOut::default()
+    };
+    for h in [9u64, 3, 7, 3] {
+        f.insert(h, 3);
+    }
+    assert_eq!(f.distinct, vec![3, 7, 9]);
+    f.stats.update(4.0, 0.1);
+    let e = Entity {
+        first_ms: 1,
+        last_ms: 2,
+        fan: Some(Box::new(f)),
+        travel: Some((1, 77)),
+        ..Entity::default()
+    };
+    let places = ["Ottawa", "Moscow"];
+    let bytes = codec::encode(&e, |_| "", |i| places[usize::from(i)]);
+    let back = codec::decode(
+        &bytes,
+        |_| None,
+        |p| places.iter().position(|q| *q == p).map(|i| i as u16),
+    );
+    assert_eq!(back.unwrap(), e);
+    assert!(codec::decode(&bytes[..bytes.len() - 1], |_| None, |_| None).is_err());
+    // The distinct set is bounded: a fourth value is not held.
+    let mut g = e.fan.clone().unwrap();
+    assert!(!g.insert(1, 3));
+    assert_eq!(g.distinct.len(), 3);
+}
+
+/// Rows of the built-in `auth` stream with its `geo` struct: (seconds from T0, user, city).
+fn logins(rows: &[(i64, &str, &str)]) -> RecordBatch {
+    use datafusion::arrow::array::StructArray;
+    let city = Arc::new(Field::new("city", DataType::Utf8, true));
+    let country = Arc::new(Field::new("country", DataType::Utf8, true));
+    let geo = StructArray::from(vec![
+        (
+            country,
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|_| "XX"))) as ArrayRef,
+        ),
+        (
+            city,
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.2))) as ArrayRef,
+        ),
+    ]);
+    let schema = Schema::new(vec![
+        Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, None), true),
+        Field::new("user", DataType::Utf8, true),
+        Field::new("geo", geo.data_type().clone(), true),
+    ]);
+    RecordBatch::try_new(
+        Arc::new(schema),
+        vec![
+            Arc::new(TimestampMillisecondArray::from_iter_values(
+                rows.iter().map(|r| T0 + r.0 * 1000),
+            )),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1))),
+            Arc::new(geo),
+        ],
+    )
+    .unwrap()
+}
+
+const TRAVEL: &str = "id: ueba.travel\nstream: auth\nmodel: impossible_travel\n\
+                      location: geo.city\nmax_kmh: 900\nmin_km: 100\nplaces:\n\
+                      \x20 Ottawa: [45.42, -75.70]\n  Toronto: [43.65, -79.38]\n\
+                      \x20 Moscow: [55.76, 37.62]\n";
+
+fn run_logins(det: &mut BaselineDetector, rows: &[(i64, &str, &str)]) -> Vec<Alert> {
+    let auth = Config::builtin().stream_index("auth").unwrap();
+    let mut out = Vec::new();
+    for chunk in rows.chunks(2) {
+        det.evaluate(
+            auth,
+            &logins(chunk),
+            &ctx(T0 + chunk.last().unwrap().0 * 1000),
+            &mut out,
+        )
+        .unwrap();
+    }
+    out
+}
+
+const H: i64 = 3600;
+
+fn trips() -> Vec<(i64, &'static str, &'static str)> {
+    vec![
+        (0, "alice", "Ottawa"),
+        (0, "bob", "Ottawa"),
+        // 350 km in 4 h: a drive.
+        (4 * H, "alice", "Toronto"),
+        (4 * H + 60, "alice", "Atlantis"),
+        // ~7,500 km in an hour: the account is used from two places.
+        (5 * H, "alice", "Moscow"),
+        // ~7,500 km in 20 h: a flight.
+        (20 * H, "bob", "Moscow"),
+    ]
+}
+
+#[test]
+fn haversine_is_a_great_circle_distance() {
+    // A quarter of the equator, and a quarter meridian: π/2 Earth radii.
+    let quarter = std::f64::consts::FRAC_PI_2 * 6371.0;
+    assert!((haversine_km(0.0, 0.0, 0.0, 90.0) - quarter).abs() < 1e-6);
+    assert!((haversine_km(0.0, 10.0, 90.0, 10.0) - quarter).abs() < 1e-6);
+    assert_eq!(haversine_km(45.0, -75.0, 45.0, -75.0), 0.0);
+}
+
+#[test]
+fn impossible_travel_between_located_logins() {
+    let mut det = detector(&[TRAVEL]);
+    let alerts = run_logins(&mut det, &trips());
+    assert_eq!(alerts.len(), 1, "{:?}", summary(&alerts));
+    let ev = evidence(&alerts[0]);
+    assert_eq!(ev["check"], "impossible_travel");
+    assert_eq!(
+        (ev["from"].as_str(), ev["to"].as_str()),
+        (Some("Toronto"), Some("Moscow"))
+    );
+    let km = ev["distance_km"].as_f64().unwrap();
+    let speed = ev["score"].as_f64().unwrap();
+    assert!((7000.0..8000.0).contains(&km), "{ev}");
+    assert!((speed - km).abs() < 1.0, "one hour apart: {ev}");
+    assert_eq!(ev["threshold"], 900.0);
+    // The user is personal on `auth`: pseudonymised.
+    assert_ne!(alerts[0].entity, "alice");
+
+    // Two places at the same moment: no finite speed.
+    let mut det = detector(&[TRAVEL]);
+    let alerts = run_logins(&mut det, &[(0, "carol", "Ottawa"), (0, "carol", "Toronto")]);
+    assert_eq!(alerts.len(), 1);
+    assert!(evidence(&alerts[0])["score"].is_null());
+    // Below `min_km`, no alert however fast.
+    let near = TRAVEL.replace("min_km: 100", "min_km: 400");
+    let mut det = detector(&[&near]);
+    assert!(run_logins(&mut det, &[(0, "carol", "Ottawa"), (0, "carol", "Toronto")]).is_empty());
+}
+
+#[test]
+fn impossible_travel_state_survives_a_restart() {
+    let rows = trips();
+    let (first, second) = rows.split_at(4);
+    let mut before = detector(&[TRAVEL]);
+    assert!(run_logins(&mut before, first).is_empty());
+    let mut entries = Vec::new();
+    before.checkpoint(&mut entries);
+    let mut after = detector(&[TRAVEL]);
+    after.restore(&entries).unwrap();
+    assert_eq!(run_logins(&mut after, second).len(), 1);
+    // Without the state the last place is unknown and nothing is raised.
+    let mut cold = detector(&[TRAVEL]);
+    assert!(run_logins(&mut cold, second).is_empty());
+    // A restored place the rule no longer lists is forgotten, not misread.
+    let moved = TRAVEL.replace("Toronto", "Kingston");
+    let mut edited = detector(&[&moved]);
+    edited.restore(&entries).unwrap();
+    assert!(run_logins(&mut edited, second).is_empty());
+}
+
+const PUMP_FLOW: &str = "id: eq.pump_flow\nstream: sensors\nmodel: consistency\n\
+                         metric: metric\nvalue: value\ncommand: pump_cmd\nresponse: flow_m3h\n\
+                         response_above: 10\nwithin_s: 30\n";
+
+/// Three pumps every 5 s for 400 s, each with its command and flow. Pump-1 answers its
+/// command within 10 s; pump-2 does not answer its first command (at 100 s), and answers the
+/// second (at 300 s); pump-3's command is withdrawn after 10 s.
+fn pump_cmd_rows() -> Vec<(i64, &'static str, &'static str, f64)> {
+    let mut rows = Vec::new();
+    for s in (0..400).step_by(5) {
+        let on1 = s >= 100;
+        let on2 = (100..200).contains(&s) || s >= 300;
+        let on3 = (100..110).contains(&s);
+        let flow1 = if s >= 110 { 40.0 } else { 0.5 };
+        let flow2 = if s >= 305 { 40.0 } else { 0.5 };
+        for (asset, on, flow) in [
+            ("pump-1", on1, flow1),
+            ("pump-2", on2, flow2),
+            ("pump-3", on3, 0.5),
+        ] {
+            rows.push((s, asset, "pump_cmd", f64::from(u8::from(on))));
+            rows.push((s, asset, "flow_m3h", flow));
+        }
+    }
+    rows
+}
+
+#[test]
+fn consistency_alerts_when_the_response_does_not_follow_the_command() {
+    for batch in [7, 64, 10_000] {
+        let mut det = detector(&[PUMP_FLOW]);
+        let alerts = run(&mut det, &pump_cmd_rows(), batch);
+        assert_eq!(
+            summary(&alerts),
+            vec![(
+                "pump-2".to_string(),
+                format_time_ms(T0 + 130_000),
+                "consistency".to_string()
+            )],
+            "batches of {batch}"
+        );
+        let ev = evidence(&alerts[0]);
+        assert_eq!(ev["command_time"], format_time_ms(T0 + 100_000));
+        assert_eq!(ev["last_response"], 0.5);
+        assert_eq!(ev["threshold"], 30);
+        assert!(ev["score"].as_i64().unwrap() > 30);
+    }
+}
+
+#[test]
+fn consistency_state_survives_a_restart() {
+    let rows = pump_cmd_rows();
+    // Cut while pump-2's first command awaits its response.
+    let cut = rows.iter().position(|r| r.0 == 110).unwrap();
+    let mut whole = detector(&[PUMP_FLOW]);
+    let expected = run(&mut whole, &rows, 64);
+    let mut before = detector(&[PUMP_FLOW]);
+    assert!(run(&mut before, &rows[..cut], 64).is_empty());
+    let mut entries = Vec::new();
+    before.checkpoint(&mut entries);
+    let mut after = detector(&[PUMP_FLOW]);
+    after.restore(&entries).unwrap();
+    let resumed = run(&mut after, &rows[cut..], 64);
+    assert_eq!(
+        resumed.iter().map(|a| &a.id).collect::<Vec<_>>(),
+        expected.iter().map(|a| &a.id).collect::<Vec<_>>()
+    );
+    // Restored, pump-1's command is known to be on already: it is not a new command.
+    let e = Entity {
+        cmd: Some(Command {
+            on: true,
+            pending_ms: Some(5),
+            last_response: 0.5,
+        }),
+        ..Entity::default()
+    };
+    let bytes = codec::encode(&e, |_| "", |_| "");
+    assert_eq!(codec::decode(&bytes, |_| None, |_| None).unwrap(), e);
+}
+
+const ROBUST: &str = "id: eq.robust\nstream: sensors\nmodel: univariate\nmetric: metric\n\
+                      value: value\nwarmup: 20\nrobust_window: 32\nz: 6\nrealert_s: 0\n";
+
+#[test]
+fn robust_baseline_is_the_median_and_mad_of_the_recent_window() {
+    // Noise around 5 with a spike of +40 every tenth sample: each spike alerts, and none
+    // moves the baseline (the median ignores them), so the samples around them do not.
+    let mut rng = Rng::new(3);
+    let rows: Vec<(i64, &str, &str, f64)> = (0..300)
+        .map(|s| {
+            let spike = if s % 10 == 9 { 40.0 } else { 0.0 };
+            (s, "pump-1", "pressure", 5.0 + rng.f64() - 0.5 + spike)
+        })
+        .collect();
+    let mut det = detector(&[ROBUST]);
+    let alerts = run(&mut det, &rows, 50);
+    let spikes: Vec<&(i64, &str, &str, f64)> =
+        rows.iter().filter(|r| r.0 >= 20 && r.0 % 10 == 9).collect();
+    assert_eq!(alerts.len(), spikes.len(), "{:?}", summary(&alerts));
+    for (a, spike) in alerts.iter().zip(&spikes) {
+        assert_eq!(a.event_time, format_time_ms(T0 + spike.0 * 1000));
+        // The expected range, recomputed here from the (up to) 32 samples before the spike.
+        let i = spike.0 as usize;
+        let mut w: Vec<f64> = rows[i.saturating_sub(32)..i].iter().map(|r| r.3).collect();
+        w.sort_by(f64::total_cmp);
+        let mid = w.len() / 2;
+        let median = w[mid];
+        let mut dev: Vec<f64> = w.iter().map(|v| (v - median).abs()).collect();
+        dev.sort_by(f64::total_cmp);
+        let scale = 1.4826 * dev[mid];
+        let ev = evidence(a);
+        let lo = ev["expected"][0].as_f64().unwrap();
+        let hi = ev["expected"][1].as_f64().unwrap();
+        assert!(
+            (lo - (median - 6.0 * scale)).abs() < 1e-3,
+            "{ev} vs {median} {scale}"
+        );
+        assert!(
+            (hi - (median + 6.0 * scale)).abs() < 1e-3,
+            "{ev} vs {median} {scale}"
+        );
+        assert_eq!(ev["baseline_samples"].as_u64(), Some(w.len() as u64));
+    }
+}
+
+#[test]
+fn robust_window_round_trips_and_is_validated() {
+    let e = Entity {
+        series: vec![Series {
+            metric: 0,
+            stats: Ewma::default(),
+            profile: Vec::new(),
+            recent: vec![1.0, 2.0, 3.0],
+            recent_pos: 1,
+            last: 3.0,
+            last_ms: 4,
+            first_ms: 1,
+            changed_ms: 2,
+            alarms: 0,
+            last_alert_ms: i64::MIN,
+        }],
+        ..Entity::default()
+    };
+    let bytes = codec::encode(&e, |_| "pressure", |_| "");
+    let back = codec::decode(&bytes, |_| Some(0), |_| None).unwrap();
+    assert_eq!(back, e);
+    let errors: Vec<String> = rule::parse(
+        Path::new("r.baseline.yml"),
+        "id: a\nstream: s\nmodel: univariate\nfeatures: [v]\nz: 5\nwarmup: 50\n\
+         robust_window: 16\n",
+    )
+    .unwrap_err()
+    .iter()
+    .map(|e| e.to_string())
+    .collect();
+    assert_eq!(
+        errors,
+        vec![
+            "r.baseline.yml:7:16: robust_window (16) must hold at least `warmup` (50) samples, \
+             or the baseline never warms up"
+                .to_string()
+        ]
+    );
+}
+
+#[test]
+fn struct_paths_are_checked_at_load() {
+    let text = TRAVEL.replace("geo.city", "geo.town");
+    let file = PathBuf::from("t.baseline.yml");
+    let rule = rule::parse(&file, &text).unwrap();
+    let errors: Vec<String> = match BaselineDetector::load(&Config::builtin(), vec![(file, rule)]) {
+        Ok(_) => panic!("geo has no field `town`"),
+        Err(errors) => errors.iter().map(|e| e.to_string()).collect(),
+    };
+    assert_eq!(
+        errors,
+        vec!["t.baseline.yml:4:1: stream `auth` has no column `geo.town`".to_string()]
+    );
 }
