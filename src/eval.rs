@@ -15,19 +15,13 @@
 //! predicted anomalous when the detector raised an alert on it (`realert_s: 0`: an alert per
 //! row while the alarm is on).
 
-use std::fmt::Write as _;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-
-use datafusion::arrow::array::{
-    ArrayRef, Float64Array, RecordBatch, StringArray, TimestampMillisecondArray,
-};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
-
 use crate::detect::baseline::{BaselineDetector, StreamBinding, rule};
 use crate::detect::{Detector, EvalContext};
 use crate::privacy::Pseudonymiser;
+use crate::telemetry::WideTable;
+use std::fmt::Write as _;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 
 /// The evaluation could not run.
 #[derive(Debug, thiserror::Error)]
@@ -268,20 +262,7 @@ pub fn skab(skab: &Path, only: Option<&str>, out: &mut dyn Write) -> Result<Repo
         personal_term: false,
     };
     let mut detector = BaselineDetector::new(vec![(file, rule, binding)]);
-    let mut fields = vec![
-        Field::new(
-            "datetime",
-            DataType::Timestamp(TimeUnit::Millisecond, None),
-            false,
-        ),
-        Field::new("experiment", DataType::Utf8, false),
-    ];
-    fields.extend(
-        free.features
-            .iter()
-            .map(|f| Field::new(f, DataType::Float64, false)),
-    );
-    let schema = Arc::new(Schema::new(fields));
+    let table = WideTable::new("datetime", "experiment", &free.features);
     let mut report = Report::default();
     for (name, path) in experiments(&data)? {
         if only.is_some_and(|o| !name.starts_with(o)) {
@@ -301,24 +282,15 @@ pub fn skab(skab: &Path, only: Option<&str>, out: &mut dyn Write) -> Result<Repo
         let mut predicted = vec![false; rows];
         let mut alerts = Vec::new();
         // Streaming: a batch at a time, as the service would see the experiment arrive.
+        let mut ctx = EvalContext {
+            now_ms: 0,
+            pseudonymiser: Pseudonymiser::new(b"eval"),
+            partition: 0,
+        };
         for start in (0..rows).step_by(256) {
             let end = (start + 256).min(rows);
-            let mut columns: Vec<ArrayRef> = vec![
-                Arc::new(TimestampMillisecondArray::from(
-                    t.time_ms[start..end].to_vec(),
-                )),
-                Arc::new(StringArray::from(vec![name.as_str(); end - start])),
-            ];
-            for c in &t.columns {
-                columns.push(Arc::new(Float64Array::from(c[start..end].to_vec())));
-            }
-            let batch = RecordBatch::try_new(Arc::clone(&schema), columns)
-                .expect("columns match the schema");
-            let ctx = EvalContext {
-                now_ms: t.time_ms[end - 1],
-                pseudonymiser: Pseudonymiser::new(b"eval"),
-                partition: 0,
-            };
+            let batch = table.batch(&t.time_ms, &name, &t.columns, start..end);
+            ctx.now_ms = t.time_ms[end - 1];
             alerts.clear();
             detector
                 .evaluate(0, &batch, &ctx, &mut alerts)

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{
     ArrayRef, Float64Array, RecordBatch, StringArray, TimestampMillisecondArray,
 };
-use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
 use crate::detect::baseline::{BaselineDetector, StreamBinding, rule};
 use crate::detect::{Detector, EvalContext};
@@ -44,6 +44,59 @@ pub struct Summary {
     pub rows: u64,
     /// Alerts written.
     pub alerts: u64,
+}
+
+/// The Arrow shape of one asset's recorded series, as the baseline rules read it: event
+/// time, the asset's name, one float column per sensor. Shared with `eval`.
+pub(crate) struct WideTable {
+    schema: SchemaRef,
+}
+
+impl WideTable {
+    /// Columns `time`, `entity`, then `sensors`.
+    pub(crate) fn new(time: &str, entity: &str, sensors: &[String]) -> WideTable {
+        let mut fields = vec![
+            Field::new(
+                time,
+                DataType::Timestamp(TimeUnit::Millisecond, None),
+                false,
+            ),
+            Field::new(entity, DataType::Utf8, false),
+        ];
+        fields.extend(
+            sensors
+                .iter()
+                .map(|s| Field::new(s, DataType::Float64, true)),
+        );
+        WideTable {
+            schema: Arc::new(Schema::new(fields)),
+        }
+    }
+
+    /// Rows `rows` of the series as one batch.
+    pub(crate) fn batch<T>(
+        &self,
+        time_ms: &[i64],
+        entity: &str,
+        columns: &[Vec<T>],
+        rows: std::ops::Range<usize>,
+    ) -> RecordBatch
+    where
+        T: Clone,
+        Float64Array: From<Vec<T>>,
+    {
+        let n = rows.len();
+        let mut arrays: Vec<ArrayRef> = vec![
+            Arc::new(TimestampMillisecondArray::from(
+                time_ms[rows.clone()].to_vec(),
+            )),
+            Arc::new(StringArray::from(vec![entity; n])),
+        ];
+        for c in columns {
+            arrays.push(Arc::new(Float64Array::from(c[rows.clone()].to_vec())));
+        }
+        RecordBatch::try_new(Arc::clone(&self.schema), arrays).expect("columns match the schema")
+    }
 }
 
 /// One wide telemetry file.
@@ -207,40 +260,18 @@ pub fn replay(paths: &[PathBuf], out: &mut dyn Write) -> Result<Summary, Telemet
             parsed.push((file, rule, binding.clone()));
         }
         let mut detector = BaselineDetector::new(parsed);
-        let mut fields = vec![
-            Field::new(
-                "timestamp",
-                DataType::Timestamp(TimeUnit::Millisecond, None),
-                false,
-            ),
-            Field::new("entity", DataType::Utf8, false),
-        ];
-        fields.extend(
-            t.sensors
-                .iter()
-                .map(|s| Field::new(s, DataType::Float64, true)),
-        );
-        let schema = Arc::new(Schema::new(fields));
+        let table = WideTable::new("timestamp", "entity", &t.sensors);
         let rows = t.time_ms.len();
         let mut alerts = Vec::new();
+        let mut ctx = EvalContext {
+            now_ms: 0,
+            pseudonymiser: Pseudonymiser::new(b"telemetry"),
+            partition: 0,
+        };
         for start in (0..rows).step_by(1024) {
             let end = (start + 1024).min(rows);
-            let mut columns: Vec<ArrayRef> = vec![
-                Arc::new(TimestampMillisecondArray::from(
-                    t.time_ms[start..end].to_vec(),
-                )),
-                Arc::new(StringArray::from(vec![entity.as_str(); end - start])),
-            ];
-            for c in &t.columns {
-                columns.push(Arc::new(Float64Array::from(c[start..end].to_vec())));
-            }
-            let batch = RecordBatch::try_new(Arc::clone(&schema), columns)
-                .expect("columns match the schema");
-            let ctx = EvalContext {
-                now_ms: t.time_ms[end - 1],
-                pseudonymiser: Pseudonymiser::new(b"telemetry"),
-                partition: 0,
-            };
+            let batch = table.batch(&t.time_ms, &entity, &t.columns, start..end);
+            ctx.now_ms = t.time_ms[end - 1];
             alerts.clear();
             detector
                 .evaluate(0, &batch, &ctx, &mut alerts)
