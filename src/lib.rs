@@ -10,6 +10,7 @@
 //! - [`decode`]: raw bytes -> `RecordBatch`; bad records become dead letters. Pure.
 //! - [`detect`]: detectors (SQL via DataFusion) over batches -> alerts. Pure.
 //! - [`alert`]: the alert model, its deterministic id, and the sinks.
+//! - [`watermark`]: event time: per-partition progress, stream watermarks, late events.
 //! - [`privacy`]: pseudonymisation of personal fields.
 //! - [`pipeline`]: wires the stages with bounded channels; ordering, acks, commits, shutdown.
 //! - [`metrics`]: every metric, defined once.
@@ -29,6 +30,7 @@ pub mod ruletest;
 pub mod server;
 pub mod sim;
 pub mod source;
+pub mod watermark;
 
 /// Settings shared by the crate's property tests: `cases` cases, and the seeds of failures
 /// kept beside the test's source file (`<file>.proptest-regressions`, checked in) rather than
