@@ -207,7 +207,10 @@ impl Pipeline {
                 .bytes
                 .with_label_values(&[stream])
                 .inc_by(batch.bytes as u64);
-            metrics.batches.with_label_values(&[stream]).inc();
+            if batch.records > 0 {
+                // Not the alerts of windows an idle tick or the end of a replay closed.
+                metrics.batches.with_label_values(&[stream]).inc();
+            }
             for d in batch.dead.iter().filter(|d| d.kind != FailureKind::Late) {
                 metrics
                     .decode_failures

@@ -12,12 +12,8 @@
 //! are not known and do not hold it back. Pure: processing time is passed in, so tests drive
 //! it without sleeping.
 
-use std::sync::Arc;
-
-use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, Scalar};
-use datafusion::arrow::compute::kernels::cmp::lt;
-use datafusion::arrow::compute::{filter_record_batch, not};
-use datafusion::arrow::datatypes::{DataType, TimeUnit};
+use datafusion::arrow::array::{Array, BooleanArray};
+use datafusion::arrow::compute::filter_record_batch;
 
 use crate::alert::format_time_ms;
 use crate::config::{Config, LatePolicy};
@@ -32,6 +28,8 @@ struct PartitionTime {
     max_event_ms: i64,
     /// Processing time of its last batch, ms (caller's clock).
     last_seen_ms: i64,
+    /// Whether it held the watermark back at the last evaluation (not idle).
+    active: bool,
 }
 
 /// Event-time progress of one stream.
@@ -117,6 +115,7 @@ impl Watermarks {
                     partition,
                     max_event_ms: max,
                     last_seen_ms: now_ms,
+                    active: true,
                 });
             }
         }
@@ -138,9 +137,12 @@ impl Watermarks {
     }
 
     /// Splits off the rows of `decoded` (decoded from `raw`, a batch of `stream`) whose event
-    /// time, in column `time_col`, is older than the stream's current watermark. With the
-    /// `dead_letter` policy they leave the batch and become dead letters (reason `late`);
-    /// with `process` they stay. Call before [`Watermarks::observe`] for the same batch.
+    /// time, in column `time_col`, is older than the stream's watermark when the row arrives.
+    /// The watermark moves within the batch as it would record by record (the batch's
+    /// partition progresses row by row; the others stand still), so which rows are late does
+    /// not depend on where batches were cut. With the `dead_letter` policy late rows leave
+    /// the batch and become dead letters (reason `late`); with `process` they stay. Call
+    /// before [`Watermarks::observe`] for the same batch.
     pub fn split_late(
         &self,
         stream: usize,
@@ -149,12 +151,38 @@ impl Watermarks {
         time_col: usize,
     ) -> LateRows {
         let s = &self.streams[stream];
-        if s.watermark_ms == i64::MIN || decoded.batch.num_rows() == 0 {
+        if decoded.batch.num_rows() == 0 {
             return LateRows::default();
         }
-        let Some(late) = older_than(decoded.batch.column(time_col), s.watermark_ms) else {
-            return LateRows::default();
-        };
+        let times = crate::detect::timestamp_millis(decoded.batch.column(time_col).as_ref());
+        let mut running = s
+            .partitions
+            .iter()
+            .find(|p| p.partition == raw.partition)
+            .map_or(i64::MIN, |p| p.max_event_ms);
+        let others = s
+            .partitions
+            .iter()
+            .filter(|p| p.partition != raw.partition && p.active)
+            .map(|p| p.max_event_ms)
+            .min()
+            .unwrap_or(i64::MAX);
+        let mut watermark = s.watermark_ms;
+        // The watermark each late row was behind, for its dead letter's reason.
+        let mut behind = Vec::new();
+        let late: BooleanArray = times
+            .iter()
+            .map(|t| {
+                let t = (*t)?;
+                let late = t < watermark;
+                if late {
+                    behind.push(watermark);
+                }
+                running = running.max(t);
+                watermark = watermark.max(running.min(others).saturating_sub(s.lateness_ms));
+                Some(late)
+            })
+            .collect();
         let count = late.true_count();
         if count == 0 {
             return LateRows::default();
@@ -170,29 +198,31 @@ impl Watermarks {
         let mut dead = decoded.dead.iter().map(|d| d.origin).peekable();
         let mut row = 0;
         let mut letters = Vec::with_capacity(count);
-        let times = crate::detect::timestamp_millis(decoded.batch.column(time_col).as_ref());
         for (i, origin) in raw.origins.iter().enumerate() {
             if dead.peek() == Some(origin) {
                 dead.next();
                 continue;
             }
-            if row < late.len() && late.value(row) {
+            if row < late.len() && late.is_valid(row) && late.value(row) {
                 let t = times[row].unwrap_or(i64::MIN);
+                let w = behind.get(letters.len()).copied().unwrap_or(s.watermark_ms);
                 letters.push(DeadLetter {
                     origin: *origin,
                     payload: raw.record(i).to_vec(),
                     kind: FailureKind::Late,
                     reason: format!(
-                        "late: event time {} is before the watermark {} (allowed lateness {} ms)",
+                        "late: event time {} is before the stream's watermark {} (allowed \
+                         lateness {} ms)",
                         format_time_ms(t),
-                        format_time_ms(s.watermark_ms),
+                        format_time_ms(w),
                         s.lateness_ms
                     ),
                 });
             }
             row += 1;
         }
-        match filter_record_batch(&decoded.batch, &not(&late).expect("a boolean array")) {
+        let keep: BooleanArray = late.iter().map(|l| Some(l != Some(true))).collect();
+        match filter_record_batch(&decoded.batch, &keep) {
             Ok(kept) => decoded.batch = kept,
             // Cannot happen for a boolean mask of the batch's length; keep the rows rather than
             // lose them.
@@ -214,6 +244,9 @@ impl Watermarks {
 
 impl StreamTime {
     fn recompute(&mut self, now_ms: i64) -> bool {
+        for p in &mut self.partitions {
+            p.active = now_ms.saturating_sub(p.last_seen_ms) < self.idle_ms;
+        }
         let active = self
             .partitions
             .iter()
@@ -233,40 +266,6 @@ impl StreamTime {
             false
         }
     }
-}
-
-/// Rows of a timestamp column older than `watermark_ms` (`None` if it is not a timestamp).
-fn older_than(col: &ArrayRef, watermark_ms: i64) -> Option<BooleanArray> {
-    use datafusion::arrow::array::PrimitiveArray;
-    use datafusion::arrow::datatypes as t;
-    let DataType::Timestamp(unit, tz) = col.data_type() else {
-        return None;
-    };
-    let bound: ArrayRef = match unit {
-        TimeUnit::Second => Arc::new(
-            PrimitiveArray::<t::TimestampSecondType>::from(vec![
-                watermark_ms.div_euclid(1000) + i64::from(watermark_ms.rem_euclid(1000) != 0),
-            ])
-            .with_timezone_opt(tz.clone()),
-        ),
-        TimeUnit::Millisecond => Arc::new(
-            PrimitiveArray::<t::TimestampMillisecondType>::from(vec![watermark_ms])
-                .with_timezone_opt(tz.clone()),
-        ),
-        TimeUnit::Microsecond => Arc::new(
-            PrimitiveArray::<t::TimestampMicrosecondType>::from(vec![
-                watermark_ms.saturating_mul(1000),
-            ])
-            .with_timezone_opt(tz.clone()),
-        ),
-        TimeUnit::Nanosecond => Arc::new(
-            PrimitiveArray::<t::TimestampNanosecondType>::from(vec![
-                watermark_ms.saturating_mul(1_000_000),
-            ])
-            .with_timezone_opt(tz.clone()),
-        ),
-    };
-    lt(col, &Scalar::new(bound)).ok()
 }
 
 #[cfg(test)]
@@ -360,19 +359,21 @@ late_events = "{policy}"
 
     #[test]
     fn late_rows_are_dead_lettered_with_their_bytes_or_kept_by_policy() {
+        // The watermark is 9 s before the batch, and 19 s after its fourth row.
         let lines = [
-            r#"{"ts":"1970-01-01T00:00:20Z","host":"on-time"}"#,
-            r#"not json"#,
             r#"{"ts":"1970-01-01T00:00:08Z","host":"late"}"#,
+            r#"not json"#,
             r#"{"ts":"1970-01-01T00:00:09Z","host":"at-the-watermark"}"#,
+            r#"{"ts":"1970-01-01T00:00:20Z","host":"on-time"}"#,
+            r#"{"ts":"1970-01-01T00:00:18Z","host":"late-within-the-batch"}"#,
         ];
-        for (policy, kept) in [("dead_letter", 2), ("process", 3)] {
+        for (policy, kept) in [("dead_letter", 2), ("process", 4)] {
             let mut w = Watermarks::new(&config(policy));
             w.observe(0, 0, Some(10_000), 0); // watermark 9 s
             let (raw, mut decoded) = raw_and_decoded(&lines);
-            assert_eq!(decoded.batch.num_rows(), 3);
+            assert_eq!(decoded.batch.num_rows(), 4);
             let late = w.split_late(0, &raw, &mut decoded, 0);
-            assert_eq!(late.late, 1, "{policy}");
+            assert_eq!(late.late, 2, "{policy}");
             assert_eq!(decoded.batch.num_rows(), kept, "{policy}");
             let letters: Vec<_> = decoded
                 .dead
@@ -380,16 +381,16 @@ late_events = "{policy}"
                 .filter(|d| d.kind == FailureKind::Late)
                 .collect();
             if policy == "dead_letter" {
-                assert_eq!(late.dead_lettered, 1);
-                assert_eq!(letters.len(), 1);
-                assert_eq!(letters[0].payload, lines[2].as_bytes());
-                assert_eq!(letters[0].origin.offset, 2);
-                assert!(
-                    letters[0]
-                        .reason
-                        .starts_with("late: event time 1970-01-01T00:00:08"),
-                    "{}",
-                    letters[0].reason
+                assert_eq!(late.dead_lettered, 2);
+                assert_eq!(letters.len(), 2);
+                assert_eq!(letters[0].payload, lines[0].as_bytes());
+                assert_eq!(letters[0].origin.offset, 0);
+                assert_eq!(letters[1].payload, lines[4].as_bytes());
+                assert_eq!(letters[1].origin.offset, 4);
+                assert_eq!(
+                    letters[1].reason,
+                    "late: event time 1970-01-01T00:00:18.000Z is before the stream's watermark \
+                     1970-01-01T00:00:19.000Z (allowed lateness 1000 ms)"
                 );
             } else {
                 assert!(letters.is_empty());

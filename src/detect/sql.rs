@@ -26,7 +26,7 @@ use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::json::LineDelimitedWriter;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::datasource::TableType;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::TaskContext;
@@ -406,7 +406,15 @@ impl<'a> Compiler<'a> {
             falsepositives: Vec::new(),
             file: path.to_path_buf(),
         };
+        // Joins cache their build side on the first execution: a plan with one is reset before
+        // each batch (plan nodes are rebuilt, not re-planned).
+        let mut has_join = false;
+        let _ = plan.apply(|node| {
+            has_join |= node.name().contains("Join");
+            Ok(TreeNodeRecursion::Continue)
+        });
         Ok(SqlDetector {
+            reset_per_batch: has_join,
             stream: stream_idx,
             rule: RuleRef::of(&meta),
             meta: [meta],
@@ -439,6 +447,9 @@ fn session_config() -> SessionConfig {
         .with_repartition_sorts(false)
         .with_coalesce_batches(false)
         .with_information_schema(false)
+        // A plan is executed again for every batch: no filter may carry over from one
+        // execution to the next.
+        .set_bool("datafusion.optimizer.enable_dynamic_filter_pushdown", false)
 }
 
 /// Turns a DataFusion error into (file line, message), mapping the parser's
@@ -610,6 +621,8 @@ pub struct SqlDetector {
     window: Option<Box<Windowed>>,
     /// The rule file's text: a reload keeps a window's state only if it did not change.
     text: String,
+    /// The plan holds a join, whose cached build side must not outlive a batch.
+    reset_per_batch: bool,
 }
 
 impl SqlDetector {
@@ -632,8 +645,12 @@ impl SqlDetector {
     /// Executes the plan over `batch` and returns the rows it selects.
     pub fn run(&self, batch: &RecordBatch) -> DfResult<Vec<RecordBatch>> {
         self.slot.set(Some(batch.clone()));
-        let result = self
-            .plan
+        let plan = if self.reset_per_batch {
+            datafusion::physical_plan::execution_plan::reset_plan_states(Arc::clone(&self.plan))?
+        } else {
+            Arc::clone(&self.plan)
+        };
+        let result = plan
             .execute(0, Arc::clone(&self.task_ctx))
             .and_then(|stream| futures::executor::block_on(stream.try_collect::<Vec<_>>()));
         self.slot.set(None);
@@ -898,6 +915,7 @@ operator = "pseudonymise"
             now_ms: 0,
             pseudonymiser: Pseudonymiser::new(b"k"),
             partition: 0,
+            watermark_ms: i64::MIN,
         }
     }
 

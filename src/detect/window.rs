@@ -187,8 +187,10 @@ pub struct WindowPlan {
     /// Number of group columns (the first of `pre`'s output).
     keys: usize,
     aggs: Vec<Agg>,
-    /// Words of a pane record: header, presence word, slots.
+    /// Words of a pane record: header, presence word (only with sums, mins or maxes), slots.
     record: usize,
+    /// Whether records have a presence word (at `header`).
+    presence: bool,
     /// Words of the header (1 hop: pane number; 3 session: start, end, tag).
     header: usize,
     /// Schema of the aggregate's output (group columns, then aggregates).
@@ -394,6 +396,14 @@ impl WindowPlan {
             }
             aggs.push(agg);
         }
+        let presence = bit > 0;
+        if !presence {
+            // No sum, min or max: no presence word (count-distinct rules stay small).
+            for a in &mut aggs {
+                a.slot -= 1;
+            }
+            slot -= 1;
+        }
         if bit > 64 || distinct > 15 {
             return Err(unsupported(
                 "a windowed rule may have at most 64 sums, mins and maxes and 15 count(DISTINCT)",
@@ -468,6 +478,7 @@ impl WindowPlan {
             keys,
             aggs,
             record,
+            presence,
             header,
             agg_schema: Arc::clone(aggregate.schema.inner()),
             post,
@@ -642,6 +653,8 @@ pub struct WindowState {
     fired: HashMap<i32, i64>,
     /// Fired windows of partitions first seen later start here.
     fired_all: i64,
+    /// Sessions: no session closes before this watermark (a lower bound).
+    next_close: i64,
     /// Partitions whose `fired` changed since the last checkpoint.
     fired_dirty: Vec<i32>,
     /// Keys removed since the last checkpoint that a checkpoint had written: tombstones.
@@ -683,6 +696,7 @@ impl WindowState {
             arena: Arena::default(),
             fired: HashMap::new(),
             fired_all: i64::MIN,
+            next_close: i64::MIN,
             fired_dirty: Vec::new(),
             tombstones: Vec::new(),
             blob_bytes: 0,
@@ -780,6 +794,8 @@ impl WindowState {
             let rec = match plan.spec {
                 WindowSpec::Hop { .. } => hop_record(plan, blob, pane),
                 WindowSpec::Session { gap_ms } => {
+                    // The session `t` joins closes no earlier than `t + gap`.
+                    self.next_close = self.next_close.min(t.saturating_add(gap_ms));
                     session_record(plan, &mut self.arena, blob, t, gap_ms)
                 }
             };
@@ -793,31 +809,49 @@ impl WindowState {
     }
 
     /// Emits every window the watermark `watermark_ms` closes, in (end, key) order, and drops
-    /// the panes no open window needs.
+    /// the panes no open window needs. Returns at once when the watermark closes nothing
+    /// (the common case: most batches do not cross a window end), so a batch does not cost a
+    /// pass over every key.
     fn fire(&mut self, plan: &WindowPlan, watermark_ms: i64) -> Vec<Fired> {
         let mut out = Vec::new();
         if watermark_ms == i64::MIN {
             return out;
         }
-        let slots: Vec<u64> = self.keys.keys().copied().collect();
-        match plan.spec {
-            WindowSpec::Hop { size_ms, hop_ms } => {
-                let panes = size_ms / hop_ms;
-                // Last pane of the last window that ends at or before the watermark.
+        // Last pane of the last hop window that ends at or before the watermark.
+        let last = match plan.spec {
+            WindowSpec::Hop { hop_ms, .. } => {
                 let last = watermark_ms.div_euclid(hop_ms) - 1;
-                for slot in slots {
-                    let mut blob = self.keys.remove(&slot).expect("listed");
-                    let partition =
-                        i32::from_be_bytes(Blob::key(&blob)[..4].try_into().expect("partition"));
-                    let fired = self.fired_of(partition);
+                // Keys of a partition without an entry start at `fired_all`.
+                let oldest = self.fired.values().copied().fold(self.fired_all, i64::min);
+                if last <= oldest {
+                    return out;
+                }
+                last
+            }
+            WindowSpec::Session { .. } => {
+                if watermark_ms < self.next_close {
+                    return out;
+                }
+                0
+            }
+        };
+        let mut emptied = Vec::new();
+        let mut next_close = i64::MAX;
+        let r = plan.record;
+        for (&slot, blob) in self.keys.iter_mut() {
+            let before = blob.capacity();
+            let start = Blob::panes_start(blob);
+            let mut changed = false;
+            match plan.spec {
+                WindowSpec::Hop { size_ms, hop_ms } => {
+                    let panes = size_ms / hop_ms;
+                    let key = Blob::key(blob);
+                    let partition = i32::from_be_bytes(key[..4].try_into().expect("partition"));
+                    let fired = *self.fired.entry(partition).or_insert(self.fired_all);
                     if fired >= last {
-                        self.keys.insert(slot, blob);
                         continue;
                     }
-                    let before = blob.capacity();
-                    let start = Blob::panes_start(&blob);
                     let n = pane_count(blob[0]);
-                    let r = plan.record;
                     let pane_ids: Vec<i64> = (0..n).map(|i| blob[start + i * r] as i64).collect();
                     let mut ends: Vec<i64> = pane_ids
                         .iter()
@@ -825,18 +859,21 @@ impl WindowState {
                         .collect();
                     ends.sort_unstable();
                     ends.dedup();
-                    let key = Blob::key(&blob);
                     for e in ends {
                         let mut record = empty_record(plan, &[0]);
                         let mut tags = Vec::new();
                         for (i, &p) in pane_ids.iter().enumerate() {
                             if p > e - panes && p <= e {
-                                let rec = blob[start + i * r..start + (i + 1) * r].to_vec();
-                                merge_record(plan, &mut self.arena, &mut record, &rec);
+                                merge_record(
+                                    plan,
+                                    &mut self.arena,
+                                    &mut record,
+                                    &blob[start + i * r..start + (i + 1) * r],
+                                );
                                 tags.push((p as u64) & 0xFFFF);
                             }
                         }
-                        let distinct = self.distinct_counts(plan, &blob, &tags);
+                        let distinct = distinct_counts(plan, blob, &tags, &mut self.scratch_hashes);
                         out.push(Fired {
                             start: (e - panes + 1) * hop_ms,
                             end: (e + 1) * hop_ms,
@@ -845,87 +882,83 @@ impl WindowState {
                             distinct,
                         });
                     }
-                    // Drop panes no unfired window needs.
+                    // Drop panes no unfired window needs, with their distinct entries.
                     let keep_from = last - panes + 2;
-                    let dropped: Vec<usize> = (0..n).filter(|&i| pane_ids[i] < keep_from).collect();
-                    for &i in dropped.iter().rev() {
+                    for i in (0..n).rev() {
+                        if pane_ids[i] >= keep_from {
+                            continue;
+                        }
                         let at = start + i * r;
-                        let rec: Vec<u64> = blob[at..at + r].to_vec();
-                        self.arena.release_record(plan, &rec);
+                        self.arena.release_record(plan, &blob[at..at + r]);
                         blob.drain(at..at + r);
-                        let tag = (pane_ids[i] as u64) & 0xFFFF;
                         let left = pane_count(blob[0]) - 1;
-                        let ds = start + left * r;
-                        Blob::set_panes(&mut blob, left);
-                        blob.retain_from(ds, |e| e >> 48 != tag);
+                        Blob::set_panes(blob, left);
+                        let tag = (pane_ids[i] as u64) & 0xFFFF;
+                        blob.retain_from(start + left * r, |e| e >> 48 != tag);
+                        changed = true;
                     }
-                    self.put_back(slot, blob, before, !dropped.is_empty());
                 }
-                for f in self.fired.values_mut() {
-                    *f = (*f).max(last);
-                }
-                self.fired_all = self.fired_all.max(last);
-                self.fired_dirty = self.fired.keys().copied().collect();
-            }
-            WindowSpec::Session { gap_ms } => {
-                for slot in slots {
-                    let mut blob = self.keys.remove(&slot).expect("listed");
-                    let before = blob.capacity();
-                    let start = Blob::panes_start(&blob);
-                    let r = plan.record;
-                    let key = Blob::key(&blob);
-                    let mut changed = false;
+                WindowSpec::Session { gap_ms } => {
                     let mut i = 0;
                     while i < pane_count(blob[0]) {
                         let at = start + i * r;
                         let (s, e, tag) = (blob[at] as i64, blob[at + 1] as i64, blob[at + 2]);
-                        if e.saturating_add(gap_ms) > watermark_ms {
+                        let close = e.saturating_add(gap_ms);
+                        if close > watermark_ms {
+                            next_close = next_close.min(close);
                             i += 1;
                             continue;
                         }
                         let mut record = empty_record(plan, &[0, 0, 0]);
-                        let rec = blob[at..at + r].to_vec();
-                        merge_record(plan, &mut self.arena, &mut record, &rec);
-                        self.arena.release_record(plan, &rec);
-                        let distinct = self.distinct_counts(plan, &blob, &[tag]);
+                        merge_record(plan, &mut self.arena, &mut record, &blob[at..at + r]);
+                        self.arena.release_record(plan, &blob[at..at + r]);
+                        let distinct =
+                            distinct_counts(plan, blob, &[tag], &mut self.scratch_hashes);
                         out.push(Fired {
                             start: s,
-                            end: e + gap_ms,
-                            key: key.clone(),
+                            end: close,
+                            key: Blob::key(blob),
                             record,
                             distinct,
                         });
                         blob.drain(at..at + r);
                         let n = pane_count(blob[0]) - 1;
-                        Blob::set_panes(&mut blob, n);
+                        Blob::set_panes(blob, n);
                         blob.retain_from(start + n * r, |x| x >> 48 != tag);
                         changed = true;
                     }
-                    self.put_back(slot, blob, before, changed);
+                }
+            }
+            if changed {
+                blob[0] |= DIRTY;
+                self.blob_bytes = self.blob_bytes + blob.capacity() * 8 - before * 8;
+                if pane_count(blob[0]) == 0 {
+                    emptied.push(slot);
                 }
             }
         }
-        out.sort_by(|a, b| (a.end, &a.key).cmp(&(b.end, &b.key)));
-        out
-    }
-
-    /// Puts a blob back after firing, or removes the key when no pane is left.
-    fn put_back(&mut self, slot: u64, mut blob: Vec<u64>, before: usize, changed: bool) {
-        self.blob_bytes -= before * 8;
-        if pane_count(blob[0]) == 0 {
+        for slot in emptied {
+            let blob = self.keys.remove(&slot).expect("listed");
+            self.blob_bytes -= blob.capacity() * 8;
             if blob[0] & PERSISTED != 0 {
                 let key = Blob::key(&blob);
                 let partition = i32::from_be_bytes(key[..4].try_into().expect("partition"));
                 self.tombstones.push((partition, key[4..].to_vec()));
             }
             self.remove_slot(slot);
-            return;
         }
-        if changed {
-            blob[0] |= DIRTY;
+        match plan.spec {
+            WindowSpec::Hop { .. } => {
+                for f in self.fired.values_mut() {
+                    *f = (*f).max(last);
+                }
+                self.fired_all = self.fired_all.max(last);
+                self.fired_dirty = self.fired.keys().copied().collect();
+            }
+            WindowSpec::Session { .. } => self.next_close = next_close,
         }
-        self.blob_bytes += blob.capacity() * 8;
-        self.keys.insert(slot, blob);
+        out.sort_by(|a, b| (a.end, &a.key).cmp(&(b.end, &b.key)));
+        out
     }
 
     /// Removes the (absent) entry at `slot`, moving back entries probed past it.
@@ -952,34 +985,6 @@ impl WindowState {
             hole = next;
             next = next.wrapping_add(0x9E37_79B9_7F4A_7C15);
         }
-    }
-
-    fn distinct_counts(&mut self, plan: &WindowPlan, blob: &[u64], tags: &[u64]) -> Vec<u64> {
-        let n_distinct = plan
-            .aggs
-            .iter()
-            .filter(|a| a.kind == AggKind::CountDistinct)
-            .count();
-        if n_distinct == 0 {
-            return Vec::new();
-        }
-        let start = Blob::panes_start(blob) + pane_count(blob[0]) * plan.record;
-        let entries = &blob[start..];
-        (0..n_distinct as u64)
-            .map(|d| {
-                let hashes = &mut self.scratch_hashes;
-                hashes.clear();
-                hashes.extend(
-                    entries
-                        .iter()
-                        .filter(|e| tags.contains(&(*e >> 48)) && (*e >> 44) & 0xF == d)
-                        .map(|e| e & HASH_BITS),
-                );
-                hashes.sort_unstable();
-                hashes.dedup();
-                hashes.len() as u64
-            })
-            .collect()
     }
 
     /// Past `max_keys` or `max_bytes`, evicts an eighth of the keys, those whose newest pane
@@ -1144,9 +1149,21 @@ impl WindowState {
         )?))
     }
 
-    /// Appends the entries changed since the last call: keys (`[1] + group bytes`), each
-    /// partition's last fired window (`[0]`), tombstones of keys gone.
+    /// Appends the entries changed since the last call: tombstones of keys gone, each
+    /// partition's last fired window (`[0]`), keys (`[1] + group bytes`).
     pub fn checkpoint(&mut self, plan: &WindowPlan, out: &mut Vec<StateEntry>) {
+        // Tombstones first: a key removed and created again since the last checkpoint must
+        // end up with its new value.
+        for (partition, key) in self.tombstones.drain(..) {
+            let mut k = Vec::with_capacity(key.len() + 1);
+            k.push(1);
+            k.extend_from_slice(&key);
+            out.push(StateEntry {
+                partition,
+                key: k,
+                value: None,
+            });
+        }
         for p in std::mem::take(&mut self.fired_dirty) {
             out.push(StateEntry {
                 partition: p,
@@ -1172,16 +1189,6 @@ impl WindowState {
                 partition: i32::from_be_bytes(key[..4].try_into().expect("partition")),
                 key: k,
                 value: Some(self.encode(plan, blob)),
-            });
-        }
-        for (partition, key) in self.tombstones.drain(..) {
-            let mut k = Vec::with_capacity(key.len() + 1);
-            k.push(1);
-            k.extend_from_slice(&key);
-            out.push(StateEntry {
-                partition,
-                key: k,
-                value: None,
             });
         }
     }
@@ -1252,6 +1259,8 @@ impl WindowState {
                 _ => return Err(format!("unknown window state entry {:?}", e.key.first())),
             }
         }
+        // Restored sessions may close at any time: look at them on the next emit.
+        self.next_close = i64::MIN;
         self.enforce_limits(plan);
         Ok(())
     }
@@ -1556,7 +1565,11 @@ fn merge_record(plan: &WindowPlan, arena: &mut Arena, into: &mut [u64], from: &[
     let p = plan.header;
     for a in &plan.aggs {
         let s = a.slot;
-        let (had, has) = (into[p] & (1 << a.bit) != 0, from[p] & (1 << a.bit) != 0);
+        let (had, has) = if plan.presence {
+            (into[p] & (1 << a.bit) != 0, from[p] & (1 << a.bit) != 0)
+        } else {
+            (false, false)
+        };
         match a.kind {
             AggKind::CountRows | AggKind::Count => into[s] += from[s],
             AggKind::CountDistinct => {}
@@ -1601,5 +1614,44 @@ fn merge_record(plan: &WindowPlan, arena: &mut Arena, into: &mut [u64], from: &[
             _ => {}
         }
     }
-    into[p] |= from[p];
+    if plan.presence {
+        into[p] |= from[p];
+    }
+}
+
+#[cfg(test)]
+#[path = "window_tests.rs"]
+mod tests;
+
+/// Distinct values of each count-distinct aggregate among the entries of panes `tags`.
+fn distinct_counts(
+    plan: &WindowPlan,
+    blob: &[u64],
+    tags: &[u64],
+    scratch: &mut Vec<u64>,
+) -> Vec<u64> {
+    let n_distinct = plan
+        .aggs
+        .iter()
+        .filter(|a| a.kind == AggKind::CountDistinct)
+        .count();
+    if n_distinct == 0 {
+        return Vec::new();
+    }
+    let start = Blob::panes_start(blob) + pane_count(blob[0]) * plan.record;
+    let entries = &blob[start..];
+    (0..n_distinct as u64)
+        .map(|d| {
+            scratch.clear();
+            scratch.extend(
+                entries
+                    .iter()
+                    .filter(|e| tags.contains(&(*e >> 48)) && (*e >> 44) & 0xF == d)
+                    .map(|e| e & HASH_BITS),
+            );
+            scratch.sort_unstable();
+            scratch.dedup();
+            scratch.len() as u64
+        })
+        .collect()
 }

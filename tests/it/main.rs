@@ -9,3 +9,4 @@ mod ruletest;
 mod sigma_corpus;
 mod support;
 mod tansu;
+mod windows;
