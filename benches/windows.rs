@@ -98,7 +98,7 @@ fn batches(events: usize) -> Vec<RecordBatch> {
             RecordBatch::try_new(
                 Arc::clone(&schema),
                 vec![
-                    Arc::new(TimestampMillisecondArray::from(ts)),
+                    Arc::new(TimestampMillisecondArray::from(ts).with_timezone("UTC")),
                     Arc::new(Int64Array::from(keys)),
                     Arc::new(Int64Array::from(values)),
                 ],

@@ -31,7 +31,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Float64Builder, Int64Array, Int64Builder, RecordBatch,
-    StringBuilder, TimestampMillisecondArray,
+    StringBuilder, TimestampMillisecondArray, UInt32Array,
 };
 use datafusion::arrow::compute::{cast, filter, filter_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRef};
@@ -562,6 +562,12 @@ impl Blob {
         v
     }
 
+    /// The input partition (the key's first four bytes).
+    fn partition(v: &[u64]) -> i32 {
+        let b = v[1].to_le_bytes();
+        i32::from_be_bytes([b[0], b[1], b[2], b[3]])
+    }
+
     fn key(v: &[u64]) -> Vec<u8> {
         let len = key_len(v[0]);
         let mut out = Vec::with_capacity(len);
@@ -674,9 +680,48 @@ pub struct WindowState {
 struct Fired {
     start: i64,
     end: i64,
-    key: Vec<u8>,
-    record: Vec<u64>,
+    /// Range of the key bytes (with partition) in [`FiredSet::keys`].
+    key: (usize, usize),
+    /// Index of its record (`plan.record` words) and distinct counts in the set.
+    at: usize,
+}
+
+/// Window results before `HAVING`, in flat buffers (no allocation per result).
+#[derive(Default)]
+struct FiredSet {
+    rows: Vec<Fired>,
+    keys: Vec<u8>,
+    records: Vec<u64>,
     distinct: Vec<u64>,
+}
+
+impl FiredSet {
+    /// Appends the key bytes of `blob`; returns their range.
+    fn push_key(&mut self, blob: &[u64]) -> (usize, usize) {
+        let len = key_len(blob[0]);
+        let from = self.keys.len();
+        for w in &blob[1..1 + key_words(len)] {
+            self.keys.extend_from_slice(&w.to_le_bytes());
+        }
+        self.keys.truncate(from + len);
+        (from, from + len)
+    }
+
+    /// Appends an empty record; returns its index.
+    fn push_record(&mut self, plan: &WindowPlan, header: &[u64]) -> usize {
+        let from = self.records.len();
+        self.records.resize(from + plan.record, 0);
+        init_record(plan, &mut self.records[from..], header);
+        from / plan.record
+    }
+
+    fn key(&self, f: &Fired) -> &[u8] {
+        &self.keys[f.key.0..f.key.1]
+    }
+
+    fn record(&self, plan: &WindowPlan, f: &Fired) -> &[u64] {
+        &self.records[f.at * plan.record..(f.at + 1) * plan.record]
+    }
 }
 
 /// One row's worth of canonical argument columns.
@@ -812,8 +857,8 @@ impl WindowState {
     /// the panes no open window needs. Returns at once when the watermark closes nothing
     /// (the common case: most batches do not cross a window end), so a batch does not cost a
     /// pass over every key.
-    fn fire(&mut self, plan: &WindowPlan, watermark_ms: i64) -> Vec<Fired> {
-        let mut out = Vec::new();
+    fn fire(&mut self, plan: &WindowPlan, watermark_ms: i64) -> FiredSet {
+        let mut out = FiredSet::default();
         if watermark_ms == i64::MIN {
             return out;
         }
@@ -845,8 +890,7 @@ impl WindowState {
             match plan.spec {
                 WindowSpec::Hop { size_ms, hop_ms } => {
                     let panes = size_ms / hop_ms;
-                    let key = Blob::key(blob);
-                    let partition = i32::from_be_bytes(key[..4].try_into().expect("partition"));
+                    let partition = Blob::partition(blob);
                     let fired = *self.fired.entry(partition).or_insert(self.fired_all);
                     if fired >= last {
                         continue;
@@ -859,27 +903,34 @@ impl WindowState {
                         .collect();
                     ends.sort_unstable();
                     ends.dedup();
+                    let key = out.push_key(blob);
+                    let mut tags = Vec::new();
                     for e in ends {
-                        let mut record = empty_record(plan, &[0]);
-                        let mut tags = Vec::new();
+                        let at = out.push_record(plan, &[0]);
+                        tags.clear();
                         for (i, &p) in pane_ids.iter().enumerate() {
                             if p > e - panes && p <= e {
                                 merge_record(
                                     plan,
                                     &mut self.arena,
-                                    &mut record,
+                                    &mut out.records[at * r..(at + 1) * r],
                                     &blob[start + i * r..start + (i + 1) * r],
                                 );
                                 tags.push((p as u64) & 0xFFFF);
                             }
                         }
-                        let distinct = distinct_counts(plan, blob, &tags, &mut self.scratch_hashes);
-                        out.push(Fired {
+                        distinct_counts(
+                            plan,
+                            blob,
+                            &tags,
+                            &mut self.scratch_hashes,
+                            &mut out.distinct,
+                        );
+                        out.rows.push(Fired {
                             start: (e - panes + 1) * hop_ms,
                             end: (e + 1) * hop_ms,
-                            key: key.clone(),
-                            record,
-                            distinct,
+                            key,
+                            at,
                         });
                     }
                     // Drop panes no unfired window needs, with their distinct entries.
@@ -909,17 +960,27 @@ impl WindowState {
                             i += 1;
                             continue;
                         }
-                        let mut record = empty_record(plan, &[0, 0, 0]);
-                        merge_record(plan, &mut self.arena, &mut record, &blob[at..at + r]);
+                        let key = out.push_key(blob);
+                        let row = out.push_record(plan, &[0, 0, 0]);
+                        merge_record(
+                            plan,
+                            &mut self.arena,
+                            &mut out.records[row * r..(row + 1) * r],
+                            &blob[at..at + r],
+                        );
                         self.arena.release_record(plan, &blob[at..at + r]);
-                        let distinct =
-                            distinct_counts(plan, blob, &[tag], &mut self.scratch_hashes);
-                        out.push(Fired {
+                        distinct_counts(
+                            plan,
+                            blob,
+                            &[tag],
+                            &mut self.scratch_hashes,
+                            &mut out.distinct,
+                        );
+                        out.rows.push(Fired {
                             start: s,
                             end: close,
-                            key: Blob::key(blob),
-                            record,
-                            distinct,
+                            key,
+                            at: row,
                         });
                         blob.drain(at..at + r);
                         let n = pane_count(blob[0]) - 1;
@@ -957,7 +1018,6 @@ impl WindowState {
             }
             WindowSpec::Session { .. } => self.next_close = next_close,
         }
-        out.sort_by(|a, b| (a.end, &a.key).cmp(&(b.end, &b.key)));
         out
     }
 
@@ -1040,64 +1100,71 @@ impl WindowState {
     /// output, then applies `HAVING` and the projection. Returns the rule's output.
     pub fn emit(&mut self, plan: &WindowPlan, watermark_ms: i64) -> DfResult<Option<RecordBatch>> {
         let fired = self.fire(plan, watermark_ms);
-        if fired.is_empty() {
+        if fired.rows.is_empty() {
             return Ok(None);
         }
+        let rows = &fired.rows;
         let parser = plan.converter.parser();
         let mut columns: Vec<ArrayRef> = plan
             .converter
-            .convert_rows(fired.iter().map(|f| parser.parse(&f.key[4..])))?;
+            .convert_rows(rows.iter().map(|f| parser.parse(&fired.key(f)[4..])))?;
+        let n_distinct = plan
+            .aggs
+            .iter()
+            .filter(|a| a.kind == AggKind::CountDistinct)
+            .count();
         let mut distinct_i = 0;
         for a in &plan.aggs {
             let s = a.slot;
-            let present = |f: &Fired| f.record[plan.header] & (1 << a.bit) != 0;
+            let rec = |f: &Fired| fired.record(plan, f);
+            let present = |f: &Fired| rec(f)[plan.header] & (1 << a.bit) != 0;
             let col: ArrayRef = match a.kind {
                 AggKind::CountRows | AggKind::Count => Arc::new(Int64Array::from_iter_values(
-                    fired.iter().map(|f| f.record[s] as i64),
+                    rows.iter().map(|f| rec(f)[s] as i64),
                 )),
                 AggKind::CountDistinct => {
                     let d = distinct_i;
                     distinct_i += 1;
                     Arc::new(Int64Array::from_iter_values(
-                        fired.iter().map(|f| f.distinct[d] as i64),
+                        rows.iter()
+                            .map(|f| fired.distinct[f.at * n_distinct + d] as i64),
                     ))
                 }
                 AggKind::SumI | AggKind::MinI | AggKind::MaxI => {
-                    let mut b = Int64Builder::with_capacity(fired.len());
-                    for f in &fired {
-                        b.append_option(present(f).then_some(f.record[s] as i64));
+                    let mut b = Int64Builder::with_capacity(rows.len());
+                    for f in rows {
+                        b.append_option(present(f).then_some(rec(f)[s] as i64));
                     }
                     Arc::new(b.finish())
                 }
                 AggKind::SumF | AggKind::MinF | AggKind::MaxF => {
-                    let mut b = Float64Builder::with_capacity(fired.len());
-                    for f in &fired {
-                        b.append_option(present(f).then_some(f64::from_bits(f.record[s])));
+                    let mut b = Float64Builder::with_capacity(rows.len());
+                    for f in rows {
+                        b.append_option(present(f).then_some(f64::from_bits(rec(f)[s])));
                     }
                     Arc::new(b.finish())
                 }
                 AggKind::Avg => {
-                    let mut b = Float64Builder::with_capacity(fired.len());
-                    for f in &fired {
-                        let n = f.record[s + 1];
-                        b.append_option((n > 0).then(|| f64::from_bits(f.record[s]) / n as f64));
+                    let mut b = Float64Builder::with_capacity(rows.len());
+                    for f in rows {
+                        let n = rec(f)[s + 1];
+                        b.append_option((n > 0).then(|| f64::from_bits(rec(f)[s]) / n as f64));
                     }
                     Arc::new(b.finish())
                 }
                 AggKind::MinS | AggKind::MaxS => {
                     let mut b = StringBuilder::new();
-                    for f in &fired {
-                        b.append_option(
-                            (f.record[s] != u64::MAX).then(|| self.arena.get(f.record[s])),
-                        );
+                    for f in rows {
+                        let i = rec(f)[s];
+                        b.append_option((i != u64::MAX).then(|| self.arena.get(i)));
                     }
                     Arc::new(b.finish())
                 }
             };
             columns.push(cast(&col, &a.out_type)?);
         }
-        for f in &fired {
-            self.arena.release_record(plan, &f.record);
+        for f in rows {
+            self.arena.release_record(plan, fired.record(plan, f));
         }
         // Group columns keep their pre-plan types; the aggregate schema may name them with
         // other nullability: rebuild with its fields.
@@ -1114,16 +1181,15 @@ impl WindowState {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let mut batch = RecordBatch::try_new(schema, columns)?;
-        let mut starts = TimestampMillisecondArray::from_iter_values(fired.iter().map(|f| f.start));
-        let mut ends = TimestampMillisecondArray::from_iter_values(fired.iter().map(|f| f.end));
+        // Which result each row is, carried through `HAVING` to order the survivors.
+        let mut index = UInt32Array::from_iter_values(0..rows.len() as u32);
         for step in &plan.post {
             match step {
                 PostStep::Filter(pred) => {
                     let mask = pred.evaluate(&batch)?.into_array(batch.num_rows())?;
                     let mask: &BooleanArray = mask.as_boolean();
                     batch = filter_record_batch(&batch, mask)?;
-                    starts = filter(&starts, mask)?.as_primitive().clone();
-                    ends = filter(&ends, mask)?.as_primitive().clone();
+                    index = filter(&index, mask)?.as_primitive().clone();
                 }
                 PostStep::Project(exprs, schema) => {
                     let cols = exprs
@@ -1140,9 +1206,21 @@ impl WindowState {
         if batch.num_rows() == 0 {
             return Ok(None);
         }
-        let mut cols = batch.columns().to_vec();
-        cols.push(Arc::new(starts));
-        cols.push(Arc::new(ends));
+        // Deterministic order: by window end, then key bytes (only the rows `HAVING` kept).
+        let mut order: Vec<u32> = (0..index.len() as u32).collect();
+        let of = |j: u32| &rows[index.value(j as usize) as usize];
+        order.sort_by(|&x, &y| {
+            let (a, b) = (of(x), of(y));
+            (a.end, fired.key(a)).cmp(&(b.end, fired.key(b)))
+        });
+        let take_idx = UInt32Array::from(order);
+        let mut cols = datafusion::arrow::compute::take_arrays(batch.columns(), &take_idx, None)?;
+        cols.push(Arc::new(TimestampMillisecondArray::from_iter_values(
+            take_idx.values().iter().map(|&j| of(j).start),
+        )));
+        cols.push(Arc::new(TimestampMillisecondArray::from_iter_values(
+            take_idx.values().iter().map(|&j| of(j).end),
+        )));
         Ok(Some(RecordBatch::try_new(
             Arc::clone(&plan.out_schema),
             cols,
@@ -1353,19 +1431,21 @@ impl WindowState {
     }
 }
 
-/// A fresh pane record with `header`: counts 0, nothing present, no strings.
-fn empty_record(plan: &WindowPlan, header: &[u64]) -> Vec<u64> {
-    let mut rec = vec![0u64; plan.record];
+/// Makes `rec` an empty record with `header`: counts 0, nothing present, no strings.
+fn init_record(plan: &WindowPlan, rec: &mut [u64], header: &[u64]) {
+    rec.fill(0);
     rec[..header.len()].copy_from_slice(header);
     for a in &plan.aggs {
         if matches!(a.kind, AggKind::MinS | AggKind::MaxS) {
             rec[a.slot] = u64::MAX;
         }
-        if matches!(a.kind, AggKind::SumF | AggKind::Avg) {
-            rec[a.slot] = 0f64.to_bits();
-        }
     }
-    rec
+}
+
+/// Inserts an empty record with `header` at `pos` of `blob`, without a temporary vector.
+fn insert_record(plan: &WindowPlan, blob: &mut Vec<u64>, pos: usize, header: &[u64]) {
+    blob.splice(pos..pos, std::iter::repeat_n(0, plan.record));
+    init_record(plan, &mut blob[pos..pos + plan.record], header);
 }
 
 /// Moves the distinct entries of session tag `from` to tag `to`, keeping them sorted and
@@ -1422,7 +1502,7 @@ fn hop_record(plan: &WindowPlan, blob: &mut Vec<u64>, pane: i64) -> usize {
         at = i;
     }
     let pos = start + at * plan.record;
-    blob.splice(pos..pos, empty_record(plan, &[pane as u64]));
+    insert_record(plan, blob, pos, &[pane as u64]);
     Blob::set_panes(blob, n + 1);
     pos
 }
@@ -1452,7 +1532,7 @@ fn session_record(
             .find(|&i| blob[start + i * r] as i64 > t)
             .unwrap_or(n);
         let pos = start + at * r;
-        blob.splice(pos..pos, empty_record(plan, &[t as u64, t as u64, tag]));
+        insert_record(plan, blob, pos, &[t as u64, t as u64, tag]);
         Blob::set_panes(blob, n + 1);
         return pos;
     };
@@ -1629,29 +1709,25 @@ fn distinct_counts(
     blob: &[u64],
     tags: &[u64],
     scratch: &mut Vec<u64>,
-) -> Vec<u64> {
+    out: &mut Vec<u64>,
+) {
     let n_distinct = plan
         .aggs
         .iter()
         .filter(|a| a.kind == AggKind::CountDistinct)
         .count();
-    if n_distinct == 0 {
-        return Vec::new();
-    }
     let start = Blob::panes_start(blob) + pane_count(blob[0]) * plan.record;
     let entries = &blob[start..];
-    (0..n_distinct as u64)
-        .map(|d| {
-            scratch.clear();
-            scratch.extend(
-                entries
-                    .iter()
-                    .filter(|e| tags.contains(&(*e >> 48)) && (*e >> 44) & 0xF == d)
-                    .map(|e| e & HASH_BITS),
-            );
-            scratch.sort_unstable();
-            scratch.dedup();
-            scratch.len() as u64
-        })
-        .collect()
+    out.extend((0..n_distinct as u64).map(|d| {
+        scratch.clear();
+        scratch.extend(
+            entries
+                .iter()
+                .filter(|e| tags.contains(&(*e >> 48)) && (*e >> 44) & 0xF == d)
+                .map(|e| e & HASH_BITS),
+        );
+        scratch.sort_unstable();
+        scratch.dedup();
+        scratch.len() as u64
+    }));
 }
