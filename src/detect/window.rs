@@ -551,7 +551,7 @@ fn key_words(len: usize) -> usize {
 struct Blob;
 
 impl Blob {
-    fn new(key: &[u8]) -> Vec<u64> {
+    fn create(key: &[u8]) -> Vec<u64> {
         let mut v = Vec::with_capacity(1 + key_words(key.len()) + 4);
         v.push(((key.len() as u64) << 8) | DIRTY);
         for c in key.chunks(8) {
@@ -834,7 +834,7 @@ impl WindowState {
             key.extend_from_slice(&partition.to_be_bytes());
             key.extend_from_slice(rows.row(row).as_ref());
             let (slot, found) = self.slot_of(hash_bytes(&key), &key);
-            let blob = self.keys.entry(slot).or_insert_with(|| Blob::new(&key));
+            let blob = self.keys.entry(slot).or_insert_with(|| Blob::create(&key));
             let before = if found { blob.capacity() } else { 0 };
             let rec = match plan.spec {
                 WindowSpec::Hop { .. } => hop_record(plan, blob, pane),
@@ -1327,7 +1327,7 @@ impl WindowState {
                         self.remove_slot(slot);
                     }
                     let Some(value) = value else { continue };
-                    let mut blob = Blob::new(&key);
+                    let mut blob = Blob::create(&key);
                     self.decode_into(plan, value, &mut blob)?;
                     blob[0] = (blob[0] & !DIRTY) | PERSISTED;
                     let (slot, _) = self.slot_of(hash_bytes(&key), &key);

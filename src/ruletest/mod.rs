@@ -588,7 +588,6 @@ fn run_case(
         process(rest, detectors, &mut raised);
     }
     // The case's input is finished: every window closes, as at the end of a replay.
-    drop(process);
     watermarks.finish();
     ctx.watermark_ms = i64::MAX;
     ctx.now_ms = stream_time.max(0);
