@@ -174,6 +174,7 @@ fn main() {
         now_ms: 0,
         pseudonymiser: Pseudonymiser::new(b"bench"),
         partition: 0,
+        watermark_ms: i64::MIN,
     };
     let mut alerts = Vec::new();
     let mut timings = Vec::new();

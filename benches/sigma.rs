@@ -252,6 +252,7 @@ fn run(config: &Config, detectors: Option<&mut DetectorSet>, raws: &[RawBatch]) 
         now_ms: 0,
         pseudonymiser: Pseudonymiser::new(b"bench"),
         partition: 0,
+        watermark_ms: i64::MIN,
     };
     let mut hist = Histogram::<u64>::new(3).unwrap();
     let mut alerts = Vec::new();

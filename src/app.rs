@@ -407,7 +407,7 @@ pub async fn watch_rules(
             None
         }
     };
-    let mut seen = seen.unwrap_or_else(|| rule_files_state(&paths));
+    let mut seen = seen.unwrap_or_else(|| watched_state(&config, &paths));
     loop {
         let poll = async {
             if interval == 0 {
@@ -429,7 +429,7 @@ pub async fn watch_rules(
             _ = poll => false,
             _ = hup => true,
         };
-        let now = rule_files_state(&paths);
+        let now = watched_state(&config, &paths);
         if !forced && now == seen {
             continue;
         }
@@ -479,6 +479,19 @@ pub async fn watch_rules(
 
 /// Rule files with their size and modification time.
 pub type RuleFiles = Vec<(PathBuf, u64, Option<std::time::SystemTime>)>;
+
+/// [`rule_files_state`] plus the reference tables' files (`[[detectors.tables]]`): a changed
+/// table reloads the rules, which load it again.
+pub fn watched_state(config: &Config, paths: &[PathBuf]) -> RuleFiles {
+    let mut out = rule_files_state(paths);
+    for table in &config.detectors.tables {
+        let path = config.table_path(table);
+        if let Ok(m) = std::fs::metadata(&path) {
+            out.push((path, m.len(), m.modified().ok()));
+        }
+    }
+    out
+}
 
 /// Every rule file under `paths` with its size and modification time: what a reload would
 /// read, compared from poll to poll.

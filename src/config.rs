@@ -151,6 +151,59 @@ pub struct DetectorsConfig {
     /// How often a running service looks for changed rule files, in ms; 0: only on SIGHUP.
     #[serde(default = "default_reload_interval_ms")]
     pub reload_interval_ms: u64,
+    /// Bounds on the state of each windowed SQL detector (a rule may lower them in its
+    /// header with `-- max_keys:` / `-- max_bytes:`).
+    #[serde(default)]
+    pub windows: WindowLimits,
+    /// Reference tables (asset inventories...) SQL rules can join with, by name.
+    #[serde(default)]
+    pub tables: Vec<TableConfig>,
+}
+
+/// `[detectors.windows]`: per-detector bounds on window state. Past a bound the keys whose
+/// newest event is oldest are evicted (an eighth of the bound at a time) and counted in
+/// `palisade_detector_state_evicted_total{reason="window_keys_evicted"}`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowLimits {
+    /// Most group keys (per partition and key) one detector holds.
+    #[serde(default = "default_window_max_keys")]
+    pub max_keys: usize,
+    /// Most bytes of window state one detector holds (keys, panes, distinct values).
+    #[serde(default = "default_window_max_bytes")]
+    pub max_bytes: usize,
+}
+
+fn default_window_max_keys() -> usize {
+    1_000_000
+}
+fn default_window_max_bytes() -> usize {
+    256 << 20
+}
+
+impl Default for WindowLimits {
+    fn default() -> Self {
+        WindowLimits {
+            max_keys: default_window_max_keys(),
+            max_bytes: default_window_max_bytes(),
+        }
+    }
+}
+
+/// `[[detectors.tables]]`: a reference table loaded from a file and registered once, under
+/// `name`, for every SQL rule (e.g. `JOIN assets ON assets.ip = netflow.src_ip`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableConfig {
+    /// Table name in SQL (an identifier, not a stream's name).
+    pub name: Spanned<String>,
+    /// A CSV file with a header row, or a JSON-lines file (`.json` / `.jsonl`). Relative to
+    /// this file's directory. Reloaded with the rules when it changes.
+    pub path: Spanned<PathBuf>,
+    /// Column name to type (as in `[streams.schema]`). CSV columns not listed are strings;
+    /// JSON lines need every column listed.
+    #[serde(default)]
+    pub schema: IndexMap<String, Spanned<String>>,
 }
 
 fn default_reload_interval_ms() -> u64 {
@@ -230,9 +283,65 @@ pub struct StreamConfig {
     /// Personal fields and what to do with them.
     #[serde(default)]
     pub privacy: IndexMap<String, Spanned<PrivacyAction>>,
+    /// Event-time progress of the stream: allowed lateness, idle partitions, late events.
+    #[serde(default)]
+    pub watermark: WatermarkConfig,
     /// The Arrow schema, built from `schema` at load; `None` for a projected stream.
     #[serde(skip)]
     pub arrow_schema: Option<SchemaRef>,
+}
+
+/// `[streams.watermark]`: how a stream's event time advances.
+///
+/// Each partition's watermark is the highest event time seen on it minus
+/// `allowed_lateness_ms`; the stream's watermark is the lowest over its partitions, leaving out
+/// partitions that have sent nothing for `idle_timeout_ms` (processing time). It never moves
+/// back. A window closes (and its alerts are emitted) once the watermark passes its end; an
+/// event older than the watermark when it arrives is *late*.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatermarkConfig {
+    /// How far behind the newest event of its partition an event may be and still count, ms.
+    #[serde(default = "default_allowed_lateness_ms")]
+    pub allowed_lateness_ms: u64,
+    /// A partition with no record for this long (processing time, ms) stops holding the
+    /// stream's watermark back until it sends again.
+    #[serde(default = "default_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+    /// What happens to a late event: counted (`palisade_late_events_total`) always, then
+    /// `dead_letter` (default): sent to the dead-letter topic with reason `late`, not
+    /// evaluated; `process`: evaluated by every detector anyway (windows that already
+    /// closed do not see it; windows still open do).
+    #[serde(default)]
+    pub late_events: LatePolicy,
+}
+
+fn default_allowed_lateness_ms() -> u64 {
+    10_000
+}
+fn default_idle_timeout_ms() -> u64 {
+    30_000
+}
+
+impl Default for WatermarkConfig {
+    fn default() -> Self {
+        WatermarkConfig {
+            allowed_lateness_ms: default_allowed_lateness_ms(),
+            idle_timeout_ms: default_idle_timeout_ms(),
+            late_events: LatePolicy::default(),
+        }
+    }
+}
+
+/// What happens to an event older than its stream's watermark.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LatePolicy {
+    /// To the dead-letter topic with reason `late`; detectors do not see it.
+    #[default]
+    DeadLetter,
+    /// Evaluated anyway: stateless rules alert on it, open windows count it.
+    Process,
 }
 
 impl StreamConfig {
@@ -595,6 +704,47 @@ impl Config {
             }
             stream.arrow_schema = Some(schema);
         }
+        for stream in &self.streams {
+            let w = &stream.watermark;
+            if w.allowed_lateness_ms > 7 * 86_400_000 || w.idle_timeout_ms == 0 {
+                return Err(err(
+                    stream.name.span(),
+                    format!(
+                        "[streams.watermark] of stream `{}`: `allowed_lateness_ms` must be at most \
+                         7 days and `idle_timeout_ms` at least 1",
+                        stream.name.get_ref()
+                    ),
+                ));
+            }
+        }
+        for table in &self.detectors.tables {
+            let name = table.name.get_ref();
+            if !is_identifier(name) || names.contains(name) {
+                return Err(err(
+                    table.name.span(),
+                    format!(
+                        "table name `{name}` must be a SQL identifier (letters, digits, `_`) that \
+                         no stream uses"
+                    ),
+                ));
+            }
+            for (field, ty) in &table.schema {
+                parse_type(ty.get_ref()).map_err(|m| {
+                    err(
+                        ty.span(),
+                        format!("column `{field}` of table `{name}`: {m}"),
+                    )
+                })?;
+            }
+        }
+        let limits = &self.detectors.windows;
+        if limits.max_keys == 0 || limits.max_bytes < 4096 {
+            return Err(err(
+                0..0,
+                "[detectors.windows] `max_keys` must be at least 1 and `max_bytes` at least 4096"
+                    .into(),
+            ));
+        }
         for entry in &self.sigma.logsources {
             let stream = entry.stream.get_ref();
             if !names.contains(stream) {
@@ -655,6 +805,18 @@ impl Config {
                 }
             })
             .collect()
+    }
+
+    /// Path of a reference table's file: beside this configuration file when relative and
+    /// there, else as written.
+    pub fn table_path(&self, table: &TableConfig) -> PathBuf {
+        let p = table.path.get_ref();
+        let beside = self.base_dir.join(p);
+        if p.is_relative() && beside.exists() {
+            beside
+        } else {
+            p.clone()
+        }
     }
 
     /// Index of the stream a topic belongs to.

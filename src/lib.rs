@@ -11,6 +11,7 @@
 //! - [`detect`]: detectors (SQL via DataFusion, Sigma, baseline statistics) over batches ->
 //!   alerts. Pure.
 //! - [`alert`]: the alert model, its deterministic id, and the sinks.
+//! - [`watermark`]: event time: per-partition progress, stream watermarks, late events.
 //! - [`privacy`]: pseudonymisation of personal fields.
 //! - [`pipeline`]: wires the stages with bounded channels; ordering, acks, commits, shutdown.
 //! - [`metrics`]: every metric, defined once.
@@ -36,6 +37,7 @@ pub mod server;
 pub mod sim;
 pub mod source;
 pub mod telemetry;
+pub mod watermark;
 
 /// Settings shared by the crate's property tests: `cases` cases, and the seeds of failures
 /// kept beside the test's source file (`<file>.proptest-regressions`, checked in) rather than

@@ -303,7 +303,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let mut live = Live::new(&config);
     live.rules = app::rule_paths(&config, &args.rules);
-    live.rules_seen = Some(app::rule_files_state(&live.rules));
+    live.rules_seen = Some(app::watched_state(&config, &live.rules));
     let detectors = app::load_detectors(&config, &args.rules).await?;
     tracing::info!(rules = detectors.len(), "detectors loaded");
     if let Some(addr) = args.metrics_addr {

@@ -11,8 +11,8 @@ use hdrhistogram::Histogram as Hdr;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, MetricFamily, MetricType};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// The process's metrics and the registry they live in.
@@ -50,6 +50,12 @@ pub struct Metrics {
     pub state_held: IntGaugeVec,
     /// Detector state given up to stay within bounds, by reason.
     pub state_evicted: IntCounterVec,
+    /// Bytes of detector state held, by detector kind.
+    pub state_bytes: IntGaugeVec,
+    /// Events older than their stream's watermark when they arrived, per stream.
+    pub late_events: IntCounterVec,
+    /// How far each stream's watermark lags, in seconds.
+    pub watermark_delay: GaugeVec,
     /// End-to-end latency (Kafka timestamp to alert acknowledged), as quantiles.
     pub latency: std::sync::Arc<LatencySummary>,
     /// Alerts raised by detectors (before suppression), per rule.
@@ -76,12 +82,6 @@ pub struct Metrics {
     pub sink_dropped: IntCounterVec,
     /// Alerts waiting in a notification sink's buffer.
     pub sink_buffered: IntGaugeVec,
-    /// Events behind their stream's watermark when they arrived, per stream (fed by the
-    /// event-time stage).
-    pub late_events: IntCounterVec,
-    /// How far a stream's watermark is behind the wall clock, in seconds (fed by the
-    /// event-time stage).
-    pub watermark_delay: prometheus::GaugeVec,
 }
 
 impl Metrics {
@@ -193,9 +193,42 @@ impl Metrics {
         let state_evicted = counter(
             "palisade_detector_state_evicted_total",
             "State given up to stay within bounds: groups evicted, events dropped from full \
-             groups, events too late for their window, evidence rows left out of alerts.",
+             groups, events too late for their window, evidence rows left out of alerts, \
+             window keys evicted.",
             &["reason"],
         );
+        let state_bytes = IntGaugeVec::new(
+            Opts::new(
+                "palisade_detector_state_bytes",
+                "Bytes of state held by detectors, by detector kind (`sql_window`: window panes, \
+                 keys and distinct values of windowed SQL rules). Divided by \
+                 palisade_detector_state{kind=\"window_keys\"}: bytes per key.",
+            ),
+            &["kind"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(state_bytes.clone()))
+            .expect("registered once");
+        let late_events = counter(
+            "palisade_late_events_total",
+            "Events older than their stream's watermark when they arrived; the stream's \
+             late-event policy then dead-letters or processes them.",
+            &["stream"],
+        );
+        let watermark_delay = GaugeVec::new(
+            Opts::new(
+                "palisade_watermark_delay_seconds",
+                "How far the stream's watermark lags: live, the wall clock minus the watermark; \
+                 in replay, the highest event time seen minus the watermark. Windows close \
+                 this much after their end.",
+            ),
+            &["stream"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(watermark_delay.clone()))
+            .expect("registered once");
         let latency = std::sync::Arc::new(LatencySummary::new(
             "palisade_e2e_latency_seconds",
             "Kafka timestamp of the oldest record of a batch to acknowledgement of an alert from it.",
@@ -238,11 +271,6 @@ impl Metrics {
             "Alerts dropped from a full notification buffer (the alerts topic still has them).",
             &["sink"],
         );
-        let late_events = counter(
-            "palisade_late_events_total",
-            "Events that arrived behind their stream's watermark.",
-            &["stream"],
-        );
         let gauge = |name: &str, help: &str| {
             let g = IntGauge::new(name, help).expect("valid metric");
             registry
@@ -277,17 +305,6 @@ impl Metrics {
         registry
             .register(Box::new(sink_buffered.clone()))
             .expect("registered once");
-        let watermark_delay = prometheus::GaugeVec::new(
-            Opts::new(
-                "palisade_watermark_delay_seconds",
-                "How far a stream's watermark is behind the wall clock.",
-            ),
-            &["stream"],
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(watermark_delay.clone()))
-            .expect("registered once");
         Metrics {
             rule_matches,
             alerts_emitted,
@@ -319,6 +336,7 @@ impl Metrics {
             rule_reloads,
             state_held,
             state_evicted,
+            state_bytes,
             latency,
         }
     }

@@ -6,6 +6,12 @@
 //!                                                            └──▶ committer (store offsets)
 //! ```
 //!
+//! Between the source and the compute thread a small task merges the batches with a
+//! processing-time tick (live only): on a tick the compute thread re-evaluates which
+//! partitions are idle, so a stream's watermark — and the windows it closes — moves on even
+//! when a partition stops sending (see [`crate::watermark`]). When a replay's input ends,
+//! every watermark moves to the end of time and the last windows close.
+//!
 //! Batches keep their order through every stage (one compute thread, one deliver task, FIFO
 //! channels), so when a batch's outputs are acknowledged every earlier batch's were too, and
 //! its positions can be committed. A full channel blocks the stage before it: a slow sink
@@ -21,11 +27,20 @@ use tokio::sync::{mpsc, watch};
 
 use crate::alert::Alert;
 use crate::config::Config;
-use crate::decode::DeadLetter;
+use crate::decode::{DeadLetter, FailureKind};
 use crate::detect::{DetectorSet, EvalContext, Timing};
 use crate::metrics::Metrics;
 use crate::privacy::Pseudonymiser;
 use crate::source::{Position, RawBatch};
+use crate::watermark::Watermarks;
+
+/// What the compute thread receives.
+enum Input {
+    /// A batch to decode and evaluate.
+    Batch(RawBatch),
+    /// Processing time went by: idle partitions may release the watermark.
+    Tick,
+}
 
 /// What "now" means to detectors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,6 +171,7 @@ impl Pipeline {
         } = self;
         let capacity = *config.pipeline.channel_batches.get_ref();
         let (tx, mut processed) = mpsc::channel::<Processed>(capacity);
+        let input = forward_with_ticks(raw, &config, clock);
         let compute = {
             let config = Arc::clone(&config);
             let metrics = Arc::clone(&metrics);
@@ -163,6 +179,7 @@ impl Pipeline {
                 now_ms: 0,
                 pseudonymiser,
                 partition: 0,
+                watermark_ms: i64::MIN,
             };
             std::thread::Builder::new()
                 .name("palisade-compute".into())
@@ -173,7 +190,7 @@ impl Pipeline {
                         clock,
                         reload,
                     };
-                    compute_loop(stages, detectors, ctx, raw, tx)
+                    compute_loop(stages, detectors, ctx, input, tx)
                 })
                 .expect("spawning a thread")
         };
@@ -197,8 +214,11 @@ impl Pipeline {
                 .bytes
                 .with_label_values(&[stream])
                 .inc_by(batch.bytes as u64);
-            metrics.batches.with_label_values(&[stream]).inc();
-            for d in &batch.dead {
+            if batch.records > 0 {
+                // Not the alerts of windows an idle tick or the end of a replay closed.
+                metrics.batches.with_label_values(&[stream]).inc();
+            }
+            for d in batch.dead.iter().filter(|d| d.kind != FailureKind::Late) {
                 metrics
                     .decode_failures
                     .with_label_values(&[stream, d.kind.as_str()])
@@ -210,8 +230,10 @@ impl Pipeline {
                 outcome = Err(e);
                 break;
             }
-            committer.commit(&batch.positions);
-            metrics.commits.inc();
+            if !batch.positions.is_empty() {
+                committer.commit(&batch.positions);
+                metrics.commits.inc();
+            }
             summary.records += batch.records as u64;
             summary.alerts += batch.alerts.len() as u64;
             summary.dead_letters += batch.dead.len() as u64;
@@ -248,6 +270,50 @@ impl Pipeline {
     }
 }
 
+/// Forwards `raw` into a channel that also carries a processing-time tick (live only), so
+/// that watermarks of idle partitions move on without a batch. A tick is skipped rather than
+/// wait when the channel is full: a busy compute thread sees batches anyway.
+fn forward_with_ticks(
+    mut raw: mpsc::Receiver<RawBatch>,
+    config: &Config,
+    clock: Clock,
+) -> mpsc::Receiver<Input> {
+    let (tx, rx) = mpsc::channel(*config.pipeline.channel_batches.get_ref());
+    // A quarter of the shortest idle timeout, between 50 ms and 1 s: idle partitions are
+    // noticed within that much of their timeout.
+    let idle = config
+        .streams
+        .iter()
+        .map(|s| s.watermark.idle_timeout_ms)
+        .min()
+        .unwrap_or(1000);
+    let period = Duration::from_millis((idle / 4).clamp(50, 1000));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                batch = raw.recv() => match batch {
+                    Some(b) => {
+                        if tx.send(Input::Batch(b)).await.is_err() {
+                            return;
+                        }
+                    }
+                    None => return,
+                },
+                _ = tick.tick(), if clock == Clock::Wall => {
+                    if tx.is_closed() {
+                        return;
+                    }
+                    let _ = tx.try_send(Input::Tick);
+                }
+            }
+        }
+    });
+    rx
+}
+
 /// What the compute stage works with besides its input and output.
 struct Compute<'a> {
     config: &'a Config,
@@ -261,7 +327,7 @@ fn compute_loop(
     stages: Compute<'_>,
     mut detectors: DetectorSet,
     mut ctx: EvalContext,
-    mut raw: mpsc::Receiver<RawBatch>,
+    mut input: mpsc::Receiver<Input>,
     out: mpsc::Sender<Processed>,
 ) {
     let Compute {
@@ -275,7 +341,32 @@ fn compute_loop(
     let mut state = detectors.state();
     let mut timings: Vec<Timing> = Vec::new();
     let mut stream_time = i64::MIN;
-    while let Some(batch) = raw.blocking_recv() {
+    let mut watermarks = match clock {
+        // A consumer catching up hears from its partitions one fetch at a time.
+        Clock::Wall => Watermarks::new(config).hold_for_discovery(),
+        Clock::EventTime => Watermarks::new(config),
+    };
+    // Processing time for idle partitions: monotonic, from the start of the run.
+    let started = std::time::Instant::now();
+    let processing_ms = || started.elapsed().as_millis() as i64;
+    let streams: Vec<&str> = config.streams.iter().map(|s| s.name()).collect();
+    let report_watermark = |watermarks: &Watermarks, stream: usize| {
+        let w = watermarks.watermark(stream);
+        if w == i64::MIN || w == i64::MAX {
+            return;
+        }
+        let reference = match clock {
+            Clock::Wall => now_ms(),
+            Clock::EventTime => watermarks.max_event_ms(stream).unwrap_or(w),
+        };
+        metrics
+            .watermark_delay
+            .with_label_values(&[streams[stream]])
+            .set((reference - w) as f64 / 1000.0);
+    };
+    let mut finished = false;
+    loop {
+        let msg = input.blocking_recv();
         // A new rule set takes over between batches: none is evaluated twice or skipped.
         while let Some(mut new) = reload.as_ref().and_then(|rx| rx.try_recv().ok()) {
             let kept = new.adopt_state(&mut detectors);
@@ -289,31 +380,94 @@ fn compute_loop(
             metrics.rules_loaded.set(detectors.len() as i64);
             tracing::info!(
                 rules = detectors.len(),
-                correlations_kept = kept,
+                kept_state = kept,
                 "new rule set in effect"
             );
         }
-        let decoder = &mut decoders[batch.stream];
-        let decoded = decoder.decode(&batch);
-        ctx.partition = batch.partition;
-        ctx.now_ms = match clock {
-            Clock::Wall => now_ms(),
-            Clock::EventTime => {
-                if let Some(max) = max_millis(&decoded.batch, decoder.time_col()) {
-                    stream_time = stream_time.max(max);
-                }
-                stream_time.max(0)
-            }
-        };
         let mut alerts = Vec::new();
         timings.clear();
-        detectors.evaluate(
-            batch.stream,
-            &decoded.batch,
-            &ctx,
-            &mut alerts,
-            &mut timings,
-        );
+        let processed = match msg {
+            Some(Input::Batch(batch)) => {
+                let decoder = &mut decoders[batch.stream];
+                let mut decoded = decoder.decode(&batch);
+                let time_col = decoder.time_col();
+                let late = watermarks.split_late(batch.stream, &batch, &mut decoded, time_col);
+                if late.late > 0 {
+                    metrics
+                        .late_events
+                        .with_label_values(&[streams[batch.stream]])
+                        .inc_by(late.late as u64);
+                }
+                let max = max_millis(&decoded.batch, time_col);
+                watermarks.observe(batch.stream, batch.partition, max, processing_ms());
+                ctx.partition = batch.partition;
+                ctx.watermark_ms = watermarks.watermark(batch.stream);
+                ctx.now_ms = match clock {
+                    Clock::Wall => now_ms(),
+                    Clock::EventTime => {
+                        if let Some(max) = max {
+                            stream_time = stream_time.max(max);
+                        }
+                        stream_time.max(0)
+                    }
+                };
+                detectors.evaluate(
+                    batch.stream,
+                    &decoded.batch,
+                    &ctx,
+                    &mut alerts,
+                    &mut timings,
+                );
+                report_watermark(&watermarks, batch.stream);
+                vec![Processed {
+                    stream: batch.stream,
+                    records: batch.len(),
+                    bytes: batch.payload_bytes(),
+                    alerts,
+                    dead: decoded.dead,
+                    oldest_timestamp_ms: batch.oldest_timestamp_ms(),
+                    positions: batch.positions,
+                }]
+            }
+            Some(Input::Tick) | None => {
+                // A tick: idle partitions may let watermarks move. The end of a replay: every
+                // window closes. The end of a live run closes nothing (its state is the
+                // checkpoint's to keep).
+                if msg.is_none() {
+                    if clock == Clock::Wall || finished {
+                        return;
+                    }
+                    finished = true;
+                    watermarks.finish();
+                }
+                let now = processing_ms();
+                let mut outputs = Vec::new();
+                for stream in 0..config.streams.len() {
+                    if !finished && !watermarks.refresh(stream, now) {
+                        continue;
+                    }
+                    report_watermark(&watermarks, stream);
+                    ctx.watermark_ms = watermarks.watermark(stream);
+                    if clock == Clock::Wall {
+                        ctx.now_ms = now_ms();
+                    }
+                    let mut alerts = Vec::new();
+                    detectors.advance(stream, &ctx, &mut alerts, &mut timings);
+                    if !alerts.is_empty() {
+                        outputs.push(Processed {
+                            stream,
+                            records: 0,
+                            bytes: 0,
+                            alerts,
+                            dead: Vec::new(),
+                            oldest_timestamp_ms: None,
+                            positions: Vec::new(),
+                        });
+                    }
+                }
+                outputs
+            }
+        };
         for t in &timings {
             let detector = detector_names[t.detector].as_str();
             metrics
@@ -327,44 +481,57 @@ fn compute_loop(
         }
         let now = detectors.state();
         if now != state {
-            metrics
-                .state_held
-                .with_label_values(&["groups"])
-                .set(now.groups as i64);
-            metrics
-                .state_held
-                .with_label_values(&["events"])
-                .set(now.events as i64);
-            for (reason, was, is) in [
-                ("groups_evicted", state.groups_evicted, now.groups_evicted),
-                ("events_dropped", state.events_dropped, now.events_dropped),
-                ("events_late", state.events_late, now.events_late),
-                (
-                    "evidence_truncated",
-                    state.evidence_truncated,
-                    now.evidence_truncated,
-                ),
-            ] {
-                if is > was {
-                    metrics
-                        .state_evicted
-                        .with_label_values(&[reason])
-                        .inc_by(is - was);
-                }
-            }
+            report_state(metrics, &state, &now);
             state = now;
         }
-        let processed = Processed {
-            stream: batch.stream,
-            records: batch.len(),
-            bytes: batch.payload_bytes(),
-            alerts,
-            dead: decoded.dead,
-            oldest_timestamp_ms: batch.oldest_timestamp_ms(),
-            positions: batch.positions,
-        };
-        if out.blocking_send(processed).is_err() {
-            return; // the deliver task stopped
+        for p in processed {
+            if out.blocking_send(p).is_err() {
+                return; // the deliver task stopped
+            }
+        }
+        if finished {
+            return;
+        }
+    }
+}
+
+/// Exports the detectors' state gauges and what their bounds evicted since `was`.
+fn report_state(
+    metrics: &Metrics,
+    was: &crate::detect::StateCounters,
+    now: &crate::detect::StateCounters,
+) {
+    for (kind, n) in [
+        ("groups", now.groups),
+        ("events", now.events),
+        ("window_keys", now.window_keys),
+    ] {
+        metrics.state_held.with_label_values(&[kind]).set(n as i64);
+    }
+    metrics
+        .state_bytes
+        .with_label_values(&["sql_window"])
+        .set(now.window_bytes as i64);
+    for (reason, was, is) in [
+        ("groups_evicted", was.groups_evicted, now.groups_evicted),
+        ("events_dropped", was.events_dropped, now.events_dropped),
+        ("events_late", was.events_late, now.events_late),
+        (
+            "evidence_truncated",
+            was.evidence_truncated,
+            now.evidence_truncated,
+        ),
+        (
+            "window_keys_evicted",
+            was.window_keys_evicted,
+            now.window_keys_evicted,
+        ),
+    ] {
+        if is > was {
+            metrics
+                .state_evicted
+                .with_label_values(&[reason])
+                .inc_by(is - was);
         }
     }
 }

@@ -3,8 +3,9 @@
 -- severity: high
 -- stream: auth
 -- tags: attack.credential_access, attack.t1110.003
--- description: One source address failed to log in to one target as 8 or more different user names within a batch; staff mistype their own password from their own machine, so many names from one address is a password spray or credential-guessing run.
+-- description: One source address failed to log in to one target as 8 or more different user names within five minutes (a tumbling window of event time); staff mistype their own password from their own machine, so many names from one address is a password spray or credential-guessing run.
 -- entity: src_ip
+-- window: tumble 5m
 SELECT
   src_ip,
   target,

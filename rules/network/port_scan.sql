@@ -3,8 +3,9 @@
 -- severity: high
 -- stream: netflow
 -- tags: attack.discovery, attack.t1046, attack.ics.t0846
--- description: One source reached 30 or more distinct destination ports on one host within a batch; benign clients use a handful of service ports, so this is a service sweep (nmap-style) and, from a kiosk or IoT zone towards OT, a likely compromised device mapping a controller.
+-- description: One source reached 30 or more distinct destination ports on one host within five minutes (a tumbling window of event time, so the alert does not depend on how records were batched); benign clients use a handful of service ports, so this is a service sweep (nmap-style) and, from a kiosk or IoT zone towards OT, a likely compromised device mapping a controller.
 -- entity: src_ip
+-- window: tumble 5m
 SELECT
   src_ip,
   dst_ip,

@@ -39,6 +39,9 @@ pub enum FailureKind {
     MissingEventTime,
     /// An empty payload (e.g. a tombstone).
     Empty,
+    /// Decoded, but older than its stream's watermark (see [`crate::watermark`]); not a
+    /// decoding failure, but dead-lettered the same way.
+    Late,
 }
 
 impl FailureKind {
@@ -49,6 +52,7 @@ impl FailureKind {
             FailureKind::Schema => "schema",
             FailureKind::MissingEventTime => "missing_event_time",
             FailureKind::Empty => "empty",
+            FailureKind::Late => "late",
         }
     }
 }

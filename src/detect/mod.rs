@@ -11,6 +11,8 @@
 pub mod baseline;
 pub mod sigma;
 pub mod sql;
+pub mod tables;
+pub mod window;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -139,6 +141,10 @@ pub struct EvalContext {
     /// The partition number of the batch's records (every batch holds one; 0 in replay).
     /// State a detector builds from them belongs to this partition: see [`StateEntry`].
     pub partition: i32,
+    /// The stream's watermark, ms since the epoch (see [`crate::watermark`]): windows ending
+    /// at or before it are complete. `i64::MIN` before any event, `i64::MAX` once the input
+    /// is finished (replay, rule tests).
+    pub watermark_ms: i64,
 }
 
 /// One entry of a detector's durable state, as written to (and read back from) its
@@ -174,6 +180,16 @@ pub trait Detector: Send {
         ctx: &EvalContext,
         out: &mut Vec<Alert>,
     ) -> Result<(), DetectError>;
+    /// The watermark of `stream` advanced (`ctx.watermark_ms`) without a batch of it: an idle
+    /// tick, or the end of the input. Appends what that completes (windows) to `out`.
+    fn advance(
+        &mut self,
+        _stream: usize,
+        _ctx: &EvalContext,
+        _out: &mut Vec<Alert>,
+    ) -> Result<(), DetectError> {
+        Ok(())
+    }
     /// After a reload, `self` replacing `old`: takes over the state of what did not change.
     /// Returns how many stateful rules kept their state.
     fn adopt_state(&mut self, _old: &mut dyn Detector) -> usize {
@@ -214,6 +230,12 @@ pub struct StateCounters {
     pub events_late: u64,
     /// Evidence rows left out of alerts (total).
     pub evidence_truncated: u64,
+    /// Group keys held by windowed SQL detectors now.
+    pub window_keys: u64,
+    /// Bytes of window state held now.
+    pub window_bytes: u64,
+    /// Window keys evicted to stay within bounds (total).
+    pub window_keys_evicted: u64,
 }
 
 impl std::ops::AddAssign for StateCounters {
@@ -224,6 +246,9 @@ impl std::ops::AddAssign for StateCounters {
         self.events_dropped += o.events_dropped;
         self.events_late += o.events_late;
         self.evidence_truncated += o.evidence_truncated;
+        self.window_keys += o.window_keys;
+        self.window_bytes += o.window_bytes;
+        self.window_keys_evicted += o.window_keys_evicted;
     }
 }
 
@@ -291,7 +316,8 @@ impl DetectorSet {
         files.sort();
         files.dedup();
         let mut summary = LoadSummary::default();
-        let compiler = sql::Compiler::new(config);
+        let mut compiler = sql::Compiler::new(config);
+        errors.extend(compiler.take_table_errors());
         let mut detectors: Vec<Box<dyn Detector>> = Vec::new();
         let mut sigma_files = Vec::new();
         let mut baseline_rules = Vec::new();
@@ -454,6 +480,26 @@ impl DetectorSet {
         self.summary
     }
 
+    /// The watermark of `stream` advanced without a batch (`ctx.watermark_ms`): every
+    /// detector of the stream emits what that completes.
+    pub fn advance(
+        &mut self,
+        stream: usize,
+        ctx: &EvalContext,
+        alerts: &mut Vec<Alert>,
+        timings: &mut Vec<Timing>,
+    ) {
+        for &i in &self.by_stream[stream] {
+            let start = Instant::now();
+            let result = self.detectors[i].advance(stream, ctx, alerts);
+            timings.push(Timing {
+                detector: i,
+                elapsed: start.elapsed(),
+                error: result.err().map(|e| e.to_string()),
+            });
+        }
+    }
+
     /// Runs every detector of `stream` over `batch`. A failing detector does not stop the
     /// others; its error is in `timings`.
     pub fn evaluate(
@@ -465,7 +511,8 @@ impl DetectorSet {
         timings: &mut Vec<Timing>,
     ) {
         if batch.num_rows() == 0 {
-            return;
+            // Nothing to evaluate, but the watermark may have moved (late rows removed).
+            return self.advance(stream, ctx, alerts, timings);
         }
         for &i in &self.by_stream[stream] {
             let start = Instant::now();

@@ -26,7 +26,7 @@ use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::json::LineDelimitedWriter;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::datasource::TableType;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::TaskContext;
@@ -42,8 +42,10 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::TryStreamExt;
 use serde_json::value::RawValue;
 
+use super::window::{WindowPlan, WindowSpec, WindowState};
 use super::{
-    DetectError, Detector, EvalContext, RuleError, RuleMeta, protect_columns, timestamp_millis,
+    DetectError, Detector, EvalContext, RuleError, RuleMeta, StateCounters, StateEntry,
+    protect_columns, timestamp_millis,
 };
 use crate::alert::{Alert, RuleRef, SCHEMA, Severity, format_time_ms};
 use crate::config::{Config, PrivacyAction};
@@ -202,11 +204,21 @@ pub struct Compiler<'a> {
     /// stream its header does not name.
     /// `None` for a projected stream (no schema), which SQL cannot read.
     contexts: Vec<Option<(SessionContext, Arc<BatchSlot>)>>,
+    /// Reference tables that failed to load: the rules cannot be compiled against them.
+    table_errors: Vec<RuleError>,
 }
 
 impl<'a> Compiler<'a> {
     /// A compiler for `config`'s streams.
     pub fn new(config: &'a Config) -> Compiler<'a> {
+        let mut tables = Vec::new();
+        let mut table_errors = Vec::new();
+        for t in &config.detectors.tables {
+            match super::tables::load(config, t) {
+                Ok(mem) => tables.push((t.name.get_ref().clone(), Arc::new(mem))),
+                Err(e) => table_errors.push(e),
+            }
+        }
         let contexts = config
             .streams
             .iter()
@@ -220,10 +232,24 @@ impl<'a> Compiler<'a> {
                 };
                 ctx.register_table(s.name.get_ref().as_str(), Arc::new(table))
                     .expect("a fresh context accepts a table");
+                // Loaded once, shared by every stream's context (an `Arc`, not a copy).
+                for (name, mem) in &tables {
+                    ctx.register_table(name.as_str(), Arc::clone(mem) as Arc<dyn TableProvider>)
+                        .expect("table names are validated unique");
+                }
                 Some((ctx, slot))
             })
             .collect();
-        Compiler { config, contexts }
+        Compiler {
+            config,
+            contexts,
+            table_errors,
+        }
+    }
+
+    /// Reference tables that failed to load (each an error of the load).
+    pub fn take_table_errors(&mut self) -> Vec<RuleError> {
+        std::mem::take(&mut self.table_errors)
     }
 
     /// Loads and plans one rule file.
@@ -276,18 +302,55 @@ impl<'a> Compiler<'a> {
             err(line, message)
         };
         let df = ctx.sql(query).await.map_err(plan_err)?;
-        let plan = df.create_physical_plan().await.map_err(plan_err)?;
+        let (plan, out_schema, window) = match header.window {
+            Some((spec, line)) => {
+                let state = ctx.state();
+                let analyzed = state
+                    .analyzer()
+                    .execute_and_check(df.logical_plan().clone(), state.config_options(), |_, _| {})
+                    .map_err(plan_err)?;
+                let w = WindowPlan::compile(
+                    ctx,
+                    &analyzed,
+                    spec,
+                    stream.name(),
+                    stream.event_time.get_ref(),
+                )
+                .await
+                .map_err(|e| err(line, e.strip_backtrace()))?;
+                let mut limits = self.config.detectors.windows;
+                if let Some(k) = header.max_keys {
+                    limits.max_keys = limits.max_keys.min(k);
+                }
+                if let Some(b) = header.max_bytes {
+                    limits.max_bytes = limits.max_bytes.min(b);
+                }
+                let plan = Arc::clone(&w.pre);
+                let schema = Arc::clone(&w.out_schema);
+                let state = WindowState::new(limits);
+                (plan, schema, Some(Box::new(Windowed { plan: w, state })))
+            }
+            None => {
+                let plan = df.create_physical_plan().await.map_err(plan_err)?;
+                let schema = plan.schema();
+                (plan, schema, None)
+            }
+        };
         if plan.output_partitioning().partition_count() != 1 {
             return Err(err(
                 header.query_line,
                 "internal: plan has more than one partition".into(),
             ));
         }
-        let out_schema = plan.schema();
 
+        // A windowed rule's alert is at the window's end unless the query names a time.
+        let fallback = if window.is_some() { "window_end" } else { "" };
         let time_col = match out_schema.index_of("event_time") {
             Ok(i) => i,
-            Err(_) => out_schema.index_of(stream.event_time.get_ref()).map_err(|_| {
+            Err(_) => out_schema
+                .index_of(stream.event_time.get_ref())
+                .or_else(|_| out_schema.index_of(fallback))
+                .map_err(|_| {
                 err(
                     header.query_line,
                     format!(
@@ -343,7 +406,15 @@ impl<'a> Compiler<'a> {
             falsepositives: Vec::new(),
             file: path.to_path_buf(),
         };
+        // Joins cache their build side on the first execution: a plan with one is reset before
+        // each batch (plan nodes are rebuilt, not re-planned).
+        let mut has_join = false;
+        let _ = plan.apply(|node| {
+            has_join |= node.name().contains("Join");
+            Ok(TreeNodeRecursion::Continue)
+        });
         Ok(SqlDetector {
+            reset_per_batch: has_join,
             stream: stream_idx,
             rule: RuleRef::of(&meta),
             meta: [meta],
@@ -353,8 +424,16 @@ impl<'a> Compiler<'a> {
             time_col,
             entity_cols,
             privacy,
+            window,
+            text: text.to_string(),
         })
     }
+}
+
+/// The window part of a windowed SQL detector: its plan and its state.
+struct Windowed {
+    plan: WindowPlan,
+    state: WindowState,
 }
 
 fn session_config() -> SessionConfig {
@@ -368,6 +447,9 @@ fn session_config() -> SessionConfig {
         .with_repartition_sorts(false)
         .with_coalesce_batches(false)
         .with_information_schema(false)
+        // A plan is executed again for every batch: no filter may carry over from one
+        // execution to the next.
+        .set_bool("datafusion.optimizer.enable_dynamic_filter_pushdown", false)
 }
 
 /// Turns a DataFusion error into (file line, message), mapping the parser's
@@ -401,6 +483,11 @@ struct Header {
     tags: Vec<String>,
     entity: Option<Vec<String>>,
     entity_line: Option<usize>,
+    /// `-- window:` and its line.
+    window: Option<(WindowSpec, usize)>,
+    /// `-- max_keys:` / `-- max_bytes:`: lower the configured window bounds for this rule.
+    max_keys: Option<usize>,
+    max_bytes: Option<usize>,
     query_offset: usize,
     query_line: usize,
 }
@@ -409,6 +496,7 @@ struct Header {
 fn parse_header(text: &str) -> Result<Header, (usize, String)> {
     let (mut id, mut title, mut severity, mut stream) = (None, None, None, None);
     let (mut description, mut tags, mut entity) = (String::new(), Vec::new(), None);
+    let (mut window, mut max_keys, mut max_bytes) = (None, None, None);
     let mut offset = 0;
     let mut line_no = 0;
     for line in text.split_inclusive('\n') {
@@ -460,11 +548,30 @@ fn parse_header(text: &str) -> Result<Header, (usize, String)> {
                     line_no,
                 ))
             }
+            "window" => {
+                window = Some((WindowSpec::parse(value).map_err(|m| (line_no, m))?, line_no))
+            }
+            "max_keys" | "max_bytes" => {
+                let n: usize = value.replace('_', "").parse().map_err(|_| {
+                    (
+                        line_no,
+                        format!("`{key}` must be a positive whole number, not `{value}`"),
+                    )
+                })?;
+                if n == 0 {
+                    return Err((line_no, format!("`{key}` must be at least 1")));
+                }
+                if key == "max_keys" {
+                    max_keys = Some(n);
+                } else {
+                    max_bytes = Some(n);
+                }
+            }
             other => {
                 return Err((
                     line_no,
                     format!(
-                        "unknown header key `{other}`; expected id, title, severity, stream, tags, description or entity"
+                        "unknown header key `{other}`; expected id, title, severity, stream, tags, description, entity, window, max_keys or max_bytes"
                     ),
                 ));
             }
@@ -483,6 +590,9 @@ fn parse_header(text: &str) -> Result<Header, (usize, String)> {
         tags,
         entity_line: entity.as_ref().map(|(_, l)| *l),
         entity: entity.map(|(e, _)| e),
+        window,
+        max_keys,
+        max_bytes,
         query_offset: offset,
         query_line: line_no + 1,
     })
@@ -506,14 +616,41 @@ pub struct SqlDetector {
     entity_cols: Vec<usize>,
     /// Output columns holding personal fields.
     privacy: Vec<(usize, PrivacyAction)>,
+    /// For a windowed rule: `plan` is the part below the aggregate, run per batch; the
+    /// window state merges its output and emits when the watermark closes a window.
+    window: Option<Box<Windowed>>,
+    /// The rule file's text: a reload keeps a window's state only if it did not change.
+    text: String,
+    /// The plan holds a join, whose cached build side must not outlive a batch.
+    reset_per_batch: bool,
 }
 
 impl SqlDetector {
+    /// Emits the windows the watermark closed (nothing for a per-batch rule).
+    fn emit_windows(&mut self, ctx: &EvalContext, out: &mut Vec<Alert>) -> DfResult<()> {
+        let Some(w) = self.window.as_mut() else {
+            return Ok(());
+        };
+        if let Some(result) = w.state.emit(&w.plan, ctx.watermark_ms)? {
+            self.alerts_from(&result, ctx, out)?;
+        }
+        Ok(())
+    }
+
+    /// True for a windowed rule.
+    pub fn is_windowed(&self) -> bool {
+        self.window.is_some()
+    }
+
     /// Executes the plan over `batch` and returns the rows it selects.
     pub fn run(&self, batch: &RecordBatch) -> DfResult<Vec<RecordBatch>> {
         self.slot.set(Some(batch.clone()));
-        let result = self
-            .plan
+        let plan = if self.reset_per_batch {
+            datafusion::physical_plan::execution_plan::reset_plan_states(Arc::clone(&self.plan))?
+        } else {
+            Arc::clone(&self.plan)
+        };
+        let result = plan
             .execute(0, Arc::clone(&self.task_ctx))
             .and_then(|stream| futures::executor::block_on(stream.try_collect::<Vec<_>>()));
         self.slot.set(None);
@@ -625,14 +762,88 @@ impl Detector for SqlDetector {
         ctx: &EvalContext,
         out: &mut Vec<Alert>,
     ) -> Result<(), DetectError> {
+        let id = self.meta[0].id.clone();
         let fail = |e: DataFusionError| DetectError {
-            detector: self.meta[0].id.clone(),
+            detector: id.clone(),
             message: e.strip_backtrace(),
         };
-        for result in self.run(batch).map_err(fail)? {
-            self.alerts_from(&result, ctx, out).map_err(fail)?;
+        let results = self.run(batch).map_err(fail)?;
+        if self.window.is_none() {
+            for result in results {
+                self.alerts_from(&result, ctx, out).map_err(fail)?;
+            }
+            return Ok(());
         }
-        Ok(())
+        if let Some(w) = self.window.as_mut() {
+            for pre in &results {
+                w.state.ingest(&w.plan, pre, ctx.partition).map_err(fail)?;
+            }
+        }
+        self.emit_windows(ctx, out).map_err(fail)
+    }
+
+    fn advance(
+        &mut self,
+        _stream: usize,
+        ctx: &EvalContext,
+        out: &mut Vec<Alert>,
+    ) -> Result<(), DetectError> {
+        self.emit_windows(ctx, out).map_err(|e| DetectError {
+            detector: self.meta[0].id.clone(),
+            message: e.strip_backtrace(),
+        })
+    }
+
+    fn state(&self) -> StateCounters {
+        match &self.window {
+            Some(w) => StateCounters {
+                events_late: w.state.late,
+                window_keys: w.state.len() as u64,
+                window_bytes: w.state.bytes() as u64,
+                window_keys_evicted: w.state.evicted,
+                ..StateCounters::default()
+            },
+            None => StateCounters::default(),
+        }
+    }
+
+    fn checkpoint(&mut self, out: &mut Vec<StateEntry>) {
+        if let Some(w) = self.window.as_mut() {
+            w.state.checkpoint(&w.plan, out);
+        }
+    }
+
+    fn restore(&mut self, entries: &[StateEntry]) -> Result<(), DetectError> {
+        match self.window.as_mut() {
+            Some(w) => w
+                .state
+                .restore(&w.plan, entries)
+                .map_err(|message| DetectError {
+                    detector: self.meta[0].id.clone(),
+                    message,
+                }),
+            None => Ok(()),
+        }
+    }
+
+    fn release(&mut self, partitions: &[i32]) {
+        if let Some(w) = self.window.as_mut() {
+            w.state.release(&w.plan, partitions);
+        }
+    }
+
+    fn adopt_state(&mut self, old: &mut dyn Detector) -> usize {
+        // Same rule text, same window layout: keep the open windows across a reload.
+        let Some(old) = old.as_any_mut().downcast_mut::<SqlDetector>() else {
+            return 0;
+        };
+        match (self.window.as_mut(), old.window.as_mut()) {
+            (Some(new), Some(was)) if self.text == old.text => {
+                std::mem::swap(&mut new.state, &mut was.state);
+                1
+            }
+            _ => 0,
+        }
     }
 }
 
@@ -705,6 +916,7 @@ operator = "pseudonymise"
             now_ms: 0,
             pseudonymiser: Pseudonymiser::new(b"k"),
             partition: 0,
+            watermark_ms: i64::MIN,
         }
     }
 

@@ -515,7 +515,9 @@ fn run_case(
         now_ms: 0,
         pseudonymiser: pseudonymiser.clone(),
         partition: 0,
+        watermark_ms: i64::MIN,
     };
+    let mut watermarks = crate::watermark::Watermarks::new(config);
     let mut stream_time = i64::MIN;
     let names = detectors.detector_names();
     let mut process = |raw: RawBatch, detectors: &mut DetectorSet, raised: &mut Raised| {
@@ -525,11 +527,17 @@ fn run_case(
             StreamDecoder::for_stream(s, &p.paths, p.keywords, batch_rows)
                 .expect("the configuration validated the stream")
         });
-        let decoded = decoder.decode(&raw);
+        let mut decoded = decoder.decode(&raw);
+        watermarks.split_late(raw.stream, &raw, &mut decoded, decoder.time_col());
         for dead in &decoded.dead {
             let event = order[dead.origin.offset as usize].1;
+            let what = if dead.kind == crate::decode::FailureKind::Late {
+                "was dropped"
+            } else {
+                "did not decode"
+            };
             raised.problems.push(format!(
-                "event at {}:{}:{} (stream `{}`) did not decode: {}",
+                "event at {}:{}:{} (stream `{}`) {what}: {}",
                 file.display(),
                 event.pos.line,
                 event.pos.column,
@@ -538,9 +546,13 @@ fn run_case(
             ));
         }
         let times = timestamp_millis(decoded.batch.column(decoder.time_col()).as_ref());
-        if let Some(max) = times.into_iter().flatten().max() {
+        let max = times.into_iter().flatten().max();
+        if let Some(max) = max {
             stream_time = stream_time.max(max);
         }
+        // Processing time stands still: no partition of a test case goes idle.
+        watermarks.observe(raw.stream, raw.partition, max, 0);
+        ctx.watermark_ms = watermarks.watermark(raw.stream);
         ctx.now_ms = stream_time.max(0);
         let mut timings: Vec<Timing> = Vec::new();
         detectors.evaluate(
@@ -574,6 +586,22 @@ fn run_case(
     }
     for rest in batcher.drain() {
         process(rest, detectors, &mut raised);
+    }
+    // The case's input is finished: every window closes, as at the end of a replay.
+    watermarks.finish();
+    ctx.watermark_ms = i64::MAX;
+    ctx.now_ms = stream_time.max(0);
+    let mut timings: Vec<Timing> = Vec::new();
+    for &stream in streams {
+        detectors.advance(stream, &ctx, &mut raised.alerts, &mut timings);
+    }
+    for t in timings {
+        if let Some(e) = t.error {
+            raised.problems.push(format!(
+                "detector `{}` failed at the end of the case: {e}",
+                names[t.detector]
+            ));
+        }
     }
     raised
 }

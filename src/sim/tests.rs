@@ -158,6 +158,8 @@ fn rule_alerts(records: &[SimRecord]) -> BTreeMap<String, Vec<Alert>> {
         now_ms: 0,
         pseudonymiser: Pseudonymiser::new(b"test"),
         partition: 0,
+        // Each stream is one batch holding all its input: every window is complete.
+        watermark_ms: i64::MAX,
     };
     let (mut alerts, mut timings) = (Vec::new(), Vec::new());
     for (stream, batch) in decoded(records) {

@@ -12,3 +12,4 @@ mod ruletest;
 mod sigma_corpus;
 mod support;
 mod tansu;
+mod windows;

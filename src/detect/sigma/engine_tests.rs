@@ -126,6 +126,7 @@ fn run(engine: &mut SigmaEngine, stream: &str, lines: &str) -> Vec<Alert> {
         now_ms: 1_000,
         pseudonymiser: Pseudonymiser::new(b"k"),
         partition: 0,
+        watermark_ms: i64::MIN,
     };
     let mut out = Vec::new();
     engine.evaluate(s, &b, &ctx, &mut out).unwrap();
