@@ -7,6 +7,7 @@
 //! column scans of every rule, and whose correlations span streams. The [`Detector`] trait
 //! takes `&mut self` so detectors can keep state across batches (correlations build on that).
 
+pub mod codec;
 pub mod sigma;
 pub mod sql;
 
@@ -415,6 +416,60 @@ impl DetectorSet {
         total
     }
 
+    /// Appends the state of every detector changed since the last call (see
+    /// [`Detector::checkpoint`]), each key prefixed by its detector's name (length first), a
+    /// name that is stable across restarts and reloads (a SQL rule's id; `sigma`).
+    pub fn checkpoint(&mut self, out: &mut Vec<StateEntry>) {
+        let mut own = Vec::new();
+        for d in &mut self.detectors {
+            d.checkpoint(&mut own);
+            let name = d.name().as_bytes();
+            out.extend(own.drain(..).map(|e| StateEntry {
+                key: prefixed(name, &e.key),
+                ..e
+            }));
+        }
+    }
+
+    /// Hands each detector its entries (those under its name, prefix removed). Entries of
+    /// detectors no longer loaded are ignored; returns how many.
+    pub fn restore(&mut self, entries: &[StateEntry]) -> Result<usize, DetectError> {
+        let mut mine: Vec<Vec<StateEntry>> = vec![Vec::new(); self.detectors.len()];
+        let mut ignored = 0;
+        for e in entries {
+            let found = self.detectors.iter().position(|d| {
+                let name = d.name().as_bytes();
+                e.key.len() >= 4 + name.len()
+                    && e.key[..4] == (name.len() as u32).to_le_bytes()
+                    && &e.key[4..4 + name.len()] == name
+            });
+            match found {
+                Some(i) => {
+                    let skip = 4 + self.detectors[i].name().len();
+                    mine[i].push(StateEntry {
+                        partition: e.partition,
+                        key: e.key[skip..].to_vec(),
+                        value: e.value.clone(),
+                    });
+                }
+                None => ignored += 1,
+            }
+        }
+        for (d, entries) in self.detectors.iter_mut().zip(&mine) {
+            if !entries.is_empty() {
+                d.restore(entries)?;
+            }
+        }
+        Ok(ignored)
+    }
+
+    /// Forgets the state of `partitions` in every detector (see [`Detector::release`]).
+    pub fn release(&mut self, partitions: &[i32]) {
+        for d in &mut self.detectors {
+            d.release(partitions);
+        }
+    }
+
     /// Problems that did not stop the load.
     pub fn warnings(&self) -> &[RuleError] {
         &self.warnings
@@ -448,6 +503,15 @@ impl DetectorSet {
             });
         }
     }
+}
+
+/// `name` (its length first, so no name is a prefix of another) then `key`.
+fn prefixed(name: &[u8], key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(4 + name.len() + key.len());
+    k.extend_from_slice(&(name.len() as u32).to_le_bytes());
+    k.extend_from_slice(name);
+    k.extend_from_slice(key);
+    k
 }
 
 /// Rule ids must be unique across every detector: alerts, metrics and suppression key on them.

@@ -114,6 +114,8 @@ use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 
 use super::correlation::{CorrelationCondition, CorrelationType};
 use super::value::CmpOp;
+use crate::detect::StateEntry;
+use crate::detect::codec::{Dec, DecodeError, Enc};
 
 /// What a correlation refers to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -274,6 +276,10 @@ pub struct CorrelationSet {
     referenced_rules: HashMap<usize, bool>,
     /// Buffers reused from batch to batch.
     scratch: Scratch,
+    /// The input partition of the batches observed now (see [`set_partition`]).
+    ///
+    /// [`set_partition`]: CorrelationSet::set_partition
+    partition: i32,
 }
 
 impl CorrelationSet {
@@ -345,6 +351,7 @@ impl CorrelationSet {
                 ranges: vec![0..0; n],
                 ..Scratch::default()
             },
+            partition: 0,
         })
     }
 
@@ -396,6 +403,7 @@ impl CorrelationSet {
             order,
             readers,
             scratch: s,
+            partition,
             ..
         } = self;
         s.touched.fill(false);
@@ -452,6 +460,10 @@ impl CorrelationSet {
             s.pending.sort_unstable();
             let start = s.produced.len();
             let t = &mut trackers[c];
+            t.partition = *partition;
+            if !s.pending.is_empty() {
+                t.partitions.insert(*partition);
+            }
             t.process(
                 rows.as_ref().map(|r| r.batch),
                 &s.pending,
@@ -478,6 +490,160 @@ impl CorrelationSet {
         std::mem::swap(&mut new.source_clocks, &mut was.source_clocks);
         new.clock = was.clock;
         new.counters = was.counters;
+    }
+
+    /// The input partition of the batches observed from now on: the groups they update
+    /// belong to it (see [`crate::detect::StateEntry`]).
+    pub fn set_partition(&mut self, partition: i32) {
+        self.partition = partition;
+    }
+
+    /// Appends the state of correlation `c` that changed since its last checkpoint: an
+    /// entry per updated group (key `prefix`, `g`, group key), a tombstone per group gone, and
+    /// for each partition it has seen an entry with its clocks when they moved (key `prefix`,
+    /// `c`).
+    pub fn checkpoint(&mut self, c: usize, prefix: &[u8], out: &mut Vec<StateEntry>) {
+        let t = &mut self.trackers[c];
+        let key_of = |tag: u8, group: &[u8]| {
+            let mut k = Vec::with_capacity(prefix.len() + 1 + group.len());
+            k.extend_from_slice(prefix);
+            k.push(tag);
+            k.extend_from_slice(group);
+            k
+        };
+        for (partition, key) in t.removed.drain(..) {
+            // Gone and back again since the last checkpoint: the update below says it all.
+            let back = t
+                .groups
+                .find(&key)
+                .is_some_and(|id| t.groups.get(id).partition == partition);
+            if !back {
+                out.push(StateEntry {
+                    partition,
+                    key: key_of(b'g', &key),
+                    value: None,
+                });
+            }
+        }
+        for slot in &mut t.groups.slots {
+            let Some(g) = &mut slot.group else { continue };
+            if !g.dirty {
+                continue;
+            }
+            g.dirty = false;
+            let mut e = Enc::new();
+            encode_group(g, &mut e);
+            out.push(StateEntry {
+                partition: g.partition,
+                key: key_of(b'g', &g.key),
+                value: Some(e.buf),
+            });
+        }
+        if t.clocks_checkpointed != t.source_clocks {
+            t.clocks_checkpointed.clone_from(&t.source_clocks);
+            let mut e = Enc::new();
+            e.u8(STATE_VERSION);
+            e.u64(t.source_clocks.len() as u64);
+            for &c in &t.source_clocks {
+                e.i64(c);
+            }
+            for &partition in &t.partitions {
+                out.push(StateEntry {
+                    partition,
+                    key: key_of(b'c', &[]),
+                    value: Some(e.buf.clone()),
+                });
+            }
+        }
+    }
+
+    /// Restores correlation `c` from checkpointed entries `(partition, key after the prefix
+    /// given to [`CorrelationSet::checkpoint`], value)`, the latest per key, no tombstones.
+    /// Groups already held under the same key are replaced. A group that does not decode
+    /// fails the whole restore (the caller reports it; nothing is half-applied to that group).
+    pub fn restore(
+        &mut self,
+        c: usize,
+        entries: &[(i32, &[u8], &[u8])],
+    ) -> Result<(), DecodeError> {
+        let t = &mut self.trackers[c];
+        let mut groups = Vec::new();
+        for &(partition, key, value) in entries {
+            let Some((&tag, key)) = key.split_first() else {
+                return Err(DecodeError("empty key"));
+            };
+            match tag {
+                b'g' => {
+                    let mut g = decode_state(key, value, &t.p)?;
+                    g.partition = partition;
+                    groups.push(g);
+                }
+                b'c' => {
+                    let mut d = Dec::new(value);
+                    if d.u8()? != STATE_VERSION {
+                        return Err(DecodeError("unknown version"));
+                    }
+                    let n = d.len()?;
+                    if n != t.source_clocks.len() {
+                        return Err(DecodeError("clocks of another correlation"));
+                    }
+                    for clock in &mut t.source_clocks {
+                        *clock = (*clock).max(d.i64()?);
+                    }
+                    t.partitions.insert(partition);
+                }
+                _ => return Err(DecodeError("unknown key tag")),
+            }
+        }
+        t.clocks_checkpointed.clone_from(&t.source_clocks);
+        t.clock = t
+            .source_clocks
+            .iter()
+            .copied()
+            .filter(|&c| c != i64::MIN)
+            .min()
+            .unwrap_or(i64::MIN);
+        // Least recently updated first: the order eviction and expiry walk.
+        groups.sort_by_key(|g| g.touched);
+        for g in groups {
+            t.seq = t.seq.max(g.touched);
+            if let Some(old) = t.groups.find(&g.key) {
+                t.groups.remove(old);
+            }
+            let open = g.open;
+            let id = t.groups.insert(g);
+            if let Some(open) = open {
+                let generation = t.groups.generation(id);
+                t.closing
+                    .push(Reverse((open.saturating_add(t.p.timespan), id, generation)));
+            }
+            if t.groups.len > t.p.max_groups
+                && let Some(oldest) = t.groups.head()
+            {
+                t.remove_group(oldest);
+                t.counters.groups_evicted += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets the groups of `partitions` (another instance owns them now). No tombstones:
+    /// their checkpointed state is the new owner's to restore.
+    pub fn release(&mut self, partitions: &[i32]) {
+        for t in &mut self.trackers {
+            let gone: Vec<u32> = t
+                .groups
+                .ids()
+                .filter(|&id| partitions.contains(&t.groups.get(id).partition))
+                .collect();
+            for id in gone {
+                t.groups.remove(id);
+            }
+            t.removed.retain(|(p, _)| !partitions.contains(p));
+            for p in partitions {
+                t.partitions.remove(p);
+            }
+        }
     }
 
     /// What correlation `correlation` refers to.
@@ -890,6 +1056,18 @@ struct Tracker {
     counters: CorrelationCounters,
     /// Per source, where its columns are in the last schema seen.
     columns: Vec<ColumnIndex>,
+    /// Durable state: the partition of the batch being processed (groups belong to the
+    /// partition of their last event).
+    partition: i32,
+    /// Durable state: bumped at every group update, so a restore rebuilds the
+    /// least-recently-updated order exactly.
+    seq: u64,
+    /// Durable state: groups removed since the last checkpoint, `(partition, key)`.
+    removed: Vec<(i32, Box<[u8]>)>,
+    /// Durable state: the partitions whose events this correlation has seen (each gets a
+    /// copy of the clocks at a checkpoint), and whether the clocks moved since the last one.
+    partitions: BTreeSet<i32>,
+    clocks_checkpointed: Vec<i64>,
 }
 
 impl Tracker {
@@ -919,6 +1097,20 @@ impl Tracker {
             source_clocks: vec![i64::MIN; sources],
             clock: i64::MIN,
             counters: CorrelationCounters::default(),
+            partition: 0,
+            seq: 0,
+            removed: Vec::new(),
+            partitions: BTreeSet::new(),
+            clocks_checkpointed: Vec::new(),
+        }
+    }
+
+    /// Removes a group whose state is over (evicted, closed, expired): a tombstone at the
+    /// next checkpoint.
+    fn remove_group(&mut self, id: u32) {
+        let g = self.groups.remove(id);
+        if g.partition != NO_PARTITION {
+            self.removed.push((g.partition, g.key));
         }
     }
 
@@ -1061,12 +1253,26 @@ impl Tracker {
                 if self.groups.len >= self.p.max_groups
                     && let Some(oldest) = self.groups.head()
                 {
-                    self.groups.remove(oldest);
+                    self.remove_group(oldest);
                     self.counters.groups_evicted += 1;
                 }
                 self.groups.insert(Group::new(key, &self.p))
             }
         };
+        // Durable state: the group changed, and it now belongs to this batch's partition.
+        self.seq += 1;
+        let (seq, partition) = (self.seq, self.partition);
+        let g = self.groups.get_mut(id);
+        g.touched = seq;
+        g.dirty = true;
+        let was = g.partition;
+        if was != partition {
+            g.partition = partition;
+            if was != NO_PARTITION {
+                let key = g.key.clone();
+                self.removed.push((was, key));
+            }
+        }
         let event = NewEvent {
             time,
             source,
@@ -1281,7 +1487,7 @@ impl Tracker {
                     continue;
                 }
                 self.close(id, hits);
-                self.groups.remove(id);
+                self.remove_group(id);
             }
             // Stale entries (evicted groups, re-anchored windows) must not pile up.
             if self.closing.len() > 2 * self.groups.len + 64 {
@@ -1305,7 +1511,7 @@ impl Tracker {
             if g.open.is_some() || g.newest > horizon {
                 break;
             }
-            self.groups.remove(id);
+            self.remove_group(id);
         }
     }
 }
@@ -1411,6 +1617,7 @@ struct Event {
 }
 
 const NO_SLOT: u32 = u32::MAX;
+const NO_PARTITION: i32 = i32::MIN;
 
 /// One group: its window and the aggregates over it, kept up to date event by event.
 #[derive(Debug)]
@@ -1445,6 +1652,12 @@ struct Group {
     open: Option<i64>,
     /// Closed mode: events of the open window dropped from the full group.
     dropped_in_window: usize,
+    /// Durable state: the input partition of its last event (`NO_PARTITION` until one).
+    partition: i32,
+    /// Durable state: when it was last updated (the tracker's `seq`).
+    touched: u64,
+    /// Durable state: updated since the last checkpoint.
+    dirty: bool,
 }
 
 impl Group {
@@ -1475,6 +1688,9 @@ impl Group {
             quiet_until: i64::MIN,
             open: None,
             dropped_in_window: 0,
+            partition: NO_PARTITION,
+            touched: 0,
+            dirty: false,
         }
     }
 
@@ -1892,6 +2108,147 @@ impl Groups {
         }
         self.tail = id;
     }
+}
+
+/// Version byte of checkpointed correlation state.
+const STATE_VERSION: u8 = 1;
+
+/// A group as a checkpoint value. What can be recomputed from the events (per-source counts,
+/// evidence held, distinct values) is not written.
+fn encode_group(g: &Group, e: &mut Enc) {
+    e.u8(STATE_VERSION);
+    e.u64(g.touched);
+    e.i64(g.newest);
+    e.i64(g.floor);
+    e.i64(g.quiet_until);
+    e.opt_i64(g.open);
+    e.u64(g.dropped_in_window as u64);
+    e.f64(g.sum.sum);
+    e.f64(g.sum.compensation);
+    e.u64(g.chains.len() as u64);
+    for &c in &g.chains {
+        e.i64(c);
+    }
+    let v = &g.values;
+    e.u64(v.slots.len() as u64);
+    for s in &v.slots {
+        e.u64(u64::from(s.count));
+        e.i64(s.quiet_until);
+    }
+    e.u64(v.free.len() as u64);
+    for &f in &v.free {
+        e.u64(u64::from(f));
+    }
+    e.u64(v.index.len() as u64);
+    for (value, &slot) in &v.index {
+        e.u64(u64::from(slot));
+        e.bytes(value);
+    }
+    e.u64(g.events.len() as u64);
+    for ev in &g.events {
+        e.i64(ev.time);
+        e.u64(u64::from(ev.source));
+        e.u64(if ev.slot == NO_SLOT {
+            0
+        } else {
+            u64::from(ev.slot) + 1
+        });
+        e.f64(ev.number);
+        e.opt_bytes(ev.evidence.as_deref().map(str::as_bytes));
+    }
+}
+
+/// The inverse of [`encode_group`], checked against the correlation's parameters.
+fn decode_state(key: &[u8], bytes: &[u8], p: &Params) -> Result<Group, DecodeError> {
+    let mut d = Dec::new(bytes);
+    if d.u8()? != STATE_VERSION {
+        return Err(DecodeError("unknown version"));
+    }
+    let mut g = Group::new(key, p);
+    g.touched = d.u64()?;
+    g.newest = d.i64()?;
+    g.floor = d.i64()?;
+    g.quiet_until = d.i64()?;
+    g.open = d.opt_i64()?;
+    g.dropped_in_window = d.len()?;
+    g.sum = Sum {
+        sum: d.f64()?,
+        compensation: d.f64()?,
+    };
+    let n = d.len()?;
+    if n != g.chains.len() {
+        return Err(DecodeError("chains of another correlation"));
+    }
+    for c in &mut g.chains {
+        *c = d.i64()?;
+    }
+    let v = &mut g.values;
+    for _ in 0..d.len()? {
+        v.slots.push(ValueSlot {
+            count: d.u32()?,
+            quiet_until: d.i64()?,
+        });
+    }
+    for _ in 0..d.len()? {
+        let f = d.u32()?;
+        if f as usize >= v.slots.len() {
+            return Err(DecodeError("free slot out of range"));
+        }
+        v.free.push(f);
+    }
+    for _ in 0..d.len()? {
+        let slot = d.u32()?;
+        if slot as usize >= v.slots.len() {
+            return Err(DecodeError("value slot out of range"));
+        }
+        v.index.insert(d.bytes()?.into(), slot);
+    }
+    v.distinct = v.slots.iter().filter(|s| s.count > 0).count();
+    for _ in 0..d.len()? {
+        let time = d.i64()?;
+        let source = d.u32()?;
+        if source as usize >= p.sources {
+            return Err(DecodeError("source out of range"));
+        }
+        let slot = match d.u32()? {
+            0 => NO_SLOT,
+            s if (s as usize) <= v.slots.len() => s - 1,
+            _ => return Err(DecodeError("event slot out of range")),
+        };
+        let number = d.f64()?;
+        let evidence = match d.opt_bytes()? {
+            Some(b) => Some(
+                std::str::from_utf8(b)
+                    .map_err(|_| DecodeError("evidence is not UTF-8"))?
+                    .into(),
+            ),
+            None => None,
+        };
+        if evidence.is_some() {
+            g.evidence_held += 1;
+            if p.temporal() {
+                g.evidence_by_source[source as usize] += 1;
+            }
+        }
+        if p.temporal() {
+            let n = &mut g.per_source[source as usize];
+            if *n == 0 {
+                g.distinct_sources += 1;
+            }
+            *n += 1;
+        }
+        g.events.push_back(Event {
+            time,
+            source,
+            slot,
+            number,
+            evidence,
+        });
+    }
+    if !d.is_empty() {
+        return Err(DecodeError("trailing bytes"));
+    }
+    Ok(g)
 }
 
 /// Appends one group-by value to a key: its length, then its bytes.
