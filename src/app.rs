@@ -12,13 +12,15 @@ use crate::alert::sink::{JsonlSink, KafkaSink, producer};
 use crate::config::{Config, ConfigError};
 use crate::detect::{DetectorSet, LoadError};
 use crate::metrics::Metrics;
-use crate::pipeline::{Clock, Echo, NoCommit, Pipeline, SinkError, Summary};
+use crate::pipeline::{Checkpointing, Clock, Echo, NoCommit, Pipeline, SinkError, Summary};
 use crate::privacy::Pseudonymiser;
 use crate::server::{Health, Server};
 use crate::sim::{SimOptions, Simulator};
 use crate::source::embedded::{EmbeddedKafka, Pace, Written};
 use crate::source::files::{FileSource, InputError};
-use crate::source::kafka::{self, KafkaCommitter};
+use crate::source::kafka;
+use crate::state::{self, DeliveryMode, KafkaStateStore};
+use std::sync::atomic::AtomicU8;
 
 /// Why a command failed. Each variant says whose problem it is.
 #[derive(Debug, thiserror::Error)]
@@ -155,63 +157,248 @@ pub async fn run_live(
     if let Err(e) = kafka::ensure_topics(&config, &outputs).await {
         tracing::warn!(error = %e, "could not check output topics; continuing");
     }
+    let changelog = config.state.changelog_topic(&config.kafka.group_id);
+    if let Err(e) = kafka::ensure_changelog(&config, &changelog).await {
+        tracing::warn!(error = %e, topic = changelog, "could not check the changelog topic; continuing");
+    }
     let consumer = Arc::new(kafka::consumer(
         &config,
         Arc::clone(&metrics),
         Arc::clone(&health),
     )?);
     let sources = Arc::new(config.input_topics());
-    let sink = KafkaSink::new(
-        &config,
-        producer(&config)?,
-        Arc::clone(&sources),
-        Arc::clone(&metrics),
-        Arc::clone(&health),
+    let instance = if config.state.instance_id.is_empty() {
+        format!("{}-{}", std::process::id(), crate::pipeline::now_ms())
+    } else {
+        config.state.instance_id.clone()
+    };
+    let (producer, mode) = state::producer(&config, &changelog, &instance).await?;
+    for m in [DeliveryMode::ExactlyOnce, DeliveryMode::AtLeastOnce] {
+        metrics
+            .delivery_mode
+            .with_label_values(&[m.as_str()])
+            .set(i64::from(m == mode));
+    }
+    health.set("delivery", true, mode.as_str());
+    tracing::info!(mode = mode.as_str(), changelog, "delivery mode");
+    let mut first = Some((detectors, rules_seen));
+    let mut total = Summary::default();
+    // One run of the pipeline per assignment: a rebalance ends it, and the next one restores
+    // the state of the partitions now owned and seeks them to the same checkpoint.
+    loop {
+        let run = run_assignment(
+            &config,
+            &LiveParts {
+                metrics: Arc::clone(&metrics),
+                health: Arc::clone(&health),
+                force: force.clone(),
+            },
+            &consumer,
+            &sources,
+            (&producer, mode, &changelog),
+            first.take(),
+            &rules,
+            echo,
+            shutdown.clone(),
+        )
+        .await;
+        let stopping = *shutdown.borrow();
+        match run {
+            Ok((summary, rebalanced)) => {
+                total.records += summary.records;
+                total.alerts += summary.alerts;
+                total.dead_letters += summary.dead_letters;
+                if !rebalanced {
+                    break;
+                }
+                // What this run produced since its last checkpoint is redone by the owners.
+                KafkaStateStore::abort(&producer, mode, &metrics);
+            }
+            Err(e) if stopping => {
+                KafkaStateStore::abort(&producer, mode, &metrics);
+                server.stop().await;
+                return Err(e);
+            }
+            Err(e) => {
+                // A failed checkpoint or restore: start over from the last checkpoint.
+                tracing::warn!(error = %e, "run interrupted; resuming from the last checkpoint");
+                health.set(
+                    "kafka",
+                    false,
+                    format!("resuming from the last checkpoint: {e}"),
+                );
+                KafkaStateStore::abort(&producer, mode, &metrics);
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+        }
+    }
+    // The last checkpoint committed and opened an empty transaction: close it.
+    KafkaStateStore::abort(&producer, mode, &metrics);
+    health.set("kafka", false, "stopping");
+    server.stop().await;
+    Ok(total)
+}
+
+/// What every run of [`run_assignment`] shares.
+struct LiveParts {
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    /// Turns true when shutdown is forced: deliveries stop retrying.
+    force: watch::Receiver<bool>,
+}
+
+/// One run of the pipeline over the current assignment: restores its state from the
+/// changelog, seeks its partitions to the checkpoint, and processes until shutdown (a last
+/// checkpoint) or the next rebalance (no checkpoint: returns true).
+#[allow(clippy::too_many_arguments)]
+async fn run_assignment(
+    config: &Arc<Config>,
+    parts: &LiveParts,
+    consumer: &Arc<kafka::PalisadeConsumer>,
+    sources: &Arc<Vec<String>>,
+    (producer, mode, changelog): (&rdkafka::producer::FutureProducer, DeliveryMode, &str),
+    first: Option<(DetectorSet, Option<RuleFiles>)>,
+    rules: &[PathBuf],
+    echo: Echo,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(Summary, bool), AppError> {
+    use rdkafka::consumer::Consumer;
+    let LiveParts {
+        metrics,
+        health,
         force,
+    } = parts;
+    let assignment = consumer.assignment()?;
+    let mut partitions: Vec<i32> = assignment
+        .elements()
+        .iter()
+        .map(|e| e.partition())
+        .collect();
+    partitions.sort_unstable();
+    partitions.dedup();
+    let restored = if partitions.is_empty() {
+        state::Restored::default()
+    } else {
+        let (config, topic, partitions) = (
+            Arc::clone(config),
+            changelog.to_string(),
+            partitions.clone(),
+        );
+        tokio::task::spawn_blocking(move || state::read_changelog(&config, &topic, &partitions))
+            .await
+            .expect("changelog reader panicked")?
+    };
+    if restored.incomplete > 0 {
+        tracing::info!(
+            entries = restored.incomplete,
+            "ignored the entries of a checkpoint cut short"
+        );
+    }
+    if !partitions.is_empty() {
+        // Every assigned partition starts where its state was checkpointed; without a
+        // checkpoint, at the committed offset (or the earliest).
+        let committed =
+            consumer.committed_offsets(assignment.clone(), std::time::Duration::from_secs(10))?;
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for e in committed.elements() {
+            let offset = match restored
+                .offsets
+                .get(&(e.topic().to_string(), e.partition()))
+            {
+                Some(&next) => rdkafka::Offset::Offset(next),
+                None => match e.offset() {
+                    rdkafka::Offset::Offset(n) => rdkafka::Offset::Offset(n),
+                    _ => rdkafka::Offset::Beginning,
+                },
+            };
+            tpl.add_partition_offset(e.topic(), e.partition(), offset)?;
+        }
+        consumer.seek_partitions(tpl, std::time::Duration::from_secs(10))?;
+        tracing::info!(
+            partitions = ?partitions,
+            entries = restored.entries.len(),
+            "state restored; resuming from the checkpoint"
+        );
+    }
+    let (detectors, rules_seen) = match first {
+        Some(f) => f,
+        None => {
+            let seen = rule_files_state(rules);
+            (DetectorSet::load(config, rules).await?, Some(seen))
+        }
+    };
+    metrics.rules_loaded.set(detectors.len() as i64);
+    let store = KafkaStateStore::new(
+        producer.clone(),
+        Arc::clone(consumer),
+        mode,
+        changelog.to_string(),
+        Arc::clone(sources),
+        Arc::clone(metrics),
+    )?;
+    let sink = KafkaSink::new(
+        config,
+        producer.clone(),
+        Arc::clone(sources),
+        Arc::clone(metrics),
+        Arc::clone(health),
+        force.clone(),
     );
-    let committer = Arc::new(KafkaCommitter {
-        consumer: Arc::clone(&consumer),
-        sources: Arc::clone(&sources),
-    });
+    let ending = Arc::new(AtomicU8::new(0));
     let (tx, rx) = mpsc::channel(*config.pipeline.channel_batches.get_ref());
-    let source = tokio::spawn(kafka::run(
-        Arc::clone(&consumer),
-        Arc::clone(&config),
-        sources,
-        Arc::clone(&health),
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let forward = tokio::spawn({
+        let mut shutdown = shutdown.clone();
+        async move {
+            crate::pipeline::stopped(&mut shutdown).await;
+            let _ = stop_tx.send(true);
+        }
+    });
+    let source = tokio::spawn(kafka::run_until_rebalance(
+        Arc::clone(consumer),
+        Arc::clone(config),
+        Arc::clone(sources),
+        Arc::clone(health),
         tx,
-        shutdown.clone(),
+        stop_rx,
+        Arc::clone(&ending),
     ));
     let (reload_tx, reload_rx) = std::sync::mpsc::sync_channel(1);
     let watcher = tokio::spawn(watch_rules(
-        Arc::clone(&config),
-        rules,
+        Arc::clone(config),
+        rules.to_vec(),
         rules_seen,
         reload_tx,
-        Arc::clone(&metrics),
-        Arc::clone(&health),
+        Arc::clone(metrics),
+        Arc::clone(health),
         shutdown.clone(),
     ));
     let pipeline = Pipeline {
-        pseudonymiser: pseudonymiser(&config),
-        config,
+        pseudonymiser: pseudonymiser(config),
+        config: Arc::clone(config),
         detectors,
-        metrics: Arc::clone(&metrics),
+        metrics: Arc::clone(metrics),
         sink: Box::new(sink),
-        committer: Arc::clone(&committer) as _,
+        committer: Arc::new(NoCommit),
         echo,
         clock: Clock::Wall,
         reload: Some(reload_rx),
+        checkpoints: Some(Checkpointing {
+            interval: std::time::Duration::from_millis(config.state.checkpoint_interval_ms),
+            store: Box::new(store),
+            ending,
+            restore: restored.entries,
+        }),
     };
     let result = pipeline.run(rx).await;
     watcher.abort();
-    health.set("kafka", false, "stopping");
-    let _ = source.await;
-    if result.is_ok() {
-        committer.commit_now();
+    forward.abort();
+    // The pipeline stopped early (an error): the source may be waiting on an idle poll.
+    if result.is_err() {
+        source.abort();
     }
-    server.stop().await;
-    Ok(result?)
+    let rebalanced = source.await.unwrap_or(false);
+    Ok((result?, rebalanced))
 }
 
 /// Options of the simulator in the embedded run.
@@ -286,6 +473,7 @@ pub async fn replay(
         echo: Echo::Off,
         clock: Clock::EventTime,
         reload: None,
+        checkpoints: None,
     };
     let summary = pipeline.run(rx).await?;
     match reader.await {

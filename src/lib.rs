@@ -11,6 +11,7 @@
 //! - [`detect`]: detectors (SQL via DataFusion) over batches -> alerts. Pure.
 //! - [`alert`]: the alert model, its deterministic id, and the sinks.
 //! - [`privacy`]: pseudonymisation of personal fields.
+//! - [`state`]: durable detector state: the Kafka changelog, checkpoints, restore.
 //! - [`pipeline`]: wires the stages with bounded channels; ordering, acks, commits, shutdown.
 //! - [`metrics`]: every metric, defined once.
 //! - [`server`]: `/metrics`, `/healthz`, `/readyz`.
@@ -29,6 +30,7 @@ pub mod ruletest;
 pub mod server;
 pub mod sim;
 pub mod source;
+pub mod state;
 
 /// Settings shared by the crate's property tests: `cases` cases, and the seeds of failures
 /// kept beside the test's source file (`<file>.proptest-regressions`, checked in) rather than

@@ -12,6 +12,7 @@
 //! stops the consumer instead of growing memory.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
@@ -22,7 +23,7 @@ use tokio::sync::{mpsc, watch};
 use crate::alert::Alert;
 use crate::config::Config;
 use crate::decode::DeadLetter;
-use crate::detect::{DetectorSet, EvalContext, Timing};
+use crate::detect::{DetectorSet, EvalContext, StateEntry, Timing};
 use crate::metrics::Metrics;
 use crate::privacy::Pseudonymiser;
 use crate::source::{Position, RawBatch};
@@ -53,6 +54,48 @@ pub struct Processed {
     pub positions: Vec<Position>,
     /// Oldest Kafka timestamp in the batch, for end-to-end latency.
     pub oldest_timestamp_ms: Option<i64>,
+    /// Detector state changed since the previous checkpoint, when this batch closes one
+    /// (see [`Checkpointing`]): written with the positions of every batch up to this one.
+    pub checkpoint: Option<Vec<StateEntry>>,
+}
+
+/// Periodic checkpoints of detector state, consistent with the input positions (live runs).
+///
+/// The compute thread takes the state changed since the last checkpoint every `interval`
+/// (and when the input ends, if `final_checkpoint` is set) and attaches it to the batch it
+/// just processed; the deliver task, once that batch's outputs are acknowledged, hands the
+/// entries and the positions of every batch since the previous checkpoint to the
+/// [`StateStore`]. Batches stay in order, so the state covers exactly those positions.
+pub struct Checkpointing {
+    /// How often a checkpoint is taken.
+    pub interval: Duration,
+    /// Where checkpoints go.
+    pub store: Box<dyn StateStore>,
+    /// Why the input is ending, set by the source before it closes: [`ENDING_SHUTDOWN`]
+    /// (a last checkpoint is written), [`ENDING_REBALANCE`] (no more checkpoints: the
+    /// partitions may be another instance's now, and their work is redone from the last
+    /// checkpoint by whoever owns them), or 0 while running.
+    pub ending: Arc<AtomicU8>,
+    /// State read back from the changelog, restored before the first batch.
+    pub restore: Vec<StateEntry>,
+}
+
+/// [`Checkpointing::ending`]: shutdown, write a last checkpoint.
+pub const ENDING_SHUTDOWN: u8 = 1;
+/// [`Checkpointing::ending`]: a rebalance, write no more checkpoints.
+pub const ENDING_REBALANCE: u8 = 2;
+
+/// Writes checkpoints: state entries and the input positions they cover, durably and
+/// together (see [`crate::state`]).
+pub trait StateStore: Send {
+    /// Resolves once `entries` and `positions` (the last position per source and partition
+    /// since the previous checkpoint) are durable. An error means the checkpoint did not
+    /// happen; the run stops and resumes from the previous one.
+    fn checkpoint<'a>(
+        &'a mut self,
+        entries: &'a [StateEntry],
+        positions: &'a [Position],
+    ) -> BoxFuture<'a, Result<(), SinkError>>;
 }
 
 /// A sink failed in a way retrying cannot fix, or shutdown was forced mid-delivery.
@@ -64,6 +107,9 @@ pub enum SinkError {
     /// Writing failed (files).
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// A checkpoint could not be written (see [`StateStore`]).
+    #[error("checkpoint failed: {0}")]
+    Checkpoint(String),
 }
 
 /// Delivers a batch's alerts and dead letters.
@@ -134,6 +180,8 @@ pub struct Pipeline {
     /// New rule sets, compiled elsewhere (see [`crate::app::watch_rules`]): swapped in
     /// between two batches, so every batch is evaluated by exactly one rule set.
     pub reload: Option<std::sync::mpsc::Receiver<DetectorSet>>,
+    /// Checkpoints of detector state, when the run keeps it durable.
+    pub checkpoints: Option<Checkpointing>,
 }
 
 impl Pipeline {
@@ -149,7 +197,16 @@ impl Pipeline {
             clock,
             pseudonymiser,
             reload,
+            checkpoints,
         } = self;
+        let (mut store, plan) = match checkpoints {
+            Some(c) => (Some(c.store), Some((c.interval, c.ending, c.restore))),
+            None => (None, None),
+        };
+        // Positions of the batches since the last checkpoint: the last one per source and
+        // partition (batches are in order).
+        let mut since_checkpoint: std::collections::BTreeMap<(u32, i32), Position> =
+            std::collections::BTreeMap::new();
         let capacity = *config.pipeline.channel_batches.get_ref();
         let (tx, mut processed) = mpsc::channel::<Processed>(capacity);
         let compute = {
@@ -168,6 +225,7 @@ impl Pipeline {
                         metrics: &metrics,
                         clock,
                         reload,
+                        checkpoints: plan,
                     };
                     compute_loop(stages, detectors, ctx, raw, tx)
                 })
@@ -181,6 +239,18 @@ impl Pipeline {
             .collect();
         let mut outcome = Ok(());
         while let Some(batch) = processed.recv().await {
+            if let (Some(entries), true) = (&batch.checkpoint, batch.records == 0) {
+                // The last checkpoint, after the last batch.
+                if let Some(store) = &mut store {
+                    let positions: Vec<Position> = since_checkpoint.values().copied().collect();
+                    if let Err(e) = store.checkpoint(entries, &positions).await {
+                        outcome = Err(e);
+                        break;
+                    }
+                    since_checkpoint.clear();
+                }
+                continue;
+            }
             let stream = streams[batch.stream].as_str();
             metrics
                 .records
@@ -205,6 +275,19 @@ impl Pipeline {
             }
             committer.commit(&batch.positions);
             metrics.commits.inc();
+            if let Some(store) = &mut store {
+                for p in &batch.positions {
+                    since_checkpoint.insert((p.source, p.partition), *p);
+                }
+                if let Some(entries) = &batch.checkpoint {
+                    let positions: Vec<Position> = since_checkpoint.values().copied().collect();
+                    if let Err(e) = store.checkpoint(entries, &positions).await {
+                        outcome = Err(e);
+                        break;
+                    }
+                    since_checkpoint.clear();
+                }
+            }
             summary.records += batch.records as u64;
             summary.alerts += batch.alerts.len() as u64;
             summary.dead_letters += batch.dead.len() as u64;
@@ -247,6 +330,8 @@ struct Compute<'a> {
     metrics: &'a Metrics,
     clock: Clock,
     reload: Option<std::sync::mpsc::Receiver<DetectorSet>>,
+    /// Checkpoint interval, whether to take a last one at the end, state to restore first.
+    checkpoints: Option<(Duration, Arc<AtomicU8>, Vec<StateEntry>)>,
 }
 
 /// The compute stage: decode and detect, one batch at a time, on its own thread.
@@ -262,7 +347,33 @@ fn compute_loop(
         metrics,
         clock,
         reload,
+        checkpoints,
     } = stages;
+    let (interval, ending) = match checkpoints {
+        Some((interval, last, restore)) => {
+            if !restore.is_empty() {
+                let start = std::time::Instant::now();
+                match detectors.restore(&restore) {
+                    Ok(ignored) => {
+                        tracing::info!(entries = restore.len(), ignored, "detector state restored")
+                    }
+                    // Damaged or foreign state: start those detectors empty rather than not
+                    // at all; the loss is logged.
+                    Err(e) => {
+                        tracing::error!(error = %e, "detector state could not be restored; starting it empty")
+                    }
+                }
+                metrics
+                    .restore_seconds
+                    .observe(start.elapsed().as_secs_f64());
+                metrics.restore_entries.inc_by(restore.len() as u64);
+            }
+            (Some(interval), Some(last))
+        }
+        None => (None, None),
+    };
+    let mut last_checkpoint = std::time::Instant::now();
+    let mut entries_out: Vec<StateEntry> = Vec::new();
     let mut decoders = detectors.decoders(config);
     let mut detector_names = detectors.detector_names();
     let mut state = detectors.state();
@@ -347,6 +458,18 @@ fn compute_loop(
             }
             state = now;
         }
+        let checkpoint = match (interval, &ending) {
+            // Not once the run is ending for a rebalance: the partitions may be another
+            // instance's now, and it restores them from the previous checkpoint.
+            (Some(interval), Some(ending))
+                if last_checkpoint.elapsed() >= interval
+                    && ending.load(Ordering::SeqCst) != ENDING_REBALANCE =>
+            {
+                last_checkpoint = std::time::Instant::now();
+                Some(take_checkpoint(&mut detectors, &mut entries_out, metrics))
+            }
+            _ => None,
+        };
         let processed = Processed {
             stream: batch.stream,
             records: batch.len(),
@@ -355,11 +478,53 @@ fn compute_loop(
             dead: decoded.dead,
             oldest_timestamp_ms: batch.oldest_timestamp_ms(),
             positions: batch.positions,
+            checkpoint,
         };
         if out.blocking_send(processed).is_err() {
             return; // the deliver task stopped
         }
     }
+    // The input ended: at shutdown, a last checkpoint of everything processed.
+    if let Some(ending) = ending
+        && ending.load(Ordering::SeqCst) == ENDING_SHUTDOWN
+    {
+        let entries = take_checkpoint(&mut detectors, &mut entries_out, metrics);
+        let _ = out.blocking_send(Processed {
+            stream: 0,
+            records: 0,
+            bytes: 0,
+            alerts: Vec::new(),
+            dead: Vec::new(),
+            positions: Vec::new(),
+            oldest_timestamp_ms: None,
+            checkpoint: Some(entries),
+        });
+    }
+}
+
+/// The state changed since the last checkpoint, with its size per key for the gauge.
+fn take_checkpoint(
+    detectors: &mut DetectorSet,
+    scratch: &mut Vec<StateEntry>,
+    metrics: &Metrics,
+) -> Vec<StateEntry> {
+    scratch.clear();
+    detectors.checkpoint(scratch);
+    let (mut bytes, mut values) = (0usize, 0usize);
+    for e in scratch.iter() {
+        if let Some(v) = &e.value {
+            bytes += v.len();
+            values += 1;
+        }
+    }
+    if values > 0 {
+        // One kind today: correlations are the only durable state (SQL windows add theirs).
+        metrics
+            .state_bytes_per_key
+            .with_label_values(&["sigma"])
+            .set(bytes as f64 / values as f64);
+    }
+    std::mem::take(scratch)
 }
 
 fn max_millis(batch: &RecordBatch, col: usize) -> Option<i64> {

@@ -7,5 +7,6 @@ mod reload;
 mod replay;
 mod ruletest;
 mod sigma_corpus;
+mod state;
 mod support;
 mod tansu;

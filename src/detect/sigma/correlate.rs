@@ -78,8 +78,10 @@
 //! and counted; one that arrives after its group was dropped as idle starts a new group.
 //! Within a batch, each correlation's events are processed in event-time order.
 //!
-//! **Clock.** A correlation's clock, which closes windows and expires idle groups, is the
-//! event time of its *slowest* input: per source, the newest event time of the batches that
+//! **Clock.** A correlation keeps one clock per input partition (groups belong to the
+//! partition of their last event: see [`CorrelationSet::set_partition`]). A partition's clock,
+//! which closes the windows and expires the idle groups of that partition, is the event time
+//! of its *slowest* input: per source, the newest event time of the batches that
 //! carry its rule (or the inner correlation's clock). A stream lagging another one therefore
 //! does not see its groups expire under it (until a stream's first batch, the clock follows the
 //! streams seen). A quiet stream holds the clock back until its next batch, or until the
@@ -97,7 +99,7 @@
 //! windows still count `event_count` exactly; the other aggregates cover the events kept.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::ops::Range;
 use std::sync::Arc;
@@ -451,19 +453,24 @@ impl CorrelationSet {
                             origin: Origin::Hit(h),
                             source: src as u32,
                         }));
-                        trackers[inner].clock
+                        trackers[inner].clock_of(*partition)
                     }
                 };
-                let clock = &mut trackers[c].source_clocks[src];
-                *clock = (*clock).max(progress);
+                let t = &mut trackers[c];
+                let sources = t.spec.sources.len();
+                let clocks = t
+                    .clocks
+                    .entry(*partition)
+                    .or_insert_with(|| vec![i64::MIN; sources]);
+                if progress > clocks[src] {
+                    clocks[src] = progress;
+                    t.clocks_dirty.insert(*partition);
+                }
             }
             s.pending.sort_unstable();
             let start = s.produced.len();
             let t = &mut trackers[c];
             t.partition = *partition;
-            if !s.pending.is_empty() {
-                t.partitions.insert(*partition);
-            }
             t.process(
                 rows.as_ref().map(|r| r.batch),
                 &s.pending,
@@ -487,9 +494,12 @@ impl CorrelationSet {
         debug_assert_eq!(new.spec.kind, was.spec.kind);
         std::mem::swap(&mut new.groups, &mut was.groups);
         std::mem::swap(&mut new.closing, &mut was.closing);
-        std::mem::swap(&mut new.source_clocks, &mut was.source_clocks);
-        new.clock = was.clock;
+        std::mem::swap(&mut new.clocks, &mut was.clocks);
         new.counters = was.counters;
+        // What the next checkpoint owes the changelog goes along with the state.
+        std::mem::swap(&mut new.removed, &mut was.removed);
+        std::mem::swap(&mut new.clocks_dirty, &mut was.clocks_dirty);
+        new.seq = was.seq;
     }
 
     /// The input partition of the batches observed from now on: the groups they update
@@ -539,21 +549,21 @@ impl CorrelationSet {
                 value: Some(e.buf),
             });
         }
-        if t.clocks_checkpointed != t.source_clocks {
-            t.clocks_checkpointed.clone_from(&t.source_clocks);
+        for partition in std::mem::take(&mut t.clocks_dirty) {
+            let Some(clocks) = t.clocks.get(&partition) else {
+                continue;
+            };
             let mut e = Enc::new();
             e.u8(STATE_VERSION);
-            e.u64(t.source_clocks.len() as u64);
-            for &c in &t.source_clocks {
+            e.u64(clocks.len() as u64);
+            for &c in clocks {
                 e.i64(c);
             }
-            for &partition in &t.partitions {
-                out.push(StateEntry {
-                    partition,
-                    key: key_of(b'c', &[]),
-                    value: Some(e.buf.clone()),
-                });
-            }
+            out.push(StateEntry {
+                partition,
+                key: key_of(b'c', &[]),
+                value: Some(e.buf),
+            });
         }
     }
 
@@ -584,25 +594,20 @@ impl CorrelationSet {
                         return Err(DecodeError("unknown version"));
                     }
                     let n = d.len()?;
-                    if n != t.source_clocks.len() {
+                    if n != t.spec.sources.len() {
                         return Err(DecodeError("clocks of another correlation"));
                     }
-                    for clock in &mut t.source_clocks {
+                    let clocks = t
+                        .clocks
+                        .entry(partition)
+                        .or_insert_with(|| vec![i64::MIN; n]);
+                    for clock in clocks.iter_mut() {
                         *clock = (*clock).max(d.i64()?);
                     }
-                    t.partitions.insert(partition);
                 }
                 _ => return Err(DecodeError("unknown key tag")),
             }
         }
-        t.clocks_checkpointed.clone_from(&t.source_clocks);
-        t.clock = t
-            .source_clocks
-            .iter()
-            .copied()
-            .filter(|&c| c != i64::MIN)
-            .min()
-            .unwrap_or(i64::MIN);
         // Least recently updated first: the order eviction and expiry walk.
         groups.sort_by_key(|g| g.touched);
         for g in groups {
@@ -641,7 +646,8 @@ impl CorrelationSet {
             }
             t.removed.retain(|(p, _)| !partitions.contains(p));
             for p in partitions {
-                t.partitions.remove(p);
+                t.clocks.remove(p);
+                t.clocks_dirty.remove(p);
             }
         }
     }
@@ -1046,13 +1052,14 @@ struct Tracker {
     /// Closed mode: `(window end, group, generation)` of open windows, earliest first;
     /// entries of groups since removed or re-anchored are skipped.
     closing: BinaryHeap<Reverse<(i64, u32, u32)>>,
-    /// Per source, the newest event time of its stream's batches (or the inner
-    /// correlation's clock); `i64::MIN` until seen.
-    source_clocks: Vec<i64>,
-    /// The slowest source seen: the event time up to which every input has been read, so
-    /// windows close and groups expire by it. It moves back when a source is first seen
-    /// behind the others, so that its groups are not expired under it.
-    clock: i64,
+    /// Per input partition, per source: the newest event time of that partition's batches
+    /// of its stream (or the inner correlation's clock for the partition); `i64::MIN` until
+    /// seen. The partition's clock is its slowest source seen: the event time up to which
+    /// every input of the partition has been read, so the windows of its groups close and
+    /// its groups expire by it. Per partition, because partitions are read at their own
+    /// pace (one instance reads several, each its own backlog): a partition far ahead must
+    /// not expire the groups of one behind it.
+    clocks: BTreeMap<i32, Vec<i64>>,
     counters: CorrelationCounters,
     /// Per source, where its columns are in the last schema seen.
     columns: Vec<ColumnIndex>,
@@ -1064,10 +1071,8 @@ struct Tracker {
     seq: u64,
     /// Durable state: groups removed since the last checkpoint, `(partition, key)`.
     removed: Vec<(i32, Box<[u8]>)>,
-    /// Durable state: the partitions whose events this correlation has seen (each gets a
-    /// copy of the clocks at a checkpoint), and whether the clocks moved since the last one.
-    partitions: BTreeSet<i32>,
-    clocks_checkpointed: Vec<i64>,
+    /// Durable state: the partitions whose clocks moved since the last checkpoint.
+    clocks_dirty: BTreeSet<i32>,
 }
 
 impl Tracker {
@@ -1094,14 +1099,12 @@ impl Tracker {
             alert,
             groups: Groups::new(),
             closing: BinaryHeap::new(),
-            source_clocks: vec![i64::MIN; sources],
-            clock: i64::MIN,
+            clocks: BTreeMap::new(),
             counters: CorrelationCounters::default(),
             partition: 0,
             seq: 0,
             removed: Vec::new(),
-            partitions: BTreeSet::new(),
-            clocks_checkpointed: Vec::new(),
+            clocks_dirty: BTreeSet::new(),
         }
     }
 
@@ -1462,22 +1465,26 @@ impl Tracker {
         g.newest = i64::MIN;
     }
 
-    /// Moves the clock to the slowest source seen: closes the windows it passed, drops
-    /// groups gone idle. (Sources never seen do not hold it back, or a correlation over a
-    /// stream that has not started yet would never close a window.)
+    /// The clock of `partition`: its slowest source seen. (Sources never seen do not hold it
+    /// back, or a correlation over a stream that has not started yet would never close a
+    /// window.)
+    fn clock_of(&self, partition: i32) -> i64 {
+        self.clocks.get(&partition).map_or(i64::MIN, |c| slowest(c))
+    }
+
+    /// Closes the windows the clocks of their partitions passed, drops groups gone idle.
     fn advance(&mut self, hits: &mut Vec<CorrelationHit>) {
-        let slowest = self
-            .source_clocks
-            .iter()
-            .copied()
-            .filter(|&c| c != i64::MIN)
-            .min()
-            .unwrap_or(i64::MIN);
-        self.clock = slowest;
         let ts = self.p.timespan;
         if self.p.mode == Mode::Closed {
+            let fastest = self
+                .clocks
+                .values()
+                .map(|c| slowest(c))
+                .max()
+                .unwrap_or(i64::MIN);
+            let mut later = Vec::new();
             while let Some(&Reverse((end, id, generation))) = self.closing.peek() {
-                if end > self.clock {
+                if end > fastest {
                     break;
                 }
                 self.closing.pop();
@@ -1486,9 +1493,15 @@ impl Tracker {
                 {
                     continue;
                 }
+                if end > self.clock_of(self.groups.get(id).partition) {
+                    // Its partition is behind: not closed yet.
+                    later.push(Reverse((end, id, generation)));
+                    continue;
+                }
                 self.close(id, hits);
                 self.remove_group(id);
             }
+            self.closing.extend(later);
             // Stale entries (evicted groups, re-anchored windows) must not pile up.
             if self.closing.len() > 2 * self.groups.len + 64 {
                 let groups = &self.groups;
@@ -1505,15 +1518,27 @@ impl Tracker {
                     .collect();
             }
         }
-        let horizon = self.clock.saturating_sub(ts);
+        // Least recently updated first; a group its partition's clock has not passed stops
+        // the walk (groups of a partition behind wait a little longer, within the bounds).
         while let Some(id) = self.groups.head() {
             let g = self.groups.get(id);
+            let horizon = self.clock_of(g.partition).saturating_sub(ts);
             if g.open.is_some() || g.newest > horizon {
                 break;
             }
             self.remove_group(id);
         }
     }
+}
+
+/// The slowest of the sources seen (`i64::MIN` when none was).
+fn slowest(clocks: &[i64]) -> i64 {
+    clocks
+        .iter()
+        .copied()
+        .filter(|&c| c != i64::MIN)
+        .min()
+        .unwrap_or(i64::MIN)
 }
 
 /// An arriving event, before it is stored.
@@ -2109,6 +2134,10 @@ impl Groups {
         self.tail = id;
     }
 }
+
+/// A checkpointed entry of one correlation: partition, key after the correlation's prefix,
+/// value.
+pub type RestoreEntry<'a> = (i32, &'a [u8], &'a [u8]);
 
 /// Version byte of checkpointed correlation state.
 const STATE_VERSION: u8 = 1;

@@ -1353,3 +1353,22 @@ fn damaged_state_is_an_error() {
     assert!(s.restore(0, &[(0, &key, &[9])]).is_err(), "unknown version");
     assert!(s.restore(0, &[(0, b"x", &[1])]).is_err(), "unknown tag");
 }
+
+#[test]
+fn a_partition_ahead_does_not_expire_the_groups_of_one_behind() {
+    // One instance reads several partitions, each its own backlog: partition 0 is hours
+    // ahead of partition 1, whose burst must still be seen whole.
+    for kind in [(CmpOp::Gte, 3.0), (CmpOp::Lt, 5.0)] {
+        let mut s = set(vec![spec(EventCount, &[0], MINUTE, &[kind])]);
+        s.set_partition(1);
+        observe(&mut s, &[ev(0, 1000, "a"), ev(0, 2000, "a")]);
+        s.set_partition(0);
+        observe(&mut s, &[ev(0, 10 * HOUR, "b")]);
+        s.set_partition(1);
+        let hits = show(&observe(
+            &mut s,
+            &[ev(0, 3000, "a"), ev(0, 2 * MINUTE, "c")],
+        ));
+        assert_eq!(hits, ["c0 host=a 1000..3000 = 3"], "{kind:?}");
+    }
+}

@@ -31,7 +31,8 @@ use serde_json::value::RawValue;
 
 use super::condition::Condition;
 use super::correlate::{
-    CorrelationHit, CorrelationSet, CorrelationSetError, CorrelationSpec, Limits, Source,
+    CorrelationHit, CorrelationSet, CorrelationSetError, CorrelationSpec, Limits, RestoreEntry,
+    Source,
 };
 use super::error::SigmaError;
 use super::plan::{PlanBuilder, SigmaPlan};
@@ -554,7 +555,7 @@ impl Detector for SigmaEngine {
                 p
             })
             .collect();
-        let mut per: Vec<Vec<(i32, &[u8], &[u8])>> = vec![Vec::new(); prefixes.len()];
+        let mut per: Vec<Vec<RestoreEntry<'_>>> = vec![Vec::new(); prefixes.len()];
         let mut unknown = 0usize;
         for e in entries {
             let Some(value) = &e.value else { continue };
