@@ -181,7 +181,8 @@ pub async fn run_live(
     }
     health.set("delivery", true, mode.as_str());
     tracing::info!(mode = mode.as_str(), changelog, "delivery mode");
-    let mut first = Some((detectors, rules_seen));
+    let mut current = Some((detectors, rules_seen));
+    let mut owned: Vec<i32> = Vec::new();
     let mut total = Summary::default();
     // One run of the pipeline per assignment: a rebalance ends it, and the next one restores
     // the state of the partitions now owned and seeks them to the same checkpoint.
@@ -196,7 +197,8 @@ pub async fn run_live(
             &consumer,
             &sources,
             (&producer, mode, &changelog),
-            first.take(),
+            &mut current,
+            &mut owned,
             &rules,
             echo,
             shutdown.clone(),
@@ -257,7 +259,8 @@ async fn run_assignment(
     consumer: &Arc<kafka::PalisadeConsumer>,
     sources: &Arc<Vec<String>>,
     (producer, mode, changelog): (&rdkafka::producer::FutureProducer, DeliveryMode, &str),
-    first: Option<(DetectorSet, Option<RuleFiles>)>,
+    current: &mut Option<(DetectorSet, Option<RuleFiles>)>,
+    owned: &mut Vec<i32>,
     rules: &[PathBuf],
     echo: Echo,
     shutdown: watch::Receiver<bool>,
@@ -320,13 +323,17 @@ async fn run_assignment(
             "state restored; resuming from the checkpoint"
         );
     }
-    let (detectors, rules_seen) = match first {
-        Some(f) => f,
+    // The detectors of the previous run (reloads included), without the state of the
+    // partitions it owned: what this run owns comes from the changelog.
+    let (mut detectors, rules_seen) = match current.take() {
+        Some(c) => c,
         None => {
             let seen = rule_files_state(rules);
             (DetectorSet::load(config, rules).await?, Some(seen))
         }
     };
+    detectors.release(owned);
+    owned.clone_from(&partitions);
     metrics.rules_loaded.set(detectors.len() as i64);
     let store = KafkaStateStore::new(
         producer.clone(),
@@ -373,6 +380,7 @@ async fn run_assignment(
         Arc::clone(health),
         shutdown.clone(),
     ));
+    let returned = Arc::new(std::sync::Mutex::new(None));
     let pipeline = Pipeline {
         pseudonymiser: pseudonymiser(config),
         config: Arc::clone(config),
@@ -388,9 +396,13 @@ async fn run_assignment(
             store: Box::new(store),
             ending,
             restore: restored.entries,
+            returned: Arc::clone(&returned),
         }),
     };
     let result = pipeline.run(rx).await;
+    if let Some(d) = returned.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        *current = Some((d, None));
+    }
     watcher.abort();
     forward.abort();
     // The pipeline stopped early (an error): the source may be waiting on an idle poll.
@@ -422,6 +434,7 @@ pub async fn run_embedded(
     let mut topics = config.input_topics();
     topics.push(config.kafka.alerts_topic.clone());
     topics.push(config.kafka.dead_letter_topic.clone());
+    topics.push(config.state.changelog_topic(&config.kafka.group_id));
     let kafka = EmbeddedKafka::start(3, &topics, config.kafka.create_partitions)?;
     config.kafka.brokers = kafka.bootstrap_servers();
     tracing::info!(brokers = config.kafka.brokers, "embedded Kafka started");

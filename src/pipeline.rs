@@ -78,6 +78,9 @@ pub struct Checkpointing {
     pub ending: Arc<AtomicU8>,
     /// State read back from the changelog, restored before the first batch.
     pub restore: Vec<StateEntry>,
+    /// Where the detectors are left when the run ends (the live run's next assignment
+    /// reuses them, rule reloads included, after releasing their state).
+    pub returned: Arc<std::sync::Mutex<Option<DetectorSet>>>,
 }
 
 /// [`Checkpointing::ending`]: shutdown, write a last checkpoint.
@@ -199,9 +202,13 @@ impl Pipeline {
             reload,
             checkpoints,
         } = self;
-        let (mut store, plan) = match checkpoints {
-            Some(c) => (Some(c.store), Some((c.interval, c.ending, c.restore))),
-            None => (None, None),
+        let (mut store, plan, returned) = match checkpoints {
+            Some(c) => (
+                Some(c.store),
+                Some((c.interval, c.ending, c.restore)),
+                Some(c.returned),
+            ),
+            None => (None, None, None),
         };
         // Positions of the batches since the last checkpoint: the last one per source and
         // partition (batches are in order).
@@ -227,7 +234,10 @@ impl Pipeline {
                         reload,
                         checkpoints: plan,
                     };
-                    compute_loop(stages, detectors, ctx, raw, tx)
+                    let detectors = compute_loop(stages, detectors, ctx, raw, tx);
+                    if let Some(slot) = returned {
+                        *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(detectors);
+                    }
                 })
                 .expect("spawning a thread")
         };
@@ -341,7 +351,7 @@ fn compute_loop(
     mut ctx: EvalContext,
     mut raw: mpsc::Receiver<RawBatch>,
     out: mpsc::Sender<Processed>,
-) {
+) -> DetectorSet {
     let Compute {
         config,
         metrics,
@@ -481,7 +491,7 @@ fn compute_loop(
             checkpoint,
         };
         if out.blocking_send(processed).is_err() {
-            return; // the deliver task stopped
+            return detectors; // the deliver task stopped
         }
     }
     // The input ended: at shutdown, a last checkpoint of everything processed.
@@ -500,6 +510,7 @@ fn compute_loop(
             checkpoint: Some(entries),
         });
     }
+    detectors
 }
 
 /// The state changed since the last checkpoint, with its size per key for the gauge.
