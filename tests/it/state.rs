@@ -245,16 +245,30 @@ fn cluster() -> MockCluster<'static, DefaultProducerContext> {
 /// the expected alerts on the topic reaches one of `kills` (then starts it again under the
 /// same name when `restart`), and compares the alert ids on the topic with the replay's.
 fn live_equals_replay(n: usize, kills: &[f64], restart: bool) {
-    let dir = tempfile::tempdir().unwrap();
-    rules(dir.path());
-    let expected = replay_ids(dir.path());
-    assert!(expected.len() > 5, "the city raises alerts: {expected:?}");
     let cluster = cluster();
-    let brokers = cluster.bootstrap_servers();
     let group = format!("state-{}", free_port());
     cluster
         .create_topic(&format!("{group}.state"), 3, 1)
         .unwrap();
+    let logs = live_equals_replay_on(&cluster.bootstrap_servers(), &group, n, kills, restart);
+    // The mock cluster completes transactions.
+    assert!(logs.contains(r#"mode="exactly_once""#), "{logs}");
+}
+
+/// [`live_equals_replay`] on the broker at `brokers`, with consumer group `group`.
+/// Returns the logs of the instances that were not killed.
+fn live_equals_replay_on(
+    brokers: &str,
+    group: &str,
+    n: usize,
+    kills: &[f64],
+    restart: bool,
+) -> String {
+    let (brokers, group) = (brokers.to_string(), group.to_string());
+    let dir = tempfile::tempdir().unwrap();
+    rules(dir.path());
+    let expected = replay_ids(dir.path());
+    assert!(expected.len() > 5, "the city raises alerts: {expected:?}");
     let out = bin()
         .args([
             "simulate",
@@ -322,6 +336,7 @@ fn live_equals_replay(n: usize, kills: &[f64], restart: bool) {
         Vec::<&String>::new(),
         "alerts missing from the topic ({records} records read)\n{logs}"
     );
+    logs
 }
 
 #[test]
@@ -332,6 +347,17 @@ fn one_instance_gives_the_alerts_of_replay() {
 #[test]
 fn three_instances_give_the_alerts_of_replay_even_when_one_is_killed() {
     live_equals_replay(3, &[0.3], false);
+}
+
+#[test]
+#[ignore = "fails today: alerts missing after the SIGKILL on tansu (at-least-once path); under investigation"]
+fn on_tansu_three_instances_give_the_alerts_of_replay_even_when_one_is_killed() {
+    // tansu 0.6 does not complete transactions: the at-least-once path, whose duplicates
+    // carry the same ids (the comparison is of id sets).
+    let broker = Tansu::start();
+    let group = format!("tansu-state-{}", free_port());
+    let logs = live_equals_replay_on(&broker.addr, &group, 3, &[0.3], false);
+    assert!(logs.contains(r#"mode="at_least_once""#), "{logs}");
 }
 
 #[test]
