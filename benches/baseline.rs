@@ -56,7 +56,7 @@ fn ctx(now_ms: i64) -> EvalContext {
         now_ms,
         pseudonymiser: Pseudonymiser::new(b"bench"),
         partition: 0,
-        watermark_ms: i64::MIN,
+        watermark_ms: i64::MAX,
     }
 }
 

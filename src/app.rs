@@ -18,13 +18,15 @@ use crate::alert::webhook::WebhookFormat;
 use crate::config::{Config, ConfigError};
 use crate::detect::{DetectorSet, LoadError};
 use crate::metrics::Metrics;
-use crate::pipeline::{Clock, Echo, NoCommit, Pipeline, Sink, SinkError, Summary};
+use crate::pipeline::{Checkpointing, Clock, Echo, NoCommit, Pipeline, Sink, SinkError, Summary};
 use crate::privacy::Pseudonymiser;
 use crate::server::{Health, Server};
 use crate::sim::{SimOptions, Simulator};
 use crate::source::embedded::{EmbeddedKafka, Pace, Written};
 use crate::source::files::{FileSource, InputError};
-use crate::source::kafka::{self, KafkaCommitter};
+use crate::source::kafka;
+use crate::state::{self, DeliveryMode, KafkaStateStore};
+use std::sync::atomic::AtomicU8;
 
 /// Why a command failed. Each variant says whose problem it is.
 #[derive(Debug, thiserror::Error)]
@@ -164,66 +166,295 @@ pub async fn run_live(
     if let Err(e) = kafka::ensure_topics(&config, &outputs).await {
         tracing::warn!(error = %e, "could not check output topics; continuing");
     }
+    let changelog = config.state.changelog_topic(&config.kafka.group_id);
+    if let Err(e) = kafka::ensure_changelog(&config, &changelog).await {
+        tracing::warn!(error = %e, topic = changelog, "could not check the changelog topic; continuing");
+    }
     let consumer = Arc::new(kafka::consumer(
         &config,
         Arc::clone(&metrics),
         Arc::clone(&health),
     )?);
     let sources = Arc::new(config.input_topics());
-    let alerting = AlertStage::new(&config, Arc::clone(&metrics))?;
+    let instance = if config.state.instance_id.is_empty() {
+        format!("{}-{}", std::process::id(), crate::pipeline::now_ms())
+    } else {
+        config.state.instance_id.clone()
+    };
+    let (producer, mode) = state::producer(&config, &changelog, &instance).await?;
+    for m in [DeliveryMode::ExactlyOnce, DeliveryMode::AtLeastOnce] {
+        metrics
+            .delivery_mode
+            .with_label_values(&[m.as_str()])
+            .set(i64::from(m == mode));
+    }
+    health.set("delivery", true, mode.as_str());
+    tracing::info!(mode = mode.as_str(), changelog, "delivery mode");
+    // Suppression and the notification sinks outlive assignments: a rebalance neither
+    // forgets what was folded nor restarts the buffers towards Alertmanager and webhooks.
+    let alerting = Arc::new(std::sync::Mutex::new(AlertStage::new(
+        &config,
+        Arc::clone(&metrics),
+    )?));
     let kafka_sink = KafkaSink::new(
         &config,
-        producer(&config)?,
+        producer.clone(),
         Arc::clone(&sources),
         Arc::clone(&metrics),
         Arc::clone(&health),
         force.clone(),
     );
-    let sink = notification_sinks(&config, Box::new(kafka_sink), &metrics, server.addr, force);
-    let committer = Arc::new(KafkaCommitter {
-        consumer: Arc::clone(&consumer),
-        sources: Arc::clone(&sources),
-    });
+    let sink = SharedSink(Arc::new(tokio::sync::Mutex::new(notification_sinks(
+        &config,
+        Box::new(kafka_sink),
+        &metrics,
+        server.addr,
+        force.clone(),
+    ))));
+    let mut current = Some((detectors, rules_seen));
+    let mut owned: Vec<i32> = Vec::new();
+    let mut total = Summary::default();
+    // One run of the pipeline per assignment: a rebalance ends it, and the next one restores
+    // the state of the partitions now owned and seeks them to the same checkpoint.
+    loop {
+        let run = run_assignment(
+            &config,
+            &LiveParts {
+                metrics: Arc::clone(&metrics),
+                health: Arc::clone(&health),
+                alerting: Arc::clone(&alerting),
+                sink: sink.clone(),
+            },
+            &consumer,
+            &sources,
+            (&producer, mode, &changelog),
+            &mut current,
+            &mut owned,
+            &rules,
+            echo,
+            shutdown.clone(),
+        )
+        .await;
+        let stopping = *shutdown.borrow();
+        match run {
+            Ok((summary, rebalanced)) => {
+                total.records += summary.records;
+                total.alerts += summary.alerts;
+                total.dead_letters += summary.dead_letters;
+                if !rebalanced {
+                    break;
+                }
+                // What this run produced since its last checkpoint is redone by the owners.
+                KafkaStateStore::abort(&producer, mode, &metrics);
+            }
+            Err(e) if stopping => {
+                KafkaStateStore::abort(&producer, mode, &metrics);
+                server.stop().await;
+                return Err(e);
+            }
+            Err(e) => {
+                // A failed checkpoint or restore: start over from the last checkpoint.
+                tracing::warn!(error = %e, "run interrupted; resuming from the last checkpoint");
+                health.set(
+                    "kafka",
+                    false,
+                    format!("resuming from the last checkpoint: {e}"),
+                );
+                KafkaStateStore::abort(&producer, mode, &metrics);
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+        }
+    }
+    // The last checkpoint committed and opened an empty transaction: close it.
+    KafkaStateStore::abort(&producer, mode, &metrics);
+    // Flush the producer, drain the notification buffers.
+    let finished = sink.0.lock().await.finish().await;
+    health.set("kafka", false, "stopping");
+    server.stop().await;
+    finished?;
+    Ok(total)
+}
+
+/// What every run of [`run_assignment`] shares.
+struct LiveParts {
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    /// Enrichment and suppression, kept across assignments.
+    alerting: Arc<std::sync::Mutex<AlertStage>>,
+    /// The alerts topic and the notification sinks, kept across assignments.
+    sink: SharedSink,
+}
+
+/// One sink used by every run of the pipeline in turn (see [`run_live`]): finishing a run
+/// does not finish it; the live run does, once, at the end.
+#[derive(Clone)]
+struct SharedSink(Arc<tokio::sync::Mutex<Box<dyn Sink>>>);
+
+impl Sink for SharedSink {
+    fn deliver<'a>(
+        &'a mut self,
+        batch: &'a crate::pipeline::Processed,
+    ) -> futures::future::BoxFuture<'a, Result<(), SinkError>> {
+        Box::pin(async move { self.0.lock().await.deliver(batch).await })
+    }
+}
+
+/// One run of the pipeline over the current assignment: restores its state from the
+/// changelog, seeks its partitions to the checkpoint, and processes until shutdown (a last
+/// checkpoint) or the next rebalance (no checkpoint: returns true).
+#[allow(clippy::too_many_arguments)]
+async fn run_assignment(
+    config: &Arc<Config>,
+    parts: &LiveParts,
+    consumer: &Arc<kafka::PalisadeConsumer>,
+    sources: &Arc<Vec<String>>,
+    (producer, mode, changelog): (&rdkafka::producer::FutureProducer, DeliveryMode, &str),
+    current: &mut Option<(DetectorSet, Option<RuleFiles>)>,
+    owned: &mut Vec<i32>,
+    rules: &[PathBuf],
+    echo: Echo,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(Summary, bool), AppError> {
+    use rdkafka::consumer::Consumer;
+    let LiveParts {
+        metrics,
+        health,
+        alerting,
+        sink,
+    } = parts;
+    let assignment = consumer.assignment()?;
+    let mut partitions: Vec<i32> = assignment
+        .elements()
+        .iter()
+        .map(|e| e.partition())
+        .collect();
+    partitions.sort_unstable();
+    partitions.dedup();
+    let restored = if partitions.is_empty() {
+        state::Restored::default()
+    } else {
+        let (config, topic, partitions) = (
+            Arc::clone(config),
+            changelog.to_string(),
+            partitions.clone(),
+        );
+        tokio::task::spawn_blocking(move || state::read_changelog(&config, &topic, &partitions))
+            .await
+            .expect("changelog reader panicked")?
+    };
+    if restored.incomplete > 0 {
+        tracing::info!(
+            entries = restored.incomplete,
+            "ignored the entries of a checkpoint cut short"
+        );
+    }
+    if !partitions.is_empty() {
+        // Every assigned partition starts where its state was checkpointed; without a
+        // checkpoint, at the committed offset (or the earliest).
+        let committed =
+            consumer.committed_offsets(assignment.clone(), std::time::Duration::from_secs(10))?;
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for e in committed.elements() {
+            let offset = match restored
+                .offsets
+                .get(&(e.topic().to_string(), e.partition()))
+            {
+                Some(&next) => rdkafka::Offset::Offset(next),
+                None => match e.offset() {
+                    rdkafka::Offset::Offset(n) => rdkafka::Offset::Offset(n),
+                    _ => rdkafka::Offset::Beginning,
+                },
+            };
+            tpl.add_partition_offset(e.topic(), e.partition(), offset)?;
+        }
+        consumer.seek_partitions(tpl, std::time::Duration::from_secs(10))?;
+        tracing::info!(
+            partitions = ?partitions,
+            entries = restored.entries.len(),
+            "state restored; resuming from the checkpoint"
+        );
+    }
+    // The detectors of the previous run (reloads included), without the state of the
+    // partitions it owned: what this run owns comes from the changelog.
+    let (mut detectors, rules_seen) = match current.take() {
+        Some(c) => c,
+        None => {
+            let seen = rule_files_state(rules);
+            (DetectorSet::load(config, rules).await?, Some(seen))
+        }
+    };
+    detectors.release(owned);
+    owned.clone_from(&partitions);
+    metrics.rules_loaded.set(detectors.len() as i64);
+    let store = KafkaStateStore::new(
+        producer.clone(),
+        Arc::clone(consumer),
+        mode,
+        changelog.to_string(),
+        Arc::clone(sources),
+        Arc::clone(metrics),
+    )?;
+    let ending = Arc::new(AtomicU8::new(0));
     let (tx, rx) = mpsc::channel(*config.pipeline.channel_batches.get_ref());
-    let source = tokio::spawn(kafka::run(
-        Arc::clone(&consumer),
-        Arc::clone(&config),
-        sources,
-        Arc::clone(&health),
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let forward = tokio::spawn({
+        let mut shutdown = shutdown.clone();
+        async move {
+            crate::pipeline::stopped(&mut shutdown).await;
+            let _ = stop_tx.send(true);
+        }
+    });
+    let source = tokio::spawn(kafka::run_until_rebalance(
+        Arc::clone(consumer),
+        Arc::clone(config),
+        Arc::clone(sources),
+        Arc::clone(health),
         tx,
-        shutdown.clone(),
+        stop_rx,
+        Arc::clone(&ending),
     ));
     let (reload_tx, reload_rx) = std::sync::mpsc::sync_channel(1);
     let watcher = tokio::spawn(watch_rules(
-        Arc::clone(&config),
-        rules,
+        Arc::clone(config),
+        rules.to_vec(),
         rules_seen,
         reload_tx,
-        Arc::clone(&metrics),
-        Arc::clone(&health),
+        Arc::clone(metrics),
+        Arc::clone(health),
         shutdown.clone(),
     ));
+    let returned = Arc::new(std::sync::Mutex::new(None));
     let pipeline = Pipeline {
-        pseudonymiser: pseudonymiser(&config),
-        config,
+        pseudonymiser: pseudonymiser(config),
+        config: Arc::clone(config),
         detectors,
-        metrics: Arc::clone(&metrics),
-        sink,
-        committer: Arc::clone(&committer) as _,
+        metrics: Arc::clone(metrics),
+        sink: Box::new(sink.clone()),
+        committer: Arc::new(NoCommit),
         echo,
         clock: Clock::Wall,
         reload: Some(reload_rx),
-        alerting: Some(alerting),
+        checkpoints: Some(Checkpointing {
+            interval: std::time::Duration::from_millis(config.state.checkpoint_interval_ms),
+            store: Box::new(store),
+            ending,
+            restore: restored.entries,
+            returned: Arc::clone(&returned),
+        }),
+        alerting: Some(Arc::clone(alerting)),
     };
     let result = pipeline.run(rx).await;
-    watcher.abort();
-    health.set("kafka", false, "stopping");
-    let _ = source.await;
-    if result.is_ok() {
-        committer.commit_now();
+    if let Some(d) = returned.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        *current = Some((d, None));
     }
-    server.stop().await;
-    Ok(result?)
+    watcher.abort();
+    forward.abort();
+    // The pipeline stopped early (an error): the source may be waiting on an idle poll.
+    if result.is_err() {
+        source.abort();
+    }
+    let rebalanced = source.await.unwrap_or(false);
+    Ok((result?, rebalanced))
 }
 
 /// `primary` alone, or with the configured notification sinks (Alertmanager, webhook) behind
@@ -302,6 +533,7 @@ pub async fn run_embedded(
     let mut topics = config.input_topics();
     topics.push(config.kafka.alerts_topic.clone());
     topics.push(config.kafka.dead_letter_topic.clone());
+    topics.push(config.state.changelog_topic(&config.kafka.group_id));
     let kafka = EmbeddedKafka::start(3, &topics, config.kafka.create_partitions)?;
     config.kafka.brokers = kafka.bootstrap_servers();
     tracing::info!(brokers = config.kafka.brokers, "embedded Kafka started");
@@ -354,6 +586,7 @@ pub async fn replay(
         clock: Clock::EventTime,
         reload: None,
         alerting: None,
+        checkpoints: None,
     };
     let summary = pipeline.run(rx).await?;
     match reader.await {

@@ -69,6 +69,9 @@ pub struct Config {
     /// Enrichment, suppression and notification of alerts (see [`crate::alert::config`]).
     #[serde(default)]
     pub alerting: crate::alert::config::AlertingConfig,
+    /// Durable detector state: checkpoints into a Kafka changelog, delivery guarantee.
+    #[serde(default)]
+    pub state: StateConfig,
     /// Directory relative paths in this file are resolved against.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -140,6 +143,61 @@ impl Default for PipelineConfig {
             channel_batches: default_channel_batches(),
         }
     }
+}
+
+/// Durable detector state and the delivery guarantee of a live run (README, "Delivery
+/// guarantee").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    /// How often, in ms, the state changed since the last checkpoint is written to the
+    /// changelog together with the input offsets it covers (and, with transactions, the
+    /// alerts since the last one become visible). Also written at shutdown.
+    #[serde(default = "default_checkpoint_interval_ms")]
+    pub checkpoint_interval_ms: u64,
+    /// The compacted changelog topic (one partition per input partition number); empty:
+    /// `<group_id>.state`. Created with `cleanup.policy=compact` when missing.
+    #[serde(default)]
+    pub changelog_topic: String,
+    /// Use Kafka transactions (alerts, changelog and offsets committed atomically) when the
+    /// broker supports them; `false`: at-least-once with deterministic alert ids.
+    #[serde(default = "default_true")]
+    pub transactions: bool,
+    /// This instance's name within the group, for its transactional id: an instance
+    /// restarted with the same name fences its predecessor's unfinished transaction at once
+    /// (instead of after the transaction timeout). Empty: unique per process.
+    #[serde(default)]
+    pub instance_id: String,
+}
+
+impl Default for StateConfig {
+    fn default() -> StateConfig {
+        StateConfig {
+            checkpoint_interval_ms: default_checkpoint_interval_ms(),
+            changelog_topic: String::new(),
+            transactions: true,
+            instance_id: String::new(),
+        }
+    }
+}
+
+impl StateConfig {
+    /// The changelog topic for consumer group `group`.
+    pub fn changelog_topic(&self, group: &str) -> String {
+        if self.changelog_topic.is_empty() {
+            format!("{group}.state")
+        } else {
+            self.changelog_topic.clone()
+        }
+    }
+}
+
+fn default_checkpoint_interval_ms() -> u64 {
+    10_000
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// Detector sources.
@@ -767,6 +825,12 @@ impl Config {
                     ),
                 ));
             }
+        }
+        if self.state.checkpoint_interval_ms == 0 {
+            return Err(err(
+                0..0,
+                "[state] `checkpoint_interval_ms` must be at least 1 (10000 checkpoints every 10 s)".into(),
+            ));
         }
         let limits = &self.sigma.correlation;
         if limits.max_groups == 0 || limits.max_events_per_group == 0 {

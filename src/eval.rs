@@ -286,7 +286,7 @@ pub fn skab(skab: &Path, only: Option<&str>, out: &mut dyn Write) -> Result<Repo
             now_ms: 0,
             pseudonymiser: Pseudonymiser::new(b"eval"),
             partition: 0,
-            watermark_ms: i64::MIN,
+            watermark_ms: i64::MAX,
         };
         for start in (0..rows).step_by(256) {
             let end = (start + 256).min(rows);

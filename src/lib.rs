@@ -13,6 +13,7 @@
 //! - [`alert`]: the alert model, its deterministic id, and the sinks.
 //! - [`watermark`]: event time: per-partition progress, stream watermarks, late events.
 //! - [`privacy`]: pseudonymisation of personal fields.
+//! - [`state`]: durable detector state: the Kafka changelog, checkpoints, restore.
 //! - [`pipeline`]: wires the stages with bounded channels; ordering, acks, commits, shutdown.
 //! - [`metrics`]: every metric, defined once.
 //! - [`server`]: `/metrics`, `/healthz`, `/readyz`.
@@ -36,6 +37,7 @@ pub mod ruletest;
 pub mod server;
 pub mod sim;
 pub mod source;
+pub mod state;
 pub mod telemetry;
 pub mod watermark;
 

@@ -82,6 +82,29 @@ pub struct Metrics {
     pub sink_dropped: IntCounterVec,
     /// Alerts waiting in a notification sink's buffer.
     pub sink_buffered: IntGaugeVec,
+    /// Checkpoints written, by outcome (`ok`, `failed`).
+    pub checkpoints: IntCounterVec,
+    /// Time to write one checkpoint (changelog entries, offsets, transaction commit).
+    pub checkpoint_seconds: prometheus::Histogram,
+    /// State entries written to the changelog, by kind (`update`, `tombstone`).
+    pub checkpoint_entries: IntCounterVec,
+    /// Restores from the changelog (at start and after each rebalance), and their time.
+    pub restore_seconds: prometheus::Histogram,
+    /// State entries restored from the changelog.
+    pub restore_entries: IntCounter,
+    /// Delivery mode in effect: 1 for the mode named by `mode` (`exactly_once`,
+    /// `at_least_once`), 0 for the other.
+    pub delivery_mode: IntGaugeVec,
+    /// Transactions aborted (rebalance, fencing, failed commit): their work is redone from
+    /// the last checkpoint.
+    pub transaction_aborts: IntCounter,
+    /// Bytes of checkpointed state per key in the last checkpoint, by detector kind
+    /// (`sigma`, `baseline`, `sql`): the mean size of an entry's value.
+    pub state_bytes_per_key: prometheus::GaugeVec,
+    /// Keys held per stateful rule (correlation groups, window keys, baseline entities).
+    pub rule_state_entries: IntGaugeVec,
+    /// Approximate bytes of memory held per stateful rule.
+    pub rule_state_bytes: IntGaugeVec,
 }
 
 impl Metrics {
@@ -305,7 +328,95 @@ impl Metrics {
         registry
             .register(Box::new(sink_buffered.clone()))
             .expect("registered once");
+        let checkpoints = counter(
+            "palisade_checkpoints_total",
+            "Checkpoints of detector state and input offsets, by outcome.",
+            &["outcome"],
+        );
+        let seconds = |name: &str, help: &str| {
+            let h = prometheus::Histogram::with_opts(
+                HistogramOpts::new(name, help)
+                    .buckets(vec![1e-3, 5e-3, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0]),
+            )
+            .expect("valid metric");
+            registry
+                .register(Box::new(h.clone()))
+                .expect("registered once");
+            h
+        };
+        let checkpoint_seconds = seconds(
+            "palisade_checkpoint_seconds",
+            "Time to write one checkpoint: changelog entries, offsets, transaction commit.",
+        );
+        let checkpoint_entries = counter(
+            "palisade_checkpoint_entries_total",
+            "State entries written to the changelog.",
+            &["kind"],
+        );
+        let restore_seconds = seconds(
+            "palisade_restore_seconds",
+            "Time to restore detector state from the changelog (start, rebalance).",
+        );
+        let restore_entries = IntCounter::new(
+            "palisade_restore_entries_total",
+            "State entries restored from the changelog.",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(restore_entries.clone()))
+            .expect("registered once");
+        let delivery_mode = IntGaugeVec::new(
+            Opts::new(
+                "palisade_delivery_mode",
+                "1 for the delivery mode in effect (exactly_once with transactions, \
+                 at_least_once with deterministic alert ids).",
+            ),
+            &["mode"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(delivery_mode.clone()))
+            .expect("registered once");
+        let transaction_aborts = IntCounter::new(
+            "palisade_transaction_aborts_total",
+            "Transactions aborted; their work is redone from the last checkpoint.",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(transaction_aborts.clone()))
+            .expect("registered once");
+        let state_bytes_per_key = prometheus::GaugeVec::new(
+            Opts::new(
+                "palisade_state_bytes_per_key",
+                "Mean bytes of checkpointed state per key in the last checkpoint, by detector kind \
+                 (sigma, baseline, sql).",
+            ),
+            &["kind"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(state_bytes_per_key.clone()))
+            .expect("registered once");
+        let rule_gauge = |name: &str, help: &str| {
+            let g = IntGaugeVec::new(Opts::new(name, help), &["rule"]).expect("valid metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("registered once");
+            g
+        };
+        let rule_state_entries = rule_gauge(
+            "palisade_rule_state_entries",
+            "Keys held by a stateful rule now: correlation groups, window keys, baseline \
+             entities. Refreshed at most once a second.",
+        );
+        let rule_state_bytes = rule_gauge(
+            "palisade_rule_state_bytes",
+            "Approximate bytes of memory held by a stateful rule now (its tables, keys, \
+             windows and models). Refreshed at most once a second.",
+        );
         Metrics {
+            rule_state_entries,
+            rule_state_bytes,
             rule_matches,
             alerts_emitted,
             alerts_folded,
@@ -319,6 +430,14 @@ impl Metrics {
             sink_buffered,
             late_events,
             watermark_delay,
+            checkpoints,
+            checkpoint_seconds,
+            checkpoint_entries,
+            restore_seconds,
+            restore_entries,
+            delivery_mode,
+            transaction_aborts,
+            state_bytes_per_key,
             registry,
             records,
             bytes,

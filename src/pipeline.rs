@@ -18,6 +18,7 @@
 //! stops the consumer instead of growing memory.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
@@ -28,7 +29,7 @@ use tokio::sync::{mpsc, watch};
 use crate::alert::Alert;
 use crate::config::Config;
 use crate::decode::{DeadLetter, FailureKind};
-use crate::detect::{DetectorSet, EvalContext, Timing};
+use crate::detect::{DetectorSet, EvalContext, StateEntry, Timing};
 use crate::metrics::Metrics;
 use crate::privacy::Pseudonymiser;
 use crate::source::{Position, RawBatch};
@@ -68,6 +69,52 @@ pub struct Processed {
     pub positions: Vec<Position>,
     /// Oldest Kafka timestamp in the batch, for end-to-end latency.
     pub oldest_timestamp_ms: Option<i64>,
+    /// Detector state changed since the previous checkpoint, when this output closes one
+    /// (see [`Checkpointing`]): written, once the output is acknowledged, with the positions
+    /// of every batch up to this one.
+    pub checkpoint: Option<Vec<StateEntry>>,
+}
+
+/// Periodic checkpoints of detector state, consistent with the input positions (live runs).
+///
+/// The compute thread takes the state changed since the last checkpoint every `interval`
+/// (and when the input ends for a shutdown) and attaches it to the output it just produced;
+/// the deliver task, once that output is acknowledged, hands the entries and the positions
+/// of every batch since the previous checkpoint to the [`StateStore`]. Outputs stay in
+/// order, so the state covers exactly those positions.
+pub struct Checkpointing {
+    /// How often a checkpoint is taken.
+    pub interval: Duration,
+    /// Where checkpoints go.
+    pub store: Box<dyn StateStore>,
+    /// Why the input is ending, set by the source before it closes: [`ENDING_SHUTDOWN`]
+    /// (a last checkpoint is written), [`ENDING_REBALANCE`] (no more checkpoints: the
+    /// partitions may be another instance's now, and their work is redone from the last
+    /// checkpoint by whoever owns them), or 0 while running.
+    pub ending: Arc<AtomicU8>,
+    /// State read back from the changelog, restored before the first batch.
+    pub restore: Vec<StateEntry>,
+    /// Where the detectors are left when the run ends (the live run's next assignment
+    /// reuses them, rule reloads included, after releasing their state).
+    pub returned: Arc<std::sync::Mutex<Option<DetectorSet>>>,
+}
+
+/// [`Checkpointing::ending`]: shutdown, write a last checkpoint.
+pub const ENDING_SHUTDOWN: u8 = 1;
+/// [`Checkpointing::ending`]: a rebalance, write no more checkpoints.
+pub const ENDING_REBALANCE: u8 = 2;
+
+/// Writes checkpoints: state entries and the input positions they cover, durably and
+/// together (see [`crate::state`]).
+pub trait StateStore: Send {
+    /// Resolves once `entries` and `positions` (the last position per source and partition
+    /// since the previous checkpoint) are durable. An error means the checkpoint did not
+    /// happen; the run stops and resumes from the previous one.
+    fn checkpoint<'a>(
+        &'a mut self,
+        entries: &'a [StateEntry],
+        positions: &'a [Position],
+    ) -> BoxFuture<'a, Result<(), SinkError>>;
 }
 
 /// A sink failed in a way retrying cannot fix, or shutdown was forced mid-delivery.
@@ -79,6 +126,9 @@ pub enum SinkError {
     /// Writing failed (files).
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// A checkpoint could not be written (see [`StateStore`]).
+    #[error("checkpoint failed: {0}")]
+    Checkpoint(String),
 }
 
 /// Delivers a batch's alerts and dead letters.
@@ -151,7 +201,9 @@ pub struct Pipeline {
     pub reload: Option<std::sync::mpsc::Receiver<DetectorSet>>,
     /// Enrichment and suppression of alerts before delivery (live runs; see
     /// [`crate::alert::stage`]).
-    pub alerting: Option<crate::alert::stage::AlertStage>,
+    pub alerting: Option<Arc<std::sync::Mutex<crate::alert::stage::AlertStage>>>,
+    /// Checkpoints of detector state, when the run keeps it durable.
+    pub checkpoints: Option<Checkpointing>,
 }
 
 impl Pipeline {
@@ -167,8 +219,21 @@ impl Pipeline {
             clock,
             pseudonymiser,
             reload,
-            mut alerting,
+            alerting,
+            checkpoints,
         } = self;
+        let (mut store, plan, returned) = match checkpoints {
+            Some(c) => (
+                Some(c.store),
+                Some((c.interval, c.ending, c.restore)),
+                Some(c.returned),
+            ),
+            None => (None, None, None),
+        };
+        // Positions of the batches since the last checkpoint: the last one per source and
+        // partition (batches are in order).
+        let mut since_checkpoint: std::collections::BTreeMap<(u32, i32), Position> =
+            std::collections::BTreeMap::new();
         let capacity = *config.pipeline.channel_batches.get_ref();
         let (tx, mut processed) = mpsc::channel::<Processed>(capacity);
         let input = forward_with_ticks(raw, &config, clock);
@@ -189,8 +254,12 @@ impl Pipeline {
                         metrics: &metrics,
                         clock,
                         reload,
+                        checkpoints: plan,
                     };
-                    compute_loop(stages, detectors, ctx, input, tx)
+                    let detectors = compute_loop(stages, detectors, ctx, input, tx);
+                    if let Some(slot) = returned {
+                        *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(detectors);
+                    }
                 })
                 .expect("spawning a thread")
         };
@@ -202,8 +271,11 @@ impl Pipeline {
             .collect();
         let mut outcome = Ok(());
         while let Some(mut batch) = processed.recv().await {
-            if let Some(stage) = &mut alerting {
-                stage.apply(&mut batch.alerts);
+            if let Some(stage) = &alerting {
+                stage
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .apply(&mut batch.alerts);
             }
             let stream = streams[batch.stream].as_str();
             metrics
@@ -233,6 +305,19 @@ impl Pipeline {
             if !batch.positions.is_empty() {
                 committer.commit(&batch.positions);
                 metrics.commits.inc();
+            }
+            if let Some(store) = &mut store {
+                for p in &batch.positions {
+                    since_checkpoint.insert((p.source, p.partition), *p);
+                }
+                if let Some(entries) = &batch.checkpoint {
+                    let positions: Vec<Position> = since_checkpoint.values().copied().collect();
+                    if let Err(e) = store.checkpoint(entries, &positions).await {
+                        outcome = Err(e);
+                        break;
+                    }
+                    since_checkpoint.clear();
+                }
             }
             summary.records += batch.records as u64;
             summary.alerts += batch.alerts.len() as u64;
@@ -320,6 +405,8 @@ struct Compute<'a> {
     metrics: &'a Metrics,
     clock: Clock,
     reload: Option<std::sync::mpsc::Receiver<DetectorSet>>,
+    /// Checkpoint interval, why the input ends, state to restore first.
+    checkpoints: Option<(Duration, Arc<AtomicU8>, Vec<StateEntry>)>,
 }
 
 /// The compute stage: decode and detect, one batch at a time, on its own thread.
@@ -329,16 +416,43 @@ fn compute_loop(
     mut ctx: EvalContext,
     mut input: mpsc::Receiver<Input>,
     out: mpsc::Sender<Processed>,
-) {
+) -> DetectorSet {
     let Compute {
         config,
         metrics,
         clock,
         reload,
+        checkpoints,
     } = stages;
+    let (interval, ending) = match checkpoints {
+        Some((interval, ending, restore)) => {
+            if !restore.is_empty() {
+                let start = std::time::Instant::now();
+                match detectors.restore(&restore) {
+                    Ok(ignored) => {
+                        tracing::info!(entries = restore.len(), ignored, "detector state restored")
+                    }
+                    // Damaged or foreign state: start those detectors empty rather than not
+                    // at all; the loss is logged.
+                    Err(e) => {
+                        tracing::error!(error = %e, "detector state could not be restored; starting it empty")
+                    }
+                }
+                metrics
+                    .restore_seconds
+                    .observe(start.elapsed().as_secs_f64());
+                metrics.restore_entries.inc_by(restore.len() as u64);
+            }
+            (Some(interval), Some(ending))
+        }
+        None => (None, None),
+    };
+    let mut last_checkpoint = std::time::Instant::now();
+    let mut entries_out: Vec<StateEntry> = Vec::new();
     let mut decoders = detectors.decoders(config);
     let mut detector_names = detectors.detector_names();
     let mut state = detectors.state();
+    let mut rule_gauges = RuleStateGauges::default();
     let mut timings: Vec<Timing> = Vec::new();
     let mut stream_time = i64::MIN;
     let mut watermarks = match clock {
@@ -427,6 +541,7 @@ fn compute_loop(
                     dead: decoded.dead,
                     oldest_timestamp_ms: batch.oldest_timestamp_ms(),
                     positions: batch.positions,
+                    checkpoint: None,
                 }]
             }
             Some(Input::Tick) | None => {
@@ -435,7 +550,7 @@ fn compute_loop(
                 // checkpoint's to keep).
                 if msg.is_none() {
                     if clock == Clock::Wall || finished {
-                        return;
+                        break;
                     }
                     finished = true;
                     watermarks.finish();
@@ -462,6 +577,7 @@ fn compute_loop(
                             dead: Vec::new(),
                             oldest_timestamp_ms: None,
                             positions: Vec::new(),
+                            checkpoint: None,
                         });
                     }
                 }
@@ -484,14 +600,115 @@ fn compute_loop(
             report_state(metrics, &state, &now);
             state = now;
         }
+        rule_gauges.refresh(&detectors, metrics);
+        let mut processed = processed;
+        if let (Some(interval), Some(ending), Some(last)) =
+            (interval, &ending, processed.last_mut())
+        {
+            // Not once the run is ending for a rebalance: the partitions may be another
+            // instance's now, and it restores them from the previous checkpoint.
+            if last_checkpoint.elapsed() >= interval
+                && ending.load(Ordering::SeqCst) != ENDING_REBALANCE
+            {
+                last_checkpoint = std::time::Instant::now();
+                last.checkpoint = Some(take_checkpoint(&mut detectors, &mut entries_out, metrics));
+            }
+        }
         for p in processed {
             if out.blocking_send(p).is_err() {
-                return; // the deliver task stopped
+                return detectors; // the deliver task stopped
             }
         }
         if finished {
+            break;
+        }
+    }
+    // The input ended: at shutdown, a last checkpoint of everything processed.
+    if let Some(ending) = ending
+        && ending.load(Ordering::SeqCst) == ENDING_SHUTDOWN
+    {
+        let entries = take_checkpoint(&mut detectors, &mut entries_out, metrics);
+        let _ = out.blocking_send(Processed {
+            stream: 0,
+            records: 0,
+            bytes: 0,
+            alerts: Vec::new(),
+            dead: Vec::new(),
+            positions: Vec::new(),
+            oldest_timestamp_ms: None,
+            checkpoint: Some(entries),
+        });
+    }
+    detectors
+}
+
+/// The state changed since the last checkpoint, with its size per key for the gauge.
+fn take_checkpoint(
+    detectors: &mut DetectorSet,
+    scratch: &mut Vec<StateEntry>,
+    metrics: &Metrics,
+) -> Vec<StateEntry> {
+    scratch.clear();
+    detectors.checkpoint(scratch);
+    // Per detector kind: (bytes, values).
+    let mut sizes = [(0usize, 0usize); 3];
+    for e in scratch.iter() {
+        if let Some(v) = &e.value {
+            let kind = match crate::detect::detector_of(&e.key) {
+                Some(b"sigma") => 0,
+                Some(b"baseline") => 1,
+                _ => 2,
+            };
+            sizes[kind].0 += v.len();
+            sizes[kind].1 += 1;
+        }
+    }
+    for (kind, (bytes, values)) in ["sigma", "baseline", "sql"].into_iter().zip(sizes) {
+        if values > 0 {
+            metrics
+                .state_bytes_per_key
+                .with_label_values(&[kind])
+                .set(bytes as f64 / values as f64);
+        }
+    }
+    std::mem::take(scratch)
+}
+
+/// The per-rule state gauges: refreshed at most once a second (a refresh walks every rule's
+/// state), their series removed when a reload drops the rule.
+#[derive(Default)]
+struct RuleStateGauges {
+    last: Option<std::time::Instant>,
+    /// Rules exported at the last refresh.
+    exported: std::collections::HashSet<String>,
+    seen: std::collections::HashSet<String>,
+}
+
+impl RuleStateGauges {
+    const EVERY: Duration = Duration::from_secs(1);
+
+    fn refresh(&mut self, detectors: &DetectorSet, metrics: &Metrics) {
+        if self.last.is_some_and(|t| t.elapsed() < Self::EVERY) {
             return;
         }
+        self.last = Some(std::time::Instant::now());
+        self.seen.clear();
+        detectors.rule_state(&mut |rule, size| {
+            metrics
+                .rule_state_entries
+                .with_label_values(&[rule])
+                .set(size.entries as i64);
+            metrics
+                .rule_state_bytes
+                .with_label_values(&[rule])
+                .set(size.bytes as i64);
+            self.seen.insert(rule.to_string());
+        });
+        for gone in self.exported.difference(&self.seen) {
+            let _ = metrics.rule_state_entries.remove_label_values(&[gone]);
+            let _ = metrics.rule_state_bytes.remove_label_values(&[gone]);
+        }
+        std::mem::swap(&mut self.exported, &mut self.seen);
     }
 }
 

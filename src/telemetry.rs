@@ -267,7 +267,7 @@ pub fn replay(paths: &[PathBuf], out: &mut dyn Write) -> Result<Summary, Telemet
             now_ms: 0,
             pseudonymiser: Pseudonymiser::new(b"telemetry"),
             partition: 0,
-            watermark_ms: i64::MIN,
+            watermark_ms: i64::MAX,
         };
         for start in (0..rows).step_by(1024) {
             let end = (start + 1024).min(rows);

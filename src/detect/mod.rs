@@ -9,6 +9,7 @@
 //! takes `&mut self` so detectors can keep state across batches (correlations build on that).
 
 pub mod baseline;
+pub mod codec;
 pub mod sigma;
 pub mod sql;
 pub mod tables;
@@ -202,6 +203,10 @@ pub trait Detector: Send {
     fn state(&self) -> StateCounters {
         StateCounters::default()
     }
+    /// Calls `f` with the state each of its stateful rules holds now (rule id, size), for the
+    /// per-rule gauges that tell which rules are expensive. Walks the state: call it seldom.
+    /// Stateless detectors report nothing.
+    fn rule_state(&self, _f: &mut dyn FnMut(&str, RuleStateSize)) {}
     /// Appends the state that changed since the last call, for a checkpoint: an entry per
     /// changed key, a tombstone (`value: None`) per key that is gone. Stateless detectors
     /// append nothing.
@@ -213,6 +218,15 @@ pub trait Detector: Send {
     }
     /// Forgets the state of `partitions`, which this instance no longer owns.
     fn release(&mut self, _partitions: &[i32]) {}
+}
+
+/// State one rule holds now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RuleStateSize {
+    /// Keys held: correlation groups, window keys, baseline entities.
+    pub entries: u64,
+    /// Approximate bytes of memory they take (inline sizes plus heap allocations).
+    pub bytes: u64,
 }
 
 /// State held by detectors, and what bounds evicted: for metrics.
@@ -470,6 +484,67 @@ impl DetectorSet {
         total
     }
 
+    /// The state held by each stateful rule (see [`Detector::rule_state`]).
+    pub fn rule_state(&self, f: &mut dyn FnMut(&str, RuleStateSize)) {
+        for d in &self.detectors {
+            d.rule_state(f);
+        }
+    }
+
+    /// Appends the state of every detector changed since the last call (see
+    /// [`Detector::checkpoint`]), each key prefixed by its detector's name (length first), a
+    /// name that is stable across restarts and reloads (a SQL rule's id; `sigma`).
+    pub fn checkpoint(&mut self, out: &mut Vec<StateEntry>) {
+        let mut own = Vec::new();
+        for d in &mut self.detectors {
+            d.checkpoint(&mut own);
+            let name = d.name().as_bytes();
+            out.extend(own.drain(..).map(|e| StateEntry {
+                key: prefixed(name, &e.key),
+                ..e
+            }));
+        }
+    }
+
+    /// Hands each detector its entries (those under its name, prefix removed). Entries of
+    /// detectors no longer loaded are ignored; returns how many.
+    pub fn restore(&mut self, entries: &[StateEntry]) -> Result<usize, DetectError> {
+        let mut mine: Vec<Vec<StateEntry>> = vec![Vec::new(); self.detectors.len()];
+        let mut ignored = 0;
+        for e in entries {
+            let found = self.detectors.iter().position(|d| {
+                let name = d.name().as_bytes();
+                e.key.len() >= 4 + name.len()
+                    && e.key[..4] == (name.len() as u32).to_le_bytes()
+                    && &e.key[4..4 + name.len()] == name
+            });
+            match found {
+                Some(i) => {
+                    let skip = 4 + self.detectors[i].name().len();
+                    mine[i].push(StateEntry {
+                        partition: e.partition,
+                        key: e.key[skip..].to_vec(),
+                        value: e.value.clone(),
+                    });
+                }
+                None => ignored += 1,
+            }
+        }
+        for (d, entries) in self.detectors.iter_mut().zip(&mine) {
+            if !entries.is_empty() {
+                d.restore(entries)?;
+            }
+        }
+        Ok(ignored)
+    }
+
+    /// Forgets the state of `partitions` in every detector (see [`Detector::release`]).
+    pub fn release(&mut self, partitions: &[i32]) {
+        for d in &mut self.detectors {
+            d.release(partitions);
+        }
+    }
+
     /// Problems that did not stop the load.
     pub fn warnings(&self) -> &[RuleError] {
         &self.warnings
@@ -524,6 +599,21 @@ impl DetectorSet {
             });
         }
     }
+}
+
+/// `name` (its length first, so no name is a prefix of another) then `key`.
+/// The detector name a checkpointed key starts with (see [`DetectorSet::checkpoint`]).
+pub fn detector_of(key: &[u8]) -> Option<&[u8]> {
+    let len = u32::from_le_bytes(key.get(..4)?.try_into().ok()?) as usize;
+    key.get(4..4usize.checked_add(len)?)
+}
+
+fn prefixed(name: &[u8], key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(4 + name.len() + key.len());
+    k.extend_from_slice(&(name.len() as u32).to_le_bytes());
+    k.extend_from_slice(name);
+    k.extend_from_slice(key);
+    k
 }
 
 /// Rule ids must be unique across every detector: alerts, metrics and suppression key on them.

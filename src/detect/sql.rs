@@ -44,8 +44,8 @@ use serde_json::value::RawValue;
 
 use super::window::{WindowPlan, WindowSpec, WindowState};
 use super::{
-    DetectError, Detector, EvalContext, RuleError, RuleMeta, StateCounters, StateEntry,
-    protect_columns, timestamp_millis,
+    DetectError, Detector, EvalContext, RuleError, RuleMeta, RuleStateSize, StateCounters,
+    StateEntry, protect_columns, timestamp_millis,
 };
 use crate::alert::{Alert, RuleRef, SCHEMA, Severity, format_time_ms};
 use crate::config::{Config, PrivacyAction};
@@ -804,6 +804,18 @@ impl Detector for SqlDetector {
                 ..StateCounters::default()
             },
             None => StateCounters::default(),
+        }
+    }
+
+    fn rule_state(&self, f: &mut dyn FnMut(&str, RuleStateSize)) {
+        if let Some(w) = &self.window {
+            f(
+                &self.meta[0].id,
+                RuleStateSize {
+                    entries: w.state.len() as u64,
+                    bytes: w.state.bytes() as u64,
+                },
+            );
         }
     }
 

@@ -525,8 +525,16 @@ async fn state_is_bounded_evictions_counted_and_released_by_partition() {
     assert!(s.window_keys <= 100, "{s:?}");
     assert!(s.window_keys_evicted >= 400 - 100, "{s:?}");
     assert!(s.window_bytes > 0);
+    // The per-rule gauges report the same keys and bytes under the rule's id.
+    let mut per_rule = Vec::new();
+    det.rule_state(&mut |rule, size| per_rule.push((rule.to_string(), size)));
+    assert_eq!(per_rule.len(), 1, "{per_rule:?}");
+    assert_eq!(per_rule[0].0, det.rules()[0].id);
+    assert_eq!(per_rule[0].1.entries, s.window_keys);
+    assert_eq!(per_rule[0].1.bytes, s.window_bytes);
     det.release(&[0]);
     assert_eq!(det.state().window_keys, 0, "partition 0 released");
+    det.rule_state(&mut |_, size| assert_eq!(size.entries, 0));
 }
 
 #[tokio::test]

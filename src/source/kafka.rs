@@ -24,8 +24,9 @@ use tokio::sync::{mpsc, watch};
 use super::{Batcher, Origin, Position, RawBatch};
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::pipeline::Committer;
+use crate::pipeline::{Committer, ENDING_REBALANCE, ENDING_SHUTDOWN};
 use crate::server::Health;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 /// Client properties shared by every palisade client: the configured brokers plus the
 /// pass-through `[kafka.client]` table.
@@ -43,6 +44,16 @@ pub fn client_config(config: &Config) -> ClientConfig {
 pub struct SourceContext {
     metrics: Arc<Metrics>,
     health: Arc<Health>,
+    /// Bumped at every rebalance (assignment or revocation): a run of the pipeline that
+    /// keeps state ends when it changes (see [`run_until_rebalance`]).
+    rebalances: std::sync::atomic::AtomicU64,
+}
+
+impl SourceContext {
+    /// Rebalances so far.
+    pub fn rebalances(&self) -> u64 {
+        self.rebalances.load(Ordering::SeqCst)
+    }
 }
 
 impl ClientContext for SourceContext {
@@ -79,6 +90,7 @@ impl ConsumerContext for SourceContext {
         _consumer: &rdkafka::consumer::BaseConsumer<Self>,
         rebalance: &Rebalance<'_>,
     ) {
+        self.rebalances.fetch_add(1, Ordering::SeqCst);
         match rebalance {
             Rebalance::Assign(tpl) => {
                 tracing::info!(partitions = tpl.count(), "partitions assigned")
@@ -110,8 +122,16 @@ pub fn consumer(
         // Offsets are stored by the pipeline once outputs are acknowledged, never on receipt.
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("statistics.interval.ms", "5000");
-    let consumer: PalisadeConsumer = c.create_with_context(SourceContext { metrics, health })?;
+        .set("statistics.interval.ms", "5000")
+        // Durable state is partitioned by partition number across the input topics: an
+        // instance must own partition p of every topic (co-partitioned topics, as Kafka
+        // Streams requires), which the range assignor gives.
+        .set("partition.assignment.strategy", "range");
+    let consumer: PalisadeConsumer = c.create_with_context(SourceContext {
+        metrics,
+        health,
+        rebalances: std::sync::atomic::AtomicU64::new(0),
+    })?;
     let topics = config.input_topics();
     let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&refs)?;
@@ -125,8 +145,46 @@ pub async fn run(
     sources: Arc<Vec<String>>,
     health: Arc<Health>,
     tx: mpsc::Sender<RawBatch>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
+    source_loop(consumer, config, sources, health, tx, shutdown, None).await;
+}
+
+/// Like [`run`], but also ends at the next rebalance, *without* flushing the open batches
+/// (their records are read again from the last checkpoint by whoever owns them now).
+/// Sets `ending` to say which ([`ENDING_SHUTDOWN`] or [`ENDING_REBALANCE`]) before the
+/// batches channel closes. Returns true for a rebalance.
+pub async fn run_until_rebalance(
+    consumer: Arc<PalisadeConsumer>,
+    config: Arc<Config>,
+    sources: Arc<Vec<String>>,
+    health: Arc<Health>,
+    tx: mpsc::Sender<RawBatch>,
+    shutdown: watch::Receiver<bool>,
+    ending: Arc<AtomicU8>,
+) -> bool {
+    source_loop(
+        consumer,
+        config,
+        sources,
+        health,
+        tx,
+        shutdown,
+        Some(ending),
+    )
+    .await
+}
+
+async fn source_loop(
+    consumer: Arc<PalisadeConsumer>,
+    config: Arc<Config>,
+    sources: Arc<Vec<String>>,
+    health: Arc<Health>,
+    tx: mpsc::Sender<RawBatch>,
+    mut shutdown: watch::Receiver<bool>,
+    ending: Option<Arc<AtomicU8>>,
+) -> bool {
+    let epoch = consumer.context().rebalances();
     // topic -> (stream, source index); looked up once per record, no allocation.
     let routes: HashMap<&str, (usize, u32)> = sources
         .iter()
@@ -152,6 +210,14 @@ pub async fn run(
                 batcher.expired(std::time::Instant::now())
             }
             received = consumer.recv() => match received {
+                // A rebalance happened inside this poll: what was received belongs to the
+                // next run, which seeks to its checkpoint first.
+                _ if ending.is_some() && consumer.context().rebalances() != epoch => {
+                    if let Some(ending) = &ending {
+                        ending.store(ENDING_REBALANCE, Ordering::SeqCst);
+                    }
+                    return true;
+                }
                 Ok(msg) => {
                     let Some(&(stream, source)) = routes.get(msg.topic()) else { continue };
                     if !health.check("kafka") {
@@ -171,17 +237,29 @@ pub async fn run(
                 }
             },
         };
+        // A rebalance seen by a poll (or while batches lingered): the open and just-cut
+        // batches are dropped, not sent; the next run reads them again from its checkpoint.
+        if let Some(ending) = &ending
+            && consumer.context().rebalances() != epoch
+        {
+            ending.store(ENDING_REBALANCE, Ordering::SeqCst);
+            return true;
+        }
         for batch in full {
             if tx.send(batch).await.is_err() {
-                return; // the pipeline stopped
+                return false; // the pipeline stopped
             }
         }
     }
     for batch in batcher.drain() {
         if tx.send(batch).await.is_err() {
-            return;
+            return false;
         }
     }
+    if let Some(ending) = &ending {
+        ending.store(ENDING_SHUTDOWN, Ordering::SeqCst);
+    }
+    false
 }
 
 /// Stores acknowledged positions on the consumer; auto-commit sends them to the broker.
@@ -225,6 +303,24 @@ impl KafkaCommitter {
 
 /// Creates those of `topics` that do not exist yet. Existing topics are left alone.
 pub async fn ensure_topics(config: &Config, topics: &[String]) -> Result<(), KafkaError> {
+    ensure_topics_with(config, topics, &[]).await
+}
+
+/// Creates the changelog topic if missing: compacted, as many partitions as the inputs.
+pub async fn ensure_changelog(config: &Config, topic: &str) -> Result<(), KafkaError> {
+    ensure_topics_with(
+        config,
+        &[topic.to_string()],
+        &[("cleanup.policy", "compact")],
+    )
+    .await
+}
+
+async fn ensure_topics_with(
+    config: &Config,
+    topics: &[String],
+    topic_config: &[(&str, &str)],
+) -> Result<(), KafkaError> {
     let admin: AdminClient<DefaultClientContext> = client_config(config).create()?;
     let existing: Vec<String> = {
         let metadata = admin
@@ -243,11 +339,15 @@ pub async fn ensure_topics(config: &Config, topics: &[String]) -> Result<(), Kaf
     let new: Vec<NewTopic> = missing
         .iter()
         .map(|t| {
-            NewTopic::new(
+            let mut n = NewTopic::new(
                 t,
                 config.kafka.create_partitions,
                 TopicReplication::Fixed(1),
-            )
+            );
+            for (k, v) in topic_config {
+                n = n.set(k, v);
+            }
+            n
         })
         .collect();
     let opts = AdminOptions::new()

@@ -10,6 +10,7 @@ mod reload;
 mod replay;
 mod ruletest;
 mod sigma_corpus;
+mod state;
 mod support;
 mod tansu;
 mod windows;

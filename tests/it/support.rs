@@ -14,9 +14,12 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
-/// The `palisade` binary built for these tests.
+/// The `palisade` binary built for these tests (`PALISADE_BIN` overrides it: the uplifted
+/// `target/debug/palisade` is shared by every checkout that builds into one target dir).
 pub fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_palisade"));
+    let path =
+        std::env::var_os("PALISADE_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_palisade").into());
+    let mut c = Command::new(path);
     c.env("RUST_LOG", "info,librdkafka=warn,rdkafka=warn");
     c
 }

@@ -39,8 +39,8 @@ use self::rule::{
     BaselineRule, ConsistencySpec, FanOutSpec, Model, NewTermsSpec, TravelSpec, UnivariateSpec,
 };
 use super::{
-    DetectError, Detector, EvalContext, RuleError, RuleMeta, StateCounters, StateEntry,
-    timestamp_millis,
+    DetectError, Detector, EvalContext, RuleError, RuleMeta, RuleStateSize, StateCounters,
+    StateEntry, timestamp_millis,
 };
 use crate::alert::{Alert, RuleRef, format_time_ms};
 use crate::config::{Config, PrivacyAction};
@@ -115,6 +115,30 @@ struct Entity {
     travel: Option<(u16, i64)>,
     /// Physical consistency: command state and the pending deadline.
     cmd: Option<Command>,
+}
+
+impl Entity {
+    /// Bytes it owns on the heap (its series with their profiles and windows, its models).
+    fn heap_bytes(&self) -> usize {
+        let f = std::mem::size_of::<f64>();
+        let series: usize = self
+            .series
+            .iter()
+            .map(|s| s.profile.capacity() * std::mem::size_of::<Ewma>() + s.recent.capacity() * f)
+            .sum();
+        let mv = self.mv.as_ref().map_or(0, |m| {
+            std::mem::size_of::<Multivariate>()
+                + (m.mean.capacity() + m.std.capacity() + m.mat.capacity()) * f
+        });
+        let fan = self.fan.as_ref().map_or(0, |x| {
+            std::mem::size_of::<FanOut>() + x.distinct.capacity() * 8
+        });
+        self.series.capacity() * std::mem::size_of::<Series>()
+            + series
+            + mv
+            + fan
+            + self.terms.capacity() * std::mem::size_of::<(u64, i64)>()
+    }
 }
 
 /// A consistency rule's state of one entity.
@@ -804,17 +828,15 @@ fn univariate(
             }
         }
     }
-    // Missing heartbeat: time moves with the batch, so a series that stopped sending is
-    // noticed when any record of the stream arrives. Scanned at most four times a period.
+    // Missing heartbeat: a series is silent once the stream's watermark has passed its last
+    // sample by the period. The watermark, not this batch's newest time: a live run catching
+    // up reads partitions unevenly, and a series whose partition is behind is not silent.
+    // (Offline contexts that track no watermark pass `i64::MAX`: the batch's time decides.)
+    // Noticed when a record of the stream arrives; scanned at most four times a period.
     if let Some(hb) = spec.heartbeat_ms {
-        let now = cols
-            .time
-            .iter()
-            .flatten()
-            .max()
-            .copied()
-            .unwrap_or(ctx.now_ms);
-        if now - c.state.last_heartbeat_scan_ms >= hb / 4 {
+        let newest = cols.time.iter().flatten().max().copied();
+        let now = newest.unwrap_or(ctx.now_ms).min(ctx.watermark_ms);
+        if now != i64::MIN && now - c.state.last_heartbeat_scan_ms >= hb / 4 {
             c.state.last_heartbeat_scan_ms = now;
             let mut silent = Vec::new();
             for (name, e) in &mut c.state.entities {
@@ -1333,6 +1355,24 @@ impl Detector for BaselineDetector {
                 .sum(),
             groups_evicted: self.evicted,
             ..StateCounters::default()
+        }
+    }
+
+    fn rule_state(&self, f: &mut dyn FnMut(&str, RuleStateSize)) {
+        let slot = std::mem::size_of::<(String, Entity)>() + 1;
+        for c in &self.rules {
+            let entities = &c.state.entities;
+            let held: usize = entities
+                .iter()
+                .map(|(name, e)| name.len() + e.heap_bytes())
+                .sum();
+            f(
+                &c.rule.id,
+                RuleStateSize {
+                    entries: entities.len() as u64,
+                    bytes: (entities.capacity() * slot + held) as u64,
+                },
+            );
         }
     }
 

@@ -18,7 +18,7 @@ fn ctx(now_ms: i64) -> EvalContext {
         now_ms,
         pseudonymiser: Pseudonymiser::new(b"k"),
         partition: 0,
-        watermark_ms: i64::MIN,
+        watermark_ms: i64::MAX,
     }
 }
 
@@ -270,6 +270,19 @@ fn entities_are_bounded_and_evictions_counted() {
     let state = det.state();
     assert!(state.groups <= 32, "{state:?}");
     assert_eq!(state.groups + state.groups_evicted, 100);
+    // Per rule: the entities held, and memory that grows with them.
+    let mut sizes = Vec::new();
+    det.rule_state(&mut |rule, size| sizes.push((rule.to_string(), size)));
+    assert_eq!(sizes.len(), 1);
+    assert_eq!(sizes[0].0, "eq.b");
+    assert_eq!(sizes[0].1.entries, state.groups);
+    let per_entity = std::mem::size_of::<Entity>() + "asset-00".len();
+    assert!(
+        sizes[0].1.bytes >= state.groups * per_entity as u64,
+        "{:?} for {} entities",
+        sizes[0].1,
+        state.groups
+    );
     let mut entries = Vec::new();
     det.checkpoint(&mut entries);
     assert_eq!(

@@ -78,8 +78,10 @@
 //! and counted; one that arrives after its group was dropped as idle starts a new group.
 //! Within a batch, each correlation's events are processed in event-time order.
 //!
-//! **Clock.** A correlation's clock, which closes windows and expires idle groups, is the
-//! event time of its *slowest* input: per source, the newest event time of the batches that
+//! **Clock.** A correlation keeps one clock per input partition (groups belong to the
+//! partition of their last event: see [`CorrelationSet::set_partition`]). A partition's clock,
+//! which closes the windows and expires the idle groups of that partition, is the event time
+//! of its *slowest* input: per source, the newest event time of the batches that
 //! carry its rule (or the inner correlation's clock). A stream lagging another one therefore
 //! does not see its groups expire under it (until a stream's first batch, the clock follows the
 //! streams seen). A quiet stream holds the clock back until its next batch, or until the
@@ -97,7 +99,7 @@
 //! windows still count `event_count` exactly; the other aggregates cover the events kept.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::ops::Range;
 use std::sync::Arc;
@@ -114,6 +116,8 @@ use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 
 use super::correlation::{CorrelationCondition, CorrelationType};
 use super::value::CmpOp;
+use crate::detect::StateEntry;
+use crate::detect::codec::{Dec, DecodeError, Enc};
 
 /// What a correlation refers to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -274,6 +278,10 @@ pub struct CorrelationSet {
     referenced_rules: HashMap<usize, bool>,
     /// Buffers reused from batch to batch.
     scratch: Scratch,
+    /// The input partition of the batches observed now (see [`set_partition`]).
+    ///
+    /// [`set_partition`]: CorrelationSet::set_partition
+    partition: i32,
 }
 
 impl CorrelationSet {
@@ -345,6 +353,7 @@ impl CorrelationSet {
                 ranges: vec![0..0; n],
                 ..Scratch::default()
             },
+            partition: 0,
         })
     }
 
@@ -396,6 +405,7 @@ impl CorrelationSet {
             order,
             readers,
             scratch: s,
+            partition,
             ..
         } = self;
         s.touched.fill(false);
@@ -443,15 +453,24 @@ impl CorrelationSet {
                             origin: Origin::Hit(h),
                             source: src as u32,
                         }));
-                        trackers[inner].clock
+                        trackers[inner].clock_of(*partition)
                     }
                 };
-                let clock = &mut trackers[c].source_clocks[src];
-                *clock = (*clock).max(progress);
+                let t = &mut trackers[c];
+                let sources = t.spec.sources.len();
+                let clocks = t
+                    .clocks
+                    .entry(*partition)
+                    .or_insert_with(|| vec![i64::MIN; sources]);
+                if progress > clocks[src] {
+                    clocks[src] = progress;
+                    t.clocks_dirty.insert(*partition);
+                }
             }
             s.pending.sort_unstable();
             let start = s.produced.len();
             let t = &mut trackers[c];
+            t.partition = *partition;
             t.process(
                 rows.as_ref().map(|r| r.batch),
                 &s.pending,
@@ -475,9 +494,162 @@ impl CorrelationSet {
         debug_assert_eq!(new.spec.kind, was.spec.kind);
         std::mem::swap(&mut new.groups, &mut was.groups);
         std::mem::swap(&mut new.closing, &mut was.closing);
-        std::mem::swap(&mut new.source_clocks, &mut was.source_clocks);
-        new.clock = was.clock;
+        std::mem::swap(&mut new.clocks, &mut was.clocks);
         new.counters = was.counters;
+        // What the next checkpoint owes the changelog goes along with the state.
+        std::mem::swap(&mut new.removed, &mut was.removed);
+        std::mem::swap(&mut new.clocks_dirty, &mut was.clocks_dirty);
+        new.seq = was.seq;
+    }
+
+    /// The input partition of the batches observed from now on: the groups they update
+    /// belong to it (see [`crate::detect::StateEntry`]).
+    pub fn set_partition(&mut self, partition: i32) {
+        self.partition = partition;
+    }
+
+    /// Appends the state of correlation `c` that changed since its last checkpoint: an
+    /// entry per updated group (key `prefix`, `g`, group key), a tombstone per group gone, and
+    /// for each partition it has seen an entry with its clocks when they moved (key `prefix`,
+    /// `c`).
+    pub fn checkpoint(&mut self, c: usize, prefix: &[u8], out: &mut Vec<StateEntry>) {
+        let t = &mut self.trackers[c];
+        let key_of = |tag: u8, group: &[u8]| {
+            let mut k = Vec::with_capacity(prefix.len() + 1 + group.len());
+            k.extend_from_slice(prefix);
+            k.push(tag);
+            k.extend_from_slice(group);
+            k
+        };
+        for (partition, key) in t.removed.drain(..) {
+            // Gone and back again since the last checkpoint: the update below says it all.
+            let back = t
+                .groups
+                .find(&key)
+                .is_some_and(|id| t.groups.get(id).partition == partition);
+            if !back {
+                out.push(StateEntry {
+                    partition,
+                    key: key_of(b'g', &key),
+                    value: None,
+                });
+            }
+        }
+        for slot in &mut t.groups.slots {
+            let Some(g) = &mut slot.group else { continue };
+            if !g.dirty {
+                continue;
+            }
+            g.dirty = false;
+            let mut e = Enc::new();
+            encode_group(g, &mut e);
+            out.push(StateEntry {
+                partition: g.partition,
+                key: key_of(b'g', &g.key),
+                value: Some(e.buf),
+            });
+        }
+        for partition in std::mem::take(&mut t.clocks_dirty) {
+            let Some(clocks) = t.clocks.get(&partition) else {
+                continue;
+            };
+            let mut e = Enc::new();
+            e.u8(STATE_VERSION);
+            e.u64(clocks.len() as u64);
+            for &c in clocks {
+                e.i64(c);
+            }
+            out.push(StateEntry {
+                partition,
+                key: key_of(b'c', &[]),
+                value: Some(e.buf),
+            });
+        }
+    }
+
+    /// Restores correlation `c` from checkpointed entries `(partition, key after the prefix
+    /// given to [`CorrelationSet::checkpoint`], value)`, the latest per key, no tombstones.
+    /// Groups already held under the same key are replaced. A group that does not decode
+    /// fails the whole restore (the caller reports it; nothing is half-applied to that group).
+    pub fn restore(
+        &mut self,
+        c: usize,
+        entries: &[(i32, &[u8], &[u8])],
+    ) -> Result<(), DecodeError> {
+        let t = &mut self.trackers[c];
+        let mut groups = Vec::new();
+        for &(partition, key, value) in entries {
+            let Some((&tag, key)) = key.split_first() else {
+                return Err(DecodeError("empty key"));
+            };
+            match tag {
+                b'g' => {
+                    let mut g = decode_state(key, value, &t.p)?;
+                    g.partition = partition;
+                    groups.push(g);
+                }
+                b'c' => {
+                    let mut d = Dec::new(value);
+                    if d.u8()? != STATE_VERSION {
+                        return Err(DecodeError("unknown version"));
+                    }
+                    let n = d.len()?;
+                    if n != t.spec.sources.len() {
+                        return Err(DecodeError("clocks of another correlation"));
+                    }
+                    let clocks = t
+                        .clocks
+                        .entry(partition)
+                        .or_insert_with(|| vec![i64::MIN; n]);
+                    for clock in clocks.iter_mut() {
+                        *clock = (*clock).max(d.i64()?);
+                    }
+                }
+                _ => return Err(DecodeError("unknown key tag")),
+            }
+        }
+        // Least recently updated first: the order eviction and expiry walk.
+        groups.sort_by_key(|g| g.touched);
+        for g in groups {
+            t.seq = t.seq.max(g.touched);
+            if let Some(old) = t.groups.find(&g.key) {
+                t.groups.remove(old);
+            }
+            let open = g.open;
+            let id = t.groups.insert(g);
+            if let Some(open) = open {
+                let generation = t.groups.generation(id);
+                t.closing
+                    .push(Reverse((open.saturating_add(t.p.timespan), id, generation)));
+            }
+            if t.groups.len > t.p.max_groups
+                && let Some(oldest) = t.groups.head()
+            {
+                t.remove_group(oldest);
+                t.counters.groups_evicted += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets the groups of `partitions` (another instance owns them now). No tombstones:
+    /// their checkpointed state is the new owner's to restore.
+    pub fn release(&mut self, partitions: &[i32]) {
+        for t in &mut self.trackers {
+            let gone: Vec<u32> = t
+                .groups
+                .ids()
+                .filter(|&id| partitions.contains(&t.groups.get(id).partition))
+                .collect();
+            for id in gone {
+                t.groups.remove(id);
+            }
+            t.removed.retain(|(p, _)| !partitions.contains(p));
+            for p in partitions {
+                t.clocks.remove(p);
+                t.clocks_dirty.remove(p);
+            }
+        }
     }
 
     /// What correlation `correlation` refers to.
@@ -510,6 +682,20 @@ impl CorrelationSet {
                 })
                 .collect(),
         }
+    }
+
+    /// Per correlation, in order: the groups held and the approximate bytes they take (the
+    /// group table, each group with its key, window of events, evidence and values). Walks
+    /// every group: for a gauge refreshed now and then, not per batch.
+    pub fn sizes(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        self.trackers.iter().map(|t| {
+            let slot = std::mem::size_of::<GroupSlot>();
+            let table = t.groups.slots.capacity() * slot
+                + t.groups.index.capacity() * (std::mem::size_of::<(Box<[u8]>, u32)>() + 1)
+                + t.groups.free.capacity() * 4;
+            let held: usize = t.groups.iter().map(Group::heap_bytes).sum();
+            (t.groups.len, table + held)
+        })
     }
 
     /// Groups and events held, over every correlation.
@@ -880,16 +1066,27 @@ struct Tracker {
     /// Closed mode: `(window end, group, generation)` of open windows, earliest first;
     /// entries of groups since removed or re-anchored are skipped.
     closing: BinaryHeap<Reverse<(i64, u32, u32)>>,
-    /// Per source, the newest event time of its stream's batches (or the inner
-    /// correlation's clock); `i64::MIN` until seen.
-    source_clocks: Vec<i64>,
-    /// The slowest source seen: the event time up to which every input has been read, so
-    /// windows close and groups expire by it. It moves back when a source is first seen
-    /// behind the others, so that its groups are not expired under it.
-    clock: i64,
+    /// Per input partition, per source: the newest event time of that partition's batches
+    /// of its stream (or the inner correlation's clock for the partition); `i64::MIN` until
+    /// seen. The partition's clock is its slowest source seen: the event time up to which
+    /// every input of the partition has been read, so the windows of its groups close and
+    /// its groups expire by it. Per partition, because partitions are read at their own
+    /// pace (one instance reads several, each its own backlog): a partition far ahead must
+    /// not expire the groups of one behind it.
+    clocks: BTreeMap<i32, Vec<i64>>,
     counters: CorrelationCounters,
     /// Per source, where its columns are in the last schema seen.
     columns: Vec<ColumnIndex>,
+    /// Durable state: the partition of the batch being processed (groups belong to the
+    /// partition of their last event).
+    partition: i32,
+    /// Durable state: bumped at every group update, so a restore rebuilds the
+    /// least-recently-updated order exactly.
+    seq: u64,
+    /// Durable state: groups removed since the last checkpoint, `(partition, key)`.
+    removed: Vec<(i32, Box<[u8]>)>,
+    /// Durable state: the partitions whose clocks moved since the last checkpoint.
+    clocks_dirty: BTreeSet<i32>,
 }
 
 impl Tracker {
@@ -916,9 +1113,21 @@ impl Tracker {
             alert,
             groups: Groups::new(),
             closing: BinaryHeap::new(),
-            source_clocks: vec![i64::MIN; sources],
-            clock: i64::MIN,
+            clocks: BTreeMap::new(),
             counters: CorrelationCounters::default(),
+            partition: 0,
+            seq: 0,
+            removed: Vec::new(),
+            clocks_dirty: BTreeSet::new(),
+        }
+    }
+
+    /// Removes a group whose state is over (evicted, closed, expired): a tombstone at the
+    /// next checkpoint.
+    fn remove_group(&mut self, id: u32) {
+        let g = self.groups.remove(id);
+        if g.partition != NO_PARTITION {
+            self.removed.push((g.partition, g.key));
         }
     }
 
@@ -1061,12 +1270,26 @@ impl Tracker {
                 if self.groups.len >= self.p.max_groups
                     && let Some(oldest) = self.groups.head()
                 {
-                    self.groups.remove(oldest);
+                    self.remove_group(oldest);
                     self.counters.groups_evicted += 1;
                 }
                 self.groups.insert(Group::new(key, &self.p))
             }
         };
+        // Durable state: the group changed, and it now belongs to this batch's partition.
+        self.seq += 1;
+        let (seq, partition) = (self.seq, self.partition);
+        let g = self.groups.get_mut(id);
+        g.touched = seq;
+        g.dirty = true;
+        let was = g.partition;
+        if was != partition {
+            g.partition = partition;
+            if was != NO_PARTITION {
+                let key = g.key.clone();
+                self.removed.push((was, key));
+            }
+        }
         let event = NewEvent {
             time,
             source,
@@ -1256,22 +1479,26 @@ impl Tracker {
         g.newest = i64::MIN;
     }
 
-    /// Moves the clock to the slowest source seen: closes the windows it passed, drops
-    /// groups gone idle. (Sources never seen do not hold it back, or a correlation over a
-    /// stream that has not started yet would never close a window.)
+    /// The clock of `partition`: its slowest source seen. (Sources never seen do not hold it
+    /// back, or a correlation over a stream that has not started yet would never close a
+    /// window.)
+    fn clock_of(&self, partition: i32) -> i64 {
+        self.clocks.get(&partition).map_or(i64::MIN, |c| slowest(c))
+    }
+
+    /// Closes the windows the clocks of their partitions passed, drops groups gone idle.
     fn advance(&mut self, hits: &mut Vec<CorrelationHit>) {
-        let slowest = self
-            .source_clocks
-            .iter()
-            .copied()
-            .filter(|&c| c != i64::MIN)
-            .min()
-            .unwrap_or(i64::MIN);
-        self.clock = slowest;
         let ts = self.p.timespan;
         if self.p.mode == Mode::Closed {
+            let fastest = self
+                .clocks
+                .values()
+                .map(|c| slowest(c))
+                .max()
+                .unwrap_or(i64::MIN);
+            let mut later = Vec::new();
             while let Some(&Reverse((end, id, generation))) = self.closing.peek() {
-                if end > self.clock {
+                if end > fastest {
                     break;
                 }
                 self.closing.pop();
@@ -1280,9 +1507,15 @@ impl Tracker {
                 {
                     continue;
                 }
+                if end > self.clock_of(self.groups.get(id).partition) {
+                    // Its partition is behind: not closed yet.
+                    later.push(Reverse((end, id, generation)));
+                    continue;
+                }
                 self.close(id, hits);
-                self.groups.remove(id);
+                self.remove_group(id);
             }
+            self.closing.extend(later);
             // Stale entries (evicted groups, re-anchored windows) must not pile up.
             if self.closing.len() > 2 * self.groups.len + 64 {
                 let groups = &self.groups;
@@ -1299,15 +1532,27 @@ impl Tracker {
                     .collect();
             }
         }
-        let horizon = self.clock.saturating_sub(ts);
+        // Least recently updated first; a group its partition's clock has not passed stops
+        // the walk (groups of a partition behind wait a little longer, within the bounds).
         while let Some(id) = self.groups.head() {
             let g = self.groups.get(id);
+            let horizon = self.clock_of(g.partition).saturating_sub(ts);
             if g.open.is_some() || g.newest > horizon {
                 break;
             }
-            self.groups.remove(id);
+            self.remove_group(id);
         }
     }
+}
+
+/// The slowest of the sources seen (`i64::MIN` when none was).
+fn slowest(clocks: &[i64]) -> i64 {
+    clocks
+        .iter()
+        .copied()
+        .filter(|&c| c != i64::MIN)
+        .min()
+        .unwrap_or(i64::MIN)
 }
 
 /// An arriving event, before it is stored.
@@ -1411,6 +1656,7 @@ struct Event {
 }
 
 const NO_SLOT: u32 = u32::MAX;
+const NO_PARTITION: i32 = i32::MIN;
 
 /// One group: its window and the aggregates over it, kept up to date event by event.
 #[derive(Debug)]
@@ -1445,9 +1691,32 @@ struct Group {
     open: Option<i64>,
     /// Closed mode: events of the open window dropped from the full group.
     dropped_in_window: usize,
+    /// Durable state: the input partition of its last event (`NO_PARTITION` until one).
+    partition: i32,
+    /// Durable state: when it was last updated (the tracker's `seq`).
+    touched: u64,
+    /// Durable state: updated since the last checkpoint.
+    dirty: bool,
 }
 
 impl Group {
+    /// Bytes it owns on the heap: its key twice (here and in the index), its events and
+    /// their evidence, its values and per-source tallies.
+    fn heap_bytes(&self) -> usize {
+        let evidence: usize = self
+            .events
+            .iter()
+            .map(|e| e.evidence.as_ref().map_or(0, |s| s.len()))
+            .sum();
+        2 * self.key.len()
+            + self.events.capacity() * std::mem::size_of::<Event>()
+            + evidence
+            + self.values.heap_bytes()
+            + self.per_source.capacity() * 4
+            + self.chains.capacity() * 8
+            + self.evidence_by_source.capacity() * 4
+    }
+
     fn new(key: &[u8], p: &Params) -> Group {
         let per_source = if p.temporal() {
             vec![0; p.sources]
@@ -1475,6 +1744,9 @@ impl Group {
             quiet_until: i64::MIN,
             open: None,
             dropped_in_window: 0,
+            partition: NO_PARTITION,
+            touched: 0,
+            dirty: false,
         }
     }
 
@@ -1663,6 +1935,17 @@ struct Values {
     free: Vec<u32>,
     /// Slots with a positive count.
     distinct: usize,
+}
+
+impl Values {
+    /// Bytes it owns on the heap: the index with its keys, the slots and the free list.
+    fn heap_bytes(&self) -> usize {
+        let keys: usize = self.index.keys().map(|k| k.len()).sum();
+        self.index.capacity() * (std::mem::size_of::<(Box<[u8]>, u32)>() + 1)
+            + keys
+            + self.slots.capacity() * std::mem::size_of::<ValueSlot>()
+            + self.free.capacity() * 4
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -1892,6 +2175,151 @@ impl Groups {
         }
         self.tail = id;
     }
+}
+
+/// A checkpointed entry of one correlation: partition, key after the correlation's prefix,
+/// value.
+pub type RestoreEntry<'a> = (i32, &'a [u8], &'a [u8]);
+
+/// Version byte of checkpointed correlation state.
+const STATE_VERSION: u8 = 1;
+
+/// A group as a checkpoint value. What can be recomputed from the events (per-source counts,
+/// evidence held, distinct values) is not written.
+fn encode_group(g: &Group, e: &mut Enc) {
+    e.u8(STATE_VERSION);
+    e.u64(g.touched);
+    e.i64(g.newest);
+    e.i64(g.floor);
+    e.i64(g.quiet_until);
+    e.opt_i64(g.open);
+    e.u64(g.dropped_in_window as u64);
+    e.f64(g.sum.sum);
+    e.f64(g.sum.compensation);
+    e.u64(g.chains.len() as u64);
+    for &c in &g.chains {
+        e.i64(c);
+    }
+    let v = &g.values;
+    e.u64(v.slots.len() as u64);
+    for s in &v.slots {
+        e.u64(u64::from(s.count));
+        e.i64(s.quiet_until);
+    }
+    e.u64(v.free.len() as u64);
+    for &f in &v.free {
+        e.u64(u64::from(f));
+    }
+    e.u64(v.index.len() as u64);
+    for (value, &slot) in &v.index {
+        e.u64(u64::from(slot));
+        e.bytes(value);
+    }
+    e.u64(g.events.len() as u64);
+    for ev in &g.events {
+        e.i64(ev.time);
+        e.u64(u64::from(ev.source));
+        e.u64(if ev.slot == NO_SLOT {
+            0
+        } else {
+            u64::from(ev.slot) + 1
+        });
+        e.f64(ev.number);
+        e.opt_bytes(ev.evidence.as_deref().map(str::as_bytes));
+    }
+}
+
+/// The inverse of [`encode_group`], checked against the correlation's parameters.
+fn decode_state(key: &[u8], bytes: &[u8], p: &Params) -> Result<Group, DecodeError> {
+    let mut d = Dec::new(bytes);
+    if d.u8()? != STATE_VERSION {
+        return Err(DecodeError("unknown version"));
+    }
+    let mut g = Group::new(key, p);
+    g.touched = d.u64()?;
+    g.newest = d.i64()?;
+    g.floor = d.i64()?;
+    g.quiet_until = d.i64()?;
+    g.open = d.opt_i64()?;
+    g.dropped_in_window = d.len()?;
+    g.sum = Sum {
+        sum: d.f64()?,
+        compensation: d.f64()?,
+    };
+    let n = d.len()?;
+    if n != g.chains.len() {
+        return Err(DecodeError("chains of another correlation"));
+    }
+    for c in &mut g.chains {
+        *c = d.i64()?;
+    }
+    let v = &mut g.values;
+    for _ in 0..d.len()? {
+        v.slots.push(ValueSlot {
+            count: d.u32()?,
+            quiet_until: d.i64()?,
+        });
+    }
+    for _ in 0..d.len()? {
+        let f = d.u32()?;
+        if f as usize >= v.slots.len() {
+            return Err(DecodeError("free slot out of range"));
+        }
+        v.free.push(f);
+    }
+    for _ in 0..d.len()? {
+        let slot = d.u32()?;
+        if slot as usize >= v.slots.len() {
+            return Err(DecodeError("value slot out of range"));
+        }
+        v.index.insert(d.bytes()?.into(), slot);
+    }
+    v.distinct = v.slots.iter().filter(|s| s.count > 0).count();
+    for _ in 0..d.len()? {
+        let time = d.i64()?;
+        let source = d.u32()?;
+        if source as usize >= p.sources {
+            return Err(DecodeError("source out of range"));
+        }
+        let slot = match d.u32()? {
+            0 => NO_SLOT,
+            s if (s as usize) <= v.slots.len() => s - 1,
+            _ => return Err(DecodeError("event slot out of range")),
+        };
+        let number = d.f64()?;
+        let evidence = match d.opt_bytes()? {
+            Some(b) => Some(
+                std::str::from_utf8(b)
+                    .map_err(|_| DecodeError("evidence is not UTF-8"))?
+                    .into(),
+            ),
+            None => None,
+        };
+        if evidence.is_some() {
+            g.evidence_held += 1;
+            if p.temporal() {
+                g.evidence_by_source[source as usize] += 1;
+            }
+        }
+        if p.temporal() {
+            let n = &mut g.per_source[source as usize];
+            if *n == 0 {
+                g.distinct_sources += 1;
+            }
+            *n += 1;
+        }
+        g.events.push_back(Event {
+            time,
+            source,
+            slot,
+            number,
+            evidence,
+        });
+    }
+    if !d.is_empty() {
+        return Err(DecodeError("trailing bytes"));
+    }
+    Ok(g)
 }
 
 /// Appends one group-by value to a key: its length, then its bytes.

@@ -1143,3 +1143,232 @@ fn the_clock_is_the_slowest_stream() {
     s.advance(&[11], MINUTE, &mut hits);
     assert_eq!(show(&hits), ["c0 host=a 0..0 = 1"]);
 }
+
+// ---- durable state ----
+
+/// Every kind of correlation (threshold, closed window, statistic, chained) over the test
+/// stream.
+fn every_kind() -> Vec<CorrelationSpec> {
+    let mut chained = spec(EventCount, &[], 10 * MINUTE, &[(CmpOp::Gte, 2.0)]);
+    chained.sources = vec![Source::Correlation(0)];
+    chained.group_columns = vec![vec!["host".into()]];
+    chained.value_columns = vec![None];
+    vec![
+        spec(EventCount, &[0, 1], MINUTE, &[(CmpOp::Gte, 3.0)]),
+        spec(EventCount, &[2], MINUTE, &[(CmpOp::Lt, 3.0)]),
+        value_spec(ValueCount, &[0], 2 * MINUTE, "user", &[(CmpOp::Gte, 3.0)]),
+        spec(Temporal, &[0, 1, 2], 2 * MINUTE, &[]),
+        spec(TemporalOrdered, &[1, 2, 3], 2 * MINUTE, &[]),
+        value_spec(ValueSum, &[3], MINUTE, "bytes", &[(CmpOp::Gte, 1500.0)]),
+        value_spec(ValueAvg, &[1], MINUTE, "bytes", &[(CmpOp::Gt, 700.0)]),
+        value_spec(
+            ValuePercentile,
+            &[2],
+            5 * MINUTE,
+            "image",
+            &[(CmpOp::Lte, 20.0)],
+        ),
+        chained,
+    ]
+}
+
+/// A long, mostly ordered stream of events of every rule, some late, from a fixed seed.
+fn random_events(n: usize, seed: u64) -> Vec<Ev> {
+    const HOSTS: [&str; 4] = ["a", "b", "c", "d"];
+    const USERS: [&str; 5] = ["u1", "u2", "u3", "u4", "u5"];
+    const IMAGES: [&str; 6] = ["x", "x", "x", "y", "y", "z"];
+    let mut state = seed;
+    let mut next = move |m: u64| {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 33) % m
+    };
+    let mut ms = 0i64;
+    (0..n)
+        .map(|_| {
+            ms += next(20_000) as i64;
+            let late = if next(10) == 0 { 30_000 } else { 0 };
+            let mut e = ev(next(4) as usize, ms - late, HOSTS[next(4) as usize])
+                .user(USERS[next(5) as usize])
+                .image(IMAGES[next(6) as usize])
+                .bytes(next(1000) as i64);
+            if next(5) == 0 {
+                e = e.also(next(4) as usize);
+            }
+            e
+        })
+        .collect()
+}
+
+/// Applies checkpoint entries to a changelog kept as its compaction would (latest per key).
+fn apply(changelog: &mut Vec<StateEntry>, entries: Vec<StateEntry>) {
+    for e in entries {
+        changelog.retain(|o| (o.partition, &o.key) != (e.partition, &e.key));
+        if e.value.is_some() {
+            changelog.push(e);
+        }
+    }
+}
+
+/// Checkpoints every correlation of `s` into `changelog`.
+fn checkpoint_into(s: &mut CorrelationSet, n: usize, changelog: &mut Vec<StateEntry>) {
+    let mut out = Vec::new();
+    for c in 0..n {
+        s.checkpoint(c, &[c as u8], &mut out);
+    }
+    apply(changelog, out);
+}
+
+/// A fresh set of `specs` restored from `changelog` (partitions `keep` only).
+fn restored(
+    specs: Vec<CorrelationSpec>,
+    limits: Limits,
+    changelog: &[StateEntry],
+) -> CorrelationSet {
+    let n = specs.len();
+    let mut s = set_with(specs, limits);
+    for c in 0..n {
+        let mine: Vec<(i32, &[u8], &[u8])> = changelog
+            .iter()
+            .filter(|e| e.key[0] == c as u8)
+            .map(|e| (e.partition, &e.key[1..], e.value.as_deref().unwrap()))
+            .collect();
+        s.restore(c, &mine).unwrap();
+    }
+    s
+}
+
+/// Stopping anywhere, restoring the last checkpoint into a fresh set and going on gives the
+/// hits of an uninterrupted run: evidence, windows and counts included.
+fn check_restart_is_invisible(limits: Limits, seed: u64, all_fire: bool) {
+    let evs = random_events(600, seed);
+    let n = every_kind().len();
+    let mut whole = set_with(every_kind(), limits);
+    let expected = observe_each(&mut whole, &evs);
+    assert!(
+        expected.len() > 20
+            && (!all_fire || (0..n).all(|c| expected.iter().any(|h| h.correlation == c))),
+        "every correlation fires in the test stream: {:?}",
+        show(&expected)
+    );
+    for stop in [1, 77, 300, 599] {
+        // Checkpoints at several points before the stop: deltas and tombstones accumulate.
+        let mut live = set_with(every_kind(), limits);
+        let mut changelog = Vec::new();
+        let mut hits = Vec::new();
+        for (i, e) in evs[..stop].iter().enumerate() {
+            hits.extend(observe(&mut live, std::slice::from_ref(e)));
+            if i % 50 == 0 {
+                checkpoint_into(&mut live, n, &mut changelog);
+            }
+        }
+        checkpoint_into(&mut live, n, &mut changelog);
+        let mut after = restored(every_kind(), limits, &changelog);
+        hits.extend(observe_each(&mut after, &evs[stop..]));
+        assert_eq!(hits, expected, "restart after event {stop}");
+    }
+}
+
+#[test]
+fn a_restart_from_a_checkpoint_gives_the_hits_of_an_uninterrupted_run() {
+    check_restart_is_invisible(Limits::default(), 1, true);
+    check_restart_is_invisible(Limits::default(), 2, true);
+}
+
+#[test]
+fn a_restart_keeps_eviction_order_and_bounds() {
+    // Tight bounds: groups are evicted least recently updated first, events dropped from
+    // full groups; a restored set must evict the same ones.
+    let limits = Limits {
+        max_groups_per_correlation: 2,
+        max_events_per_group: 4,
+        max_evidence: 2,
+    };
+    check_restart_is_invisible(limits, 3, false);
+}
+
+#[test]
+fn state_is_checkpointed_per_partition_and_released_per_partition() {
+    let specs = vec![spec(EventCount, &[0], MINUTE, &[(CmpOp::Gte, 3.0)])];
+    let mut s = set(specs.clone());
+    s.set_partition(0);
+    observe(&mut s, &[ev(0, 1000, "a"), ev(0, 1100, "a")]);
+    s.set_partition(1);
+    observe(&mut s, &[ev(0, 1200, "b"), ev(0, 1300, "b")]);
+    let mut changelog = Vec::new();
+    checkpoint_into(&mut s, 1, &mut changelog);
+    let groups: Vec<i32> = changelog
+        .iter()
+        .filter(|e| e.key[1] == b'g')
+        .map(|e| e.partition)
+        .collect();
+    assert_eq!(groups, [0, 1]);
+    // Nothing changed: nothing to write.
+    let mut out = Vec::new();
+    s.checkpoint(0, &[0], &mut out);
+    assert!(out.is_empty(), "{out:?}");
+    // Partition 1 goes to another instance: its group is forgotten here (no tombstone, the
+    // new owner restores it), partition 0's stays.
+    s.release(&[1]);
+    s.checkpoint(0, &[0], &mut out);
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(s.live().groups, 1);
+    s.set_partition(0);
+    assert_eq!(
+        show(&observe(&mut s, &[ev(0, 1400, "a")])),
+        ["c0 host=a 1000..1400 = 3"]
+    );
+    assert!(
+        observe(&mut s, &[ev(0, 1500, "b")]).is_empty(),
+        "b started afresh here"
+    );
+    // The new owner of partition 1 restores only partition 1 and completes b's burst.
+    let only_1: Vec<StateEntry> = changelog.into_iter().filter(|e| e.partition == 1).collect();
+    let mut owner = restored(specs, Limits::default(), &only_1);
+    owner.set_partition(1);
+    assert_eq!(
+        show(&observe(&mut owner, &[ev(0, 1500, "b")])),
+        ["c0 host=b 1200..1500 = 3"]
+    );
+    // The hit consumed b's window; expiry later removes the group: a tombstone.
+    let mut out = Vec::new();
+    owner.checkpoint(0, &[0], &mut out);
+    observe(&mut owner, &[ev(0, 10 * MINUTE, "c")]);
+    out.clear();
+    owner.checkpoint(0, &[0], &mut out);
+    assert!(
+        out.iter()
+            .any(|e| e.partition == 1 && e.value.is_none() && e.key.ends_with(b"b")),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn damaged_state_is_an_error() {
+    let mut s = set(vec![spec(EventCount, &[0], MINUTE, &[(CmpOp::Gte, 3.0)])]);
+    let mut key = vec![b'g'];
+    append_key_text(&mut key, "a");
+    assert!(s.restore(0, &[(0, &key, &[1, 2, 3])]).is_err());
+    assert!(s.restore(0, &[(0, &key, &[9])]).is_err(), "unknown version");
+    assert!(s.restore(0, &[(0, b"x", &[1])]).is_err(), "unknown tag");
+}
+
+#[test]
+fn a_partition_ahead_does_not_expire_the_groups_of_one_behind() {
+    // One instance reads several partitions, each its own backlog: partition 0 is hours
+    // ahead of partition 1, whose burst must still be seen whole.
+    for kind in [(CmpOp::Gte, 3.0), (CmpOp::Lt, 5.0)] {
+        let mut s = set(vec![spec(EventCount, &[0], MINUTE, &[kind])]);
+        s.set_partition(1);
+        observe(&mut s, &[ev(0, 1000, "a"), ev(0, 2000, "a")]);
+        s.set_partition(0);
+        observe(&mut s, &[ev(0, 10 * HOUR, "b")]);
+        s.set_partition(1);
+        let hits = show(&observe(
+            &mut s,
+            &[ev(0, 3000, "a"), ev(0, 2 * MINUTE, "c")],
+        ));
+        assert_eq!(hits, ["c0 host=a 1000..3000 = 3"], "{kind:?}");
+    }
+}

@@ -31,7 +31,8 @@ use serde_json::value::RawValue;
 
 use super::condition::Condition;
 use super::correlate::{
-    CorrelationHit, CorrelationSet, CorrelationSetError, CorrelationSpec, Limits, Source,
+    CorrelationHit, CorrelationSet, CorrelationSetError, CorrelationSpec, Limits, RestoreEntry,
+    Source,
 };
 use super::error::SigmaError;
 use super::plan::{PlanBuilder, SigmaPlan};
@@ -45,7 +46,7 @@ use crate::alert::{Alert, RuleRef, SCHEMA, Severity, format_time_ms};
 use crate::config::{Config, LogsourceMapping, PrivacyAction, SigmaFieldMapping};
 use crate::detect::{
     DetectError, Detector, EvalContext, LoadSummary, Projection, RuleError, RuleMeta,
-    StateCounters, timestamp_millis,
+    RuleStateSize, StateCounters, StateEntry, timestamp_millis,
 };
 
 /// The name of the selection that carries a log source's conditions. Not a valid Sigma
@@ -531,6 +532,75 @@ impl Detector for SigmaEngine {
         self
     }
 
+    fn checkpoint(&mut self, out: &mut Vec<StateEntry>) {
+        let Some(c) = &mut self.correlate else {
+            return;
+        };
+        let mut prefix = Vec::new();
+        for n in 0..c.metas.len() {
+            prefix.clear();
+            correlation_prefix(&self.rules[c.metas[n]].id, c.fingerprints[n], &mut prefix);
+            c.set.checkpoint(n, &prefix, out);
+        }
+    }
+
+    fn restore(&mut self, entries: &[StateEntry]) -> Result<(), DetectError> {
+        let Some(c) = &mut self.correlate else {
+            return Ok(());
+        };
+        let prefixes: Vec<Vec<u8>> = (0..c.metas.len())
+            .map(|n| {
+                let mut p = Vec::new();
+                correlation_prefix(&self.rules[c.metas[n]].id, c.fingerprints[n], &mut p);
+                p
+            })
+            .collect();
+        let mut per: Vec<Vec<RestoreEntry<'_>>> = vec![Vec::new(); prefixes.len()];
+        let mut unknown = 0usize;
+        for e in entries {
+            let Some(value) = &e.value else { continue };
+            // A correlation that changed (or went) since the checkpoint starts afresh: its
+            // entries carry the old digest and match no prefix.
+            match prefixes.iter().position(|p| e.key.starts_with(p)) {
+                Some(n) => per[n].push((e.partition, &e.key[prefixes[n].len()..], value)),
+                None => unknown += 1,
+            }
+        }
+        if unknown > 0 {
+            tracing::info!(
+                entries = unknown,
+                "checkpointed correlation state of changed or removed correlations ignored"
+            );
+        }
+        for (n, entries) in per.iter().enumerate() {
+            c.set.restore(n, entries).map_err(|e| DetectError {
+                detector: "sigma".into(),
+                message: format!("correlation `{}`: {e}", self.rules[c.metas[n]].id),
+            })?;
+        }
+        Ok(())
+    }
+
+    fn release(&mut self, partitions: &[i32]) {
+        if let Some(c) = &mut self.correlate {
+            c.set.release(partitions);
+        }
+    }
+
+    fn rule_state(&self, f: &mut dyn FnMut(&str, RuleStateSize)) {
+        if let Some(c) = &self.correlate {
+            for (i, (groups, bytes)) in c.set.sizes().enumerate() {
+                f(
+                    &self.rules[c.metas[i]].id,
+                    RuleStateSize {
+                        entries: groups as u64,
+                        bytes: bytes as u64,
+                    },
+                );
+            }
+        }
+    }
+
     fn state(&self) -> StateCounters {
         let mut total = StateCounters::default();
         if let Some(c) = &self.correlate {
@@ -622,6 +692,7 @@ impl Detector for SigmaEngine {
             None => "{}".to_string(),
         };
         self.hits.clear();
+        corr.set.set_partition(ctx.partition);
         corr.set.observe(
             &view,
             &times,
@@ -954,6 +1025,15 @@ impl<'a> Render<'a> {
         }
         serde_json::to_string(&object).expect("a map serializes")
     }
+}
+
+/// The key prefix of a correlation's checkpointed state: its id (length-prefixed) and the
+/// digest of its rule and the rules it reads, so that state outlives restarts and reloads of
+/// the same correlation and never feeds a changed one.
+fn correlation_prefix(id: &str, fingerprint: u64, out: &mut Vec<u8>) {
+    out.extend_from_slice(&(id.len() as u32).to_le_bytes());
+    out.extend_from_slice(id.as_bytes());
+    out.extend_from_slice(&fingerprint.to_le_bytes());
 }
 
 /// Resolves the correlation rules against the loaded detection rules: references by id or

@@ -322,6 +322,18 @@ fn a_value_count_correlation_fires_once_across_batches_and_silences_its_base_rul
         first.is_empty(),
         "the base rule alone does not alert: {first:?}"
     );
+    // The correlation holds a group per address; the per-rule gauges say so, and its memory
+    // covers at least the groups' events.
+    let sizes = |e: &SigmaEngine| {
+        let mut out = Vec::new();
+        e.rule_state(&mut |rule, size| out.push((rule.to_string(), size)));
+        out
+    };
+    let held = sizes(&e);
+    assert_eq!(held.len(), 1, "only the correlation holds state: {held:?}");
+    assert_eq!(held[0].0, "aaaaaaaa-0000-4000-8000-000000000002");
+    assert_eq!(held[0].1.entries, 2);
+    assert!(held[0].1.bytes >= 3 * 24, "{held:?}");
     let second = run(
         &mut e,
         "auth",
