@@ -13,8 +13,10 @@
 //! than warming up again.
 //!
 //! Models ([`model`]): univariate (EWMA or median/MAD z-score with warm-up, physical limits,
-//! rate of change, flatline, missing heartbeat), multivariate (smoothed Mahalanobis distance with a
-//! drift prior and a hysteresis alarm, features ranked by their share of the distance),
+//! rate of change, flatline, missing heartbeat), multivariate (Mahalanobis distance, or PCA's
+//! T² and Q, of raw or smoothed rows, with a drift prior, optional calibration to the
+//! warm-up's own scores and a hysteresis alarm, features ranked by their share of the
+//! distance),
 //! new terms (first-seen values per entity, or hours of the day with `field: "@hour"`),
 //! fan-out (distinct values of a column per entity and window against that entity's own
 //! baseline of the count), impossible travel (consecutive located events too far apart for
