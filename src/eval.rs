@@ -189,17 +189,18 @@ fn drift_prior(free: &Table, horizon: usize) -> Vec<f64> {
 fn skab_rule(features: &[String], drift: &[f64]) -> String {
     let mut text = String::from(
         "id: skab.pump\ntitle: Pump test bed behaves unlike its warm-up\nstream: skab\n\
-         entity: experiment\nmodel: multivariate\nwarmup: 400\nthreshold: 15\nclear: 0.7\n\
-         smoothing: 0.05\ncap: 200\nrealert_s: 0\nmax_entities: 64\nfeatures:\n",
+         entity: experiment\nmodel: multivariate\nwarmup: 400\nstatistic: pca\n\
+         variance: 0.95\ncalibrate: 0.99\nrow_smoothing: 0.1\nsmoothing: 1\nthreshold: 10\n\
+         clear: 1\nhold: 30\nrealert_s: 0\nmax_entities: 64\nfeatures:\n",
     );
     for f in features {
         let _ = writeln!(text, "  - \"{f}\"");
     }
     text.push_str("drift:\n");
     for (f, d) in features.iter().zip(drift) {
-        // Half the median drift: the prior widens the covariance by what the level is likely
-        // to wander, not by its worst case.
-        let _ = writeln!(text, "  \"{f}\": {}", 0.5 * d);
+        // A quarter of the median drift: the prior widens the covariance by what the level
+        // is likely to wander, not by its worst case.
+        let _ = writeln!(text, "  \"{f}\": {}", 0.25 * d);
     }
     text
 }

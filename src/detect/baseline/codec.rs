@@ -6,8 +6,13 @@
 use super::model::{Ewma, FanOut, Multivariate};
 use super::{Command, Entity, Series};
 
-/// 2 added the fan-out, travel and command sections; version 1 states (none) still decode.
-const VERSION: u8 = 2;
+/// 2 added the fan-out, travel and command sections; 3 the multivariate model's smoothed row,
+/// PCA, calibration, hold counter and warm-up rows. Versions 1 and 2 still decode (their
+/// multivariate state is a Mahalanobis model without those).
+const VERSION: u8 = 3;
+
+/// Most warm-up rows a multivariate state may keep for calibration (the rule's limit).
+pub(super) const MAX_CALIBRATION_ROWS: usize = 20_000;
 
 struct Writer(Vec<u8>);
 
@@ -124,6 +129,16 @@ pub(super) fn encode<'a>(
             for v in m.mean.iter().chain(&m.std).chain(&m.mat) {
                 w.f64(*v);
             }
+            for part in [&m.filt, &m.scale, &m.eig, &m.buf] {
+                w.u32(part.len() as u32);
+                for v in part.iter() {
+                    w.f64(*v);
+                }
+            }
+            w.u32(m.comps);
+            w.f64(m.norm_t2);
+            w.f64(m.norm_q);
+            w.u32(m.below);
         }
     }
     w.u32(e.terms.len() as u32);
@@ -174,7 +189,7 @@ pub(super) fn decode(
 ) -> Result<Entity, String> {
     let mut r = Reader(bytes);
     let version = r.u8()?;
-    if version != VERSION && version != 1 {
+    if !(1..=VERSION).contains(&version) {
         return Err(format!("unknown state version {version}"));
     }
     let mut e = Entity {
@@ -240,7 +255,7 @@ pub(super) fn decode(
         let smooth = r.f64()?;
         let first_ms = r.i64()?;
         let last_alert_ms = r.i64()?;
-        e.mv = Some(Box::new(Multivariate {
+        let mut m = Multivariate {
             n,
             trained: flags & 1 != 0,
             alarm: flags & 2 != 0,
@@ -250,7 +265,37 @@ pub(super) fn decode(
             mean: r.f64s(k)?,
             std: r.f64s(k)?,
             mat: r.f64s(k * k)?,
-        }));
+            ..Multivariate::new(0, first_ms)
+        };
+        if version >= 3 {
+            // `rows`: a whole number of rows up to `max` values; else none or exactly `max`.
+            let mut vec_of = |what: &str, max: usize, rows: bool| -> Result<Vec<f64>, String> {
+                let len = r.u32()? as usize;
+                let fits = if rows {
+                    len <= max && len.is_multiple_of(k.max(1))
+                } else {
+                    len == 0 || len == max
+                };
+                if !fits {
+                    return Err(format!(
+                        "{len} values of {what} in a multivariate state of {k} features"
+                    ));
+                }
+                r.f64s(len)
+            };
+            m.filt = vec_of("smoothed row", k, false)?;
+            m.scale = vec_of("scale", k, false)?;
+            m.eig = vec_of("eigenvalues", k, false)?;
+            m.buf = vec_of("warm-up rows", k * MAX_CALIBRATION_ROWS, true)?;
+            m.comps = r.u32()?;
+            if m.comps as usize > k {
+                return Err(format!("{} components of {k} features", m.comps));
+            }
+            m.norm_t2 = r.f64()?;
+            m.norm_q = r.f64()?;
+            m.below = r.u32()?;
+        }
+        e.mv = Some(Box::new(m));
     }
     let terms = r.u32()?;
     for _ in 0..terms {

@@ -13,8 +13,10 @@
 //! than warming up again.
 //!
 //! Models ([`model`]): univariate (EWMA or median/MAD z-score with warm-up, physical limits,
-//! rate of change, flatline, missing heartbeat), multivariate (smoothed Mahalanobis distance with a
-//! drift prior and a hysteresis alarm, features ranked by their share of the distance),
+//! rate of change, flatline, missing heartbeat), multivariate (Mahalanobis distance, or PCA's
+//! T² and Q, of raw or smoothed rows, with a drift prior, optional calibration to the
+//! warm-up's own scores and a hysteresis alarm, features ranked by their share of the
+//! distance),
 //! new terms (first-seen values per entity, or hours of the day with `field: "@hour"`),
 //! fan-out (distinct values of a column per entity and window against that entity's own
 //! baseline of the count), impossible travel (consecutive located events too far apart for
@@ -126,10 +128,10 @@ impl Entity {
             .iter()
             .map(|s| s.profile.capacity() * std::mem::size_of::<Ewma>() + s.recent.capacity() * f)
             .sum();
-        let mv = self.mv.as_ref().map_or(0, |m| {
-            std::mem::size_of::<Multivariate>()
-                + (m.mean.capacity() + m.std.capacity() + m.mat.capacity()) * f
-        });
+        let mv = self
+            .mv
+            .as_ref()
+            .map_or(0, |m| std::mem::size_of::<Multivariate>() + m.heap_bytes());
         let fan = self.fan.as_ref().map_or(0, |x| {
             std::mem::size_of::<FanOut>() + x.distinct.capacity() * 8
         });
@@ -349,7 +351,13 @@ impl BaselineDetector {
         let e = self.rules.get(rule)?.state.entities.get(entity)?;
         let mv = e.mv.as_ref().map_or(0, |m| {
             std::mem::size_of::<Multivariate>()
-                + 8 * (m.mean.capacity() + m.std.capacity() + m.mat.capacity())
+                + 8 * (m.mean.capacity()
+                    + m.std.capacity()
+                    + m.mat.capacity()
+                    + m.filt.capacity()
+                    + m.scale.capacity()
+                    + m.eig.capacity()
+                    + m.buf.capacity())
         });
         Some(
             std::mem::size_of::<(String, Entity)>()
@@ -910,7 +918,9 @@ fn multivariate(
             continue;
         }
         m.last_alert_ms = t;
-        // Each feature's share of the distance: r_j (Σ⁻¹ r)_j sums to d².
+        // Each feature's share of the dominant distance: r_j y_j sums to it (Mahalanobis:
+        // r_j (Σ⁻¹ r)_j; T²: likewise within the principal components; Q: the squared
+        // residual).
         let mut order: Vec<usize> = (0..k).collect();
         order.sort_by(|&a, &b| (r[b] * y[b]).total_cmp(&(r[a] * y[a])));
         let total = score.d2.max(f64::MIN_POSITIVE);
@@ -922,12 +932,16 @@ fn multivariate(
                     "feature": c.rule.features[j],
                     "share": round(r[j] * y[j] / total),
                     "value": round(x[j]),
+                    // With row smoothing, the smoothed value is what was scored, and what
+                    // `expected` (mean ± 3 standard deviations over warm-up) is about.
+                    "smoothed": m.filt.get(j).copied().map(round),
                     "expected": [round(m.mean[j] - 3.0 * m.std[j]), round(m.mean[j] + 3.0 * m.std[j])],
                 })
             })
             .collect();
-        let evidence = serde_json::json!({
+        let mut evidence = serde_json::json!({
             "check": "multivariate",
+            "statistic": score.part.name(),
             "score": round(score.smooth),
             "distance": round(score.d2),
             "threshold": params.threshold,
@@ -935,6 +949,15 @@ fn multivariate(
             "attribution": attribution,
             "baseline_age_s": (t - m.first_ms) / 1000,
         });
+        if m.norm_t2 > 0.0 {
+            // What a score of 1 is: the warm-up's own quantile of the distance.
+            evidence["calibration"] = serde_json::json!({
+                "quantile": params.calibrate,
+                "t2": round(m.norm_t2),
+                "q": if m.comps > 0 { serde_json::json!(round(m.norm_q)) } else { serde_json::Value::Null },
+                "components": m.comps,
+            });
+        }
         let name = name.to_string();
         out.push(alert(c, meta, ctx, &name, t, evidence));
     }

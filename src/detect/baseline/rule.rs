@@ -7,6 +7,7 @@
 
 use std::path::Path;
 
+use super::model::Statistic;
 use crate::alert::Severity;
 use crate::detect::RuleError;
 use crate::detect::sigma::yaml::{self, Node, NodeKind, Resolved};
@@ -229,6 +230,11 @@ const MULTIVARIATE_KEYS: &[&str] = &[
     "cap",
     "adapt",
     "drift",
+    "hold",
+    "statistic",
+    "variance",
+    "calibrate",
+    "row_smoothing",
 ];
 const NEW_TERMS_KEYS: &[&str] = &["field", "history_s", "warmup_s", "max_terms"];
 const CONSISTENCY_KEYS: &[&str] = &[
@@ -491,15 +497,73 @@ pub fn parse(file: &Path, text: &str) -> Result<BaselineRule, Vec<RuleError>> {
                     "`smoothing` is a weight in (0, 1]",
                 );
             }
+            let statistic = match p.opt_string(root, "statistic").as_deref() {
+                None | Some("mahalanobis") => {
+                    if let Some(v) = root.get("variance") {
+                        p.err(v, "`variance` is a setting of `statistic: pca`");
+                    }
+                    Statistic::Mahalanobis
+                }
+                Some("pca") => {
+                    let variance = p.number(root, "variance", 0.0, 0.95);
+                    if variance <= 0.0 || variance > 1.0 {
+                        p.err(
+                            root.get("variance").unwrap_or(root),
+                            "`variance` is a share of the variance in (0, 1]",
+                        );
+                    }
+                    Statistic::Pca { variance }
+                }
+                Some(other) => {
+                    p.err(
+                        root.get("statistic").unwrap_or(root),
+                        format!("unknown statistic `{other}`; expected mahalanobis or pca"),
+                    );
+                    Statistic::Mahalanobis
+                }
+            };
+            // T² and Q are on different scales: PCA scores are always calibrated.
+            let pca = matches!(statistic, Statistic::Pca { .. });
+            let calibrate = p.number(root, "calibrate", 0.0, if pca { 0.99 } else { 0.0 });
+            if calibrate >= 1.0 || (pca && calibrate == 0.0) {
+                p.err(
+                    root.get("calibrate").unwrap_or(root),
+                    if pca {
+                        "`calibrate` is a quantile in (0, 1) (PCA scores are always calibrated)"
+                    } else {
+                        "`calibrate` is a quantile in (0, 1), or 0 for raw distances"
+                    },
+                );
+            }
+            if calibrate > 0.0 && warmup as usize > super::codec::MAX_CALIBRATION_ROWS {
+                p.err(
+                    root.get("warmup").unwrap_or(root),
+                    format!(
+                        "calibration keeps the warm-up rows: `warmup` is at most {}",
+                        super::codec::MAX_CALIBRATION_ROWS
+                    ),
+                );
+            }
+            let row_smoothing = p.number(root, "row_smoothing", 0.0, 1.0);
+            if row_smoothing <= 0.0 || row_smoothing > 1.0 {
+                p.err(
+                    root.get("row_smoothing").unwrap_or(root),
+                    "`row_smoothing` is a weight in (0, 1]",
+                );
+            }
             Model::Multivariate(MultivariateSpec {
                 params: super::model::MultivariateParams {
                     warmup,
                     threshold,
                     clear,
+                    hold: p.number(root, "hold", 0.0, 0.0).min(f64::from(u32::MAX)) as u32,
                     smoothing,
                     cap: p.number(root, "cap", 0.0, 200.0),
                     adapt: p.number(root, "adapt", 0.0, 0.0),
                     drift,
+                    statistic,
+                    row_smoothing,
+                    calibrate,
                 },
             })
         }
@@ -788,6 +852,70 @@ mod tests {
         assert_eq!(m.params.threshold, 12.0);
         assert_eq!(m.params.warmup, 400);
         assert_eq!(rule.severity, Severity::High);
+    }
+
+    #[test]
+    fn parses_pca_settings_and_refuses_what_does_not_combine() {
+        let rule = parse(
+            Path::new("r.baseline.yml"),
+            "id: pump\nstream: pumps\nmodel: multivariate\nfeatures: [current, flow]\n\
+             statistic: pca\nvariance: 0.9\nrow_smoothing: 0.1\nhold: 30\n",
+        )
+        .unwrap();
+        let Model::Multivariate(m) = &rule.model else {
+            panic!("{rule:?}")
+        };
+        assert_eq!(m.params.statistic, Statistic::Pca { variance: 0.9 });
+        assert_eq!(
+            m.params.calibrate, 0.99,
+            "PCA scores are calibrated by default"
+        );
+        assert_eq!((m.params.row_smoothing, m.params.hold), (0.1, 30));
+        let base = "id: a\nstream: s\nmodel: multivariate\nfeatures: [a, b]\n";
+        assert_eq!(
+            errors(&format!("{base}statistic: hotelling\n")),
+            vec![
+                "r.baseline.yml:5:12: unknown statistic `hotelling`; expected mahalanobis or pca"
+                    .to_string()
+            ]
+        );
+        assert_eq!(
+            errors(&format!("{base}variance: 0.9\n")),
+            vec!["r.baseline.yml:5:11: `variance` is a setting of `statistic: pca`".to_string()]
+        );
+        assert_eq!(
+            errors(&format!("{base}statistic: pca\ncalibrate: 0\n")),
+            vec![
+                "r.baseline.yml:6:12: `calibrate` is a quantile in (0, 1) (PCA scores are \
+                 always calibrated)"
+                    .to_string()
+            ]
+        );
+        assert_eq!(
+            errors(&format!("{base}row_smoothing: 0\n")),
+            vec!["r.baseline.yml:5:16: `row_smoothing` is a weight in (0, 1]".to_string()]
+        );
+    }
+
+    /// The PCA example of rules/README.md parses to what it says.
+    #[test]
+    fn the_guide_s_pca_example_parses() {
+        let guide = include_str!("../../../rules/README.md");
+        let start = guide
+            .find("id: pump.behaviour")
+            .expect("the example is in the guide");
+        let end = start + guide[start..].find("```").unwrap();
+        let text: String = guide[start..end]
+            .lines()
+            .map(|l| format!("{}\n", l.trim_start()))
+            .collect();
+        let rule = parse(Path::new("pump.baseline.yml"), &text).unwrap();
+        let Model::Multivariate(m) = &rule.model else {
+            panic!("{rule:?}")
+        };
+        assert_eq!(m.params.statistic, Statistic::Pca { variance: 0.95 });
+        assert_eq!((m.params.threshold, m.params.hold), (10.0, 30));
+        assert_eq!(m.params.drift, vec![0.0, 0.0, 0.0, 0.05]);
     }
 
     #[test]
