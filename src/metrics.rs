@@ -101,6 +101,8 @@ pub struct Metrics {
     /// Bytes of checkpointed state per key in the last checkpoint, by detector kind
     /// (`sigma`, `baseline`, `sql`): the mean size of an entry's value.
     pub state_bytes_per_key: prometheus::GaugeVec,
+    /// Evaluation seconds per rule (SQL rules, baseline rules; a one-rule Sigma set).
+    pub rule_eval_seconds: prometheus::CounterVec,
     /// Keys held per stateful rule (correlation groups, window keys, baseline entities).
     pub rule_state_entries: IntGaugeVec,
     /// Approximate bytes of memory held per stateful rule.
@@ -414,7 +416,21 @@ impl Metrics {
             "Approximate bytes of memory held by a stateful rule now (its tables, keys, \
              windows and models). Refreshed at most once a second.",
         );
+        let rule_eval_seconds = prometheus::CounterVec::new(
+            Opts::new(
+                "palisade_rule_eval_seconds_total",
+                "Seconds spent evaluating a rule: each SQL rule, each baseline rule. Sigma rules \
+                 share one plan (each column scanned once for all), so their cost is the set's: \
+                 palisade_detector_eval_seconds{detector=\"sigma\"}.",
+            ),
+            &["rule"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(rule_eval_seconds.clone()))
+            .expect("registered once");
         Metrics {
+            rule_eval_seconds,
             rule_state_entries,
             rule_state_bytes,
             rule_matches,

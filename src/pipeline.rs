@@ -595,6 +595,12 @@ fn compute_loop(
                 tracing::warn!(detector, error = %e, "detector failed on a batch; other detectors ran");
             }
         }
+        detectors.rule_seconds(&timings, &mut |rule, spent| {
+            metrics
+                .rule_eval_seconds
+                .with_label_values(&[rule])
+                .inc_by(spent.as_secs_f64());
+        });
         let now = detectors.state();
         if now != state {
             report_state(metrics, &state, &now);

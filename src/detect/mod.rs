@@ -203,6 +203,11 @@ pub trait Detector: Send {
     fn state(&self) -> StateCounters {
         StateCounters::default()
     }
+    /// Detectors of several rules (baselines) that time each rule: calls `f` with each rule's
+    /// evaluation time since the last call, and resets it. A detector of one rule needs
+    /// not: its time is the rule's ([`DetectorSet::rule_seconds`]). The Sigma set shares its
+    /// column scans across rules, so its cost is the set's (`detector="sigma"`).
+    fn rule_seconds(&mut self, _f: &mut dyn FnMut(&str, Duration)) {}
     /// Calls `f` with the state each of its stateful rules holds now (rule id, size), for the
     /// per-rule gauges that tell which rules are expensive. Walks the state: call it seldom.
     /// Stateless detectors report nothing.
@@ -482,6 +487,22 @@ impl DetectorSet {
             total += d.state();
         }
         total
+    }
+
+    /// The evaluation time of each rule since the last call, for the per-rule cost counter:
+    /// `timings` (this batch's) for detectors of one rule, [`Detector::rule_seconds`] for
+    /// those that time their rules themselves.
+    pub fn rule_seconds(&mut self, timings: &[Timing], f: &mut dyn FnMut(&str, Duration)) {
+        for t in timings {
+            if let [rule] = self.detectors[t.detector].rules() {
+                f(&rule.id, t.elapsed);
+            }
+        }
+        for d in &mut self.detectors {
+            if d.rules().len() > 1 {
+                d.rule_seconds(f);
+            }
+        }
     }
 
     /// The state held by each stateful rule (see [`Detector::rule_state`]).

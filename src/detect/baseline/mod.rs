@@ -176,6 +176,8 @@ struct Compiled {
     rule: BaselineRule,
     stream: StreamBinding,
     state: RuleState,
+    /// Evaluation time since [`Detector::rule_seconds`] last took it.
+    spent: std::time::Duration,
 }
 
 /// Every baseline rule, as one detector.
@@ -333,6 +335,7 @@ impl BaselineDetector {
                 rule,
                 stream,
                 state,
+                spent: std::time::Duration::ZERO,
             });
         }
         BaselineDetector {
@@ -1318,6 +1321,7 @@ impl Detector for BaselineDetector {
     ) -> Result<(), DetectError> {
         let mut failure = None;
         for c in self.rules.iter_mut().filter(|c| c.stream.index == stream) {
+            let start = std::time::Instant::now();
             let meta = &self.metas[c.meta];
             let cols = match read_columns(c, batch) {
                 Ok(cols) => cols,
@@ -1361,6 +1365,7 @@ impl Detector for BaselineDetector {
             if now - c.state.last_sweep_ms >= (c.rule.ttl_ms / 8).min(60_000) {
                 c.state.expire(now, &c.rule, evicted);
             }
+            c.spent += start.elapsed();
         }
         failure.map_or(Ok(()), Err)
     }
@@ -1378,6 +1383,14 @@ impl Detector for BaselineDetector {
                 .sum(),
             groups_evicted: self.evicted,
             ..StateCounters::default()
+        }
+    }
+
+    fn rule_seconds(&mut self, f: &mut dyn FnMut(&str, std::time::Duration)) {
+        for c in &mut self.rules {
+            if !c.spent.is_zero() {
+                f(&c.rule.id, std::mem::take(&mut c.spent));
+            }
         }
     }
 

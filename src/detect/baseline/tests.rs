@@ -357,6 +357,13 @@ fn entities_are_bounded_and_evictions_counted() {
         .map(|(i, n)| (i as i64, n.as_str(), "m", 1.0))
         .collect();
     run(&mut det, &rows, 10);
+    // Its evaluation time, once: taking it resets it.
+    let mut spent = Vec::new();
+    det.rule_seconds(&mut |rule, t| spent.push((rule.to_string(), t)));
+    assert_eq!(spent.len(), 1, "{spent:?}");
+    assert_eq!(spent[0].0, "eq.b");
+    assert!(!spent[0].1.is_zero());
+    det.rule_seconds(&mut |rule, t| panic!("{rule} timed twice: {t:?}"));
     let state = det.state();
     assert!(state.groups <= 32, "{state:?}");
     assert_eq!(state.groups + state.groups_evicted, 100);
