@@ -10,6 +10,8 @@
 //! - **restore of 1 M keys**: one million groups checkpointed, written to a changelog topic
 //!   of librdkafka's mock cluster (64 partitions, with offset markers), then read back with
 //!   `read_changelog` and restored into a fresh correlation set: the time of each step.
+//!
+//! `PALISADE_BENCH_ONLY=checkpoint` or `restore` runs one of the two.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -224,6 +226,12 @@ async fn restore_million() {
 
 #[tokio::main]
 async fn main() {
-    checkpoint_cost();
-    restore_million().await;
+    // `PALISADE_BENCH_ONLY=checkpoint` or `=restore` runs one of the two (for profiling).
+    let only = std::env::var("PALISADE_BENCH_ONLY").unwrap_or_default();
+    if only != "restore" {
+        checkpoint_cost();
+    }
+    if only != "checkpoint" {
+        restore_million().await;
+    }
 }

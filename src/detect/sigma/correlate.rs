@@ -577,16 +577,21 @@ impl CorrelationSet {
         entries: &[(i32, &[u8], &[u8])],
     ) -> Result<(), DecodeError> {
         let t = &mut self.trackers[c];
-        let mut groups = Vec::new();
-        for &(partition, key, value) in entries {
-            let Some((&tag, key)) = key.split_first() else {
+        // Groups go in least recently updated first (the order eviction and expiry walk):
+        // sorted by the `touched` their state starts with, before decoding, so the groups
+        // themselves (a few hundred bytes each) are built in place rather than moved.
+        let mut groups: Vec<(u64, usize)> = Vec::new();
+        for (i, &(partition, key, value)) in entries.iter().enumerate() {
+            let Some((&tag, _)) = key.split_first() else {
                 return Err(DecodeError("empty key"));
             };
             match tag {
                 b'g' => {
-                    let mut g = decode_state(key, value, &t.p)?;
-                    g.partition = partition;
-                    groups.push(g);
+                    let mut d = Dec::new(value);
+                    if d.u8()? != STATE_VERSION {
+                        return Err(DecodeError("unknown version"));
+                    }
+                    groups.push((d.u64()?, i));
                 }
                 b'c' => {
                     let mut d = Dec::new(value);
@@ -608,9 +613,12 @@ impl CorrelationSet {
                 _ => return Err(DecodeError("unknown key tag")),
             }
         }
-        // Least recently updated first: the order eviction and expiry walk.
-        groups.sort_by_key(|g| g.touched);
-        for g in groups {
+        groups.sort_unstable();
+        t.groups.reserve(groups.len().min(t.p.max_groups));
+        for (_, i) in groups {
+            let (partition, key, value) = entries[i];
+            let mut g = decode_state(&key[1..], value, &t.p)?;
+            g.partition = partition;
             t.seq = t.seq.max(g.touched);
             if let Some(old) = t.groups.find(&g.key) {
                 t.groups.remove(old);
@@ -2064,6 +2072,13 @@ impl Groups {
 
     fn find(&self, key: &[u8]) -> Option<u32> {
         self.index.get(key).copied()
+    }
+
+    /// Makes room for `n` more groups (a restore knows how many come).
+    fn reserve(&mut self, n: usize) {
+        let n = n.saturating_sub(self.free.len());
+        self.index.reserve(n);
+        self.slots.reserve(n);
     }
 
     fn get(&self, id: u32) -> &Group {
