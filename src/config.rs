@@ -332,6 +332,12 @@ pub struct StreamConfig {
     pub event_time: Spanned<String>,
     /// Field(s) naming the entity an event is about (a host, user, asset...).
     pub entity: Spanned<Vec<String>>,
+    /// The field the producers key this stream's Kafka records by (records with the same
+    /// value are in one partition). A windowed rule that groups by it keeps its state per
+    /// input partition; one that does not is fed through an internal topic keyed by its
+    /// group key (see `crate::source::repartition`). Unset: every such rule is.
+    #[serde(default)]
+    pub key: Option<String>,
     /// Field name to type, in order. Types: see [`parse_type`]. Without a schema the stream is
     /// *projected*: records are JSON documents of any shape, and only the dotted paths the
     /// detectors read (plus event time, entity and personal fields) are decoded, as strings.
