@@ -711,7 +711,9 @@ fn bind_routes(
                     .is_some_and(|schema| schema.field_with_name(c).is_ok())
             })
             .collect();
-        let Some(column) = crate::repartition::rekey_column(s.key.as_deref(), &fields) else {
+        let Some(column) =
+            crate::repartition::rekey_column(s.key.as_ref().map(|k| k.get_ref().as_str()), &fields)
+        else {
             continue;
         };
         let route = Route { stream, column };

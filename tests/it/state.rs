@@ -57,16 +57,16 @@ const SEED: &str = "11";
 const DURATION: &str = "40m";
 
 /// Shipped rules that group by a field other than their stream's Kafka key (the simulator
-/// keys `auth` by user; the spray groups by source address). Their windows are per input
-/// partition until repartitioning through an internal topic lands, so a spray spread over
-/// three partitions fires three partial alerts live and one whole alert in a replay.
+/// keys `auth` by user; the spray groups by source address). Without repartitioning their
+/// windows would be per input partition: a spray spread over three partitions would fire
+/// three partial alerts live and one whole alert in a replay.
 const OFF_KEY_RULES: &[&str] = &["auth/password_spray.sql"];
 
 /// Which rules an instance runs besides the login correlation.
 #[derive(Clone, Copy)]
 enum RuleSet {
-    /// The shipped rules grouped by their stream's key.
-    Keyed,
+    /// Every shipped rule ([`OFF_KEY_RULES`] included).
+    All,
     /// Only [`OFF_KEY_RULES`].
     OffKey,
 }
@@ -82,10 +82,8 @@ fn rules(dir: &Path, set: RuleSet) -> std::path::PathBuf {
             .to_string_lossy()
             .to_string();
         let off_key = OFF_KEY_RULES.contains(&rel.as_str());
-        match set {
-            RuleSet::Keyed if off_key => continue,
-            RuleSet::OffKey if !off_key => continue,
-            _ => {}
+        if matches!(set, RuleSet::OffKey) && !off_key {
+            continue;
         }
         let to = rules.join(entry.strip_prefix(&shipped).unwrap());
         std::fs::create_dir_all(to.parent().unwrap()).unwrap();
@@ -378,7 +376,7 @@ fn live_equals_replay_on(
 
 #[test]
 fn one_instance_gives_the_alerts_of_replay() {
-    live_equals_replay(1, &[], false, RuleSet::Keyed);
+    live_equals_replay(1, &[], false, RuleSet::All);
 }
 
 #[test]
@@ -389,7 +387,7 @@ fn a_window_grouped_off_the_partition_key_gives_the_alerts_of_replay() {
 
 #[test]
 fn three_instances_give_the_alerts_of_replay_even_when_one_is_killed() {
-    live_equals_replay(3, &[0.3], false, RuleSet::Keyed);
+    live_equals_replay(3, &[0.3], false, RuleSet::All);
 }
 
 #[test]
@@ -399,14 +397,14 @@ fn on_tansu_three_instances_give_the_alerts_of_replay_even_when_one_is_killed() 
     // carry the same ids (the comparison is of id sets).
     let broker = Tansu::start();
     let group = format!("tansu-state-{}", free_port());
-    let logs = live_equals_replay_on(&broker.addr, &group, 3, &[0.3], false, RuleSet::Keyed);
+    let logs = live_equals_replay_on(&broker.addr, &group, 3, &[0.3], false, RuleSet::All);
     assert!(logs.contains(r#"mode="at_least_once""#), "{logs}");
 }
 
 #[test]
 fn killed_and_restarted_at_several_points_every_alert_is_produced() {
     // Shares of the expected alerts at which the instance is killed: early, midway, late.
-    live_equals_replay(1, &[0.1, 0.45, 0.8], true, RuleSet::Keyed);
+    live_equals_replay(1, &[0.1, 0.45, 0.8], true, RuleSet::All);
 }
 
 /// Reads the alerts topic until `want` distinct ids arrived (or `timeout`); all ids.
