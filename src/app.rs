@@ -18,7 +18,9 @@ use crate::alert::webhook::WebhookFormat;
 use crate::config::{Config, ConfigError};
 use crate::detect::{DetectorSet, LoadError};
 use crate::metrics::Metrics;
-use crate::pipeline::{Checkpointing, Clock, Echo, NoCommit, Pipeline, Sink, SinkError, Summary};
+use crate::pipeline::{
+    Checkpointing, Clock, Echo, LiveRoute, NoCommit, Pipeline, Sink, SinkError, Summary,
+};
 use crate::privacy::Pseudonymiser;
 use crate::server::{Health, Server};
 use crate::sim::{SimOptions, Simulator};
@@ -170,12 +172,22 @@ pub async fn run_live(
     if let Err(e) = kafka::ensure_changelog(&config, &changelog).await {
         tracing::warn!(error = %e, topic = changelog, "could not check the changelog topic; continuing");
     }
-    let consumer = Arc::new(kafka::consumer(
+    let routes = live_routes(&config, detectors.routes().to_vec()).await;
+    let internal: Vec<String> = routes.iter().map(|r| r.topic.clone()).collect();
+    let consumer = Arc::new(kafka::consumer_with(
         &config,
         Arc::clone(&metrics),
         Arc::clone(&health),
+        &internal,
     )?);
-    let sources = Arc::new(config.input_topics());
+    // Source indices: the streams' topics, then the routes' internal topics.
+    let sources = Arc::new(
+        config
+            .input_topics()
+            .into_iter()
+            .chain(internal.iter().cloned())
+            .collect::<Vec<_>>(),
+    );
     let instance = if config.state.instance_id.is_empty() {
         format!("{}-{}", std::process::id(), crate::pipeline::now_ms())
     } else {
@@ -203,7 +215,8 @@ pub async fn run_live(
         Arc::clone(&metrics),
         Arc::clone(&health),
         force.clone(),
-    );
+    )
+    .with_routes(internal);
     let sink = SharedSink(Arc::new(tokio::sync::Mutex::new(notification_sinks(
         &config,
         Box::new(kafka_sink),
@@ -224,6 +237,7 @@ pub async fn run_live(
                 health: Arc::clone(&health),
                 alerting: Arc::clone(&alerting),
                 sink: sink.clone(),
+                routes: routes.clone(),
             },
             &consumer,
             &sources,
@@ -283,6 +297,41 @@ struct LiveParts {
     alerting: Arc<std::sync::Mutex<AlertStage>>,
     /// The alerts topic and the notification sinks, kept across assignments.
     sink: SharedSink,
+    /// The routes fed through internal topics (fixed for the live run).
+    routes: Vec<LiveRoute>,
+}
+
+/// The routes of `detectors` with their internal topics, created if missing with the
+/// partition count of their stream's (first) topic (see [`crate::repartition`]).
+async fn live_routes(config: &Config, routes: Vec<crate::repartition::Route>) -> Vec<LiveRoute> {
+    let mut out = Vec::new();
+    for route in routes {
+        let topic = route.topic(config, &config.kafka.group_id);
+        let source = &config.streams[route.stream].topics[0];
+        let partitions = match kafka::partition_count(config, source) {
+            Ok(Some(n)) => n,
+            Ok(None) => config.kafka.create_partitions,
+            Err(e) => {
+                tracing::warn!(error = %e, topic = source, "cannot read the partition count; using create_partitions");
+                config.kafka.create_partitions
+            }
+        };
+        if let Err(e) = kafka::ensure_internal(config, &topic, partitions).await {
+            tracing::warn!(error = %e, topic, "could not check the internal topic; continuing");
+        }
+        tracing::info!(
+            route = route.name(config),
+            topic,
+            partitions,
+            "rules grouped off their stream's key are fed through an internal topic"
+        );
+        out.push(LiveRoute {
+            route,
+            topic,
+            partitions,
+        });
+    }
+    out
 }
 
 /// One sink used by every run of the pipeline in turn (see [`run_live`]): finishing a run
@@ -321,6 +370,7 @@ async fn run_assignment(
         health,
         alerting,
         sink,
+        routes,
     } = parts;
     let assignment = consumer.assignment()?;
     let mut partitions: Vec<i32> = assignment
@@ -404,10 +454,15 @@ async fn run_assignment(
             let _ = stop_tx.send(true);
         }
     });
+    let route_topics: Vec<(String, usize)> = routes
+        .iter()
+        .map(|r| (r.topic.clone(), r.route.stream))
+        .collect();
     let source = tokio::spawn(kafka::run_until_rebalance(
         Arc::clone(consumer),
         Arc::clone(config),
         Arc::clone(sources),
+        Arc::new(route_topics),
         Arc::clone(health),
         tx,
         stop_rx,
@@ -442,6 +497,7 @@ async fn run_assignment(
             returned: Arc::clone(&returned),
         }),
         alerting: Some(Arc::clone(alerting)),
+        routes: routes.clone(),
     };
     let result = pipeline.run(rx).await;
     if let Some(d) = returned.lock().unwrap_or_else(|p| p.into_inner()).take() {
@@ -534,6 +590,11 @@ pub async fn run_embedded(
     topics.push(config.kafka.alerts_topic.clone());
     topics.push(config.kafka.dead_letter_topic.clone());
     topics.push(config.state.changelog_topic(&config.kafka.group_id));
+    // The mock cluster does not create topics through the admin API in time: the internal
+    // topics of repartitioned rules are made here, like every other.
+    for route in detectors.routes() {
+        topics.push(route.topic(&config, &config.kafka.group_id));
+    }
     let kafka = EmbeddedKafka::start(3, &topics, config.kafka.create_partitions)?;
     config.kafka.brokers = kafka.bootstrap_servers();
     tracing::info!(brokers = config.kafka.brokers, "embedded Kafka started");
@@ -587,6 +648,7 @@ pub async fn replay(
         reload: None,
         alerting: None,
         checkpoints: None,
+        routes: Vec::new(),
     };
     let summary = pipeline.run(rx).await?;
     match reader.await {

@@ -332,6 +332,12 @@ pub struct StreamConfig {
     pub event_time: Spanned<String>,
     /// Field(s) naming the entity an event is about (a host, user, asset...).
     pub entity: Spanned<Vec<String>>,
+    /// The field the producers key this stream's Kafka records by (records with the same
+    /// value are in one partition). A windowed rule that groups by it keeps its state per
+    /// input partition; one that does not is fed through an internal topic keyed by its
+    /// group key (see `crate::source::repartition`). Unset: every such rule is.
+    #[serde(default)]
+    pub key: Option<Spanned<String>>,
     /// Field name to type, in order. Types: see [`parse_type`]. Without a schema the stream is
     /// *projected*: records are JSON documents of any shape, and only the dotted paths the
     /// detectors read (plus event time, entity and personal fields) are decoded, as strings.
@@ -744,6 +750,17 @@ impl Config {
                     ));
                 }
             }
+            if let Some(key) = &stream.key
+                && schema.field_with_name(key.get_ref()).is_err()
+            {
+                return Err(err(
+                    key.span(),
+                    format!(
+                        "key field `{}` is not in the schema of stream `{name}`",
+                        key.get_ref()
+                    ),
+                ));
+            }
             for field in stream.entity.get_ref() {
                 if schema.field_with_name(field).is_err() {
                     return Err(err(
@@ -1135,6 +1152,15 @@ src = "string"
         check_err(
             &text,
             "test.toml:15:14: event-time field `ts` is `Int64`; declare it as \"timestamp\" in [streams.schema]",
+        );
+    }
+
+    #[test]
+    fn missing_key_field_is_reported() {
+        let text = MINIMAL.replace("entity = [\"src\"]", "entity = [\"src\"]\nkey = \"dst\"");
+        check_err(
+            &text,
+            "test.toml:17:7: key field `dst` is not in the schema of stream `flows`",
         );
     }
 

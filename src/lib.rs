@@ -13,6 +13,7 @@
 //! - [`alert`]: the alert model, its deterministic id, and the sinks.
 //! - [`watermark`]: event time: per-partition progress, stream watermarks, late events.
 //! - [`privacy`]: pseudonymisation of personal fields.
+//! - [`repartition`]: rules grouped off their stream's key, fed through internal topics.
 //! - [`state`]: durable detector state: the Kafka changelog, checkpoints, restore.
 //! - [`pipeline`]: wires the stages with bounded channels; ordering, acks, commits, shutdown.
 //! - [`metrics`]: every metric, defined once.
@@ -33,6 +34,7 @@ pub mod eval;
 pub mod metrics;
 pub mod pipeline;
 pub mod privacy;
+pub mod repartition;
 pub mod ruletest;
 pub mod server;
 pub mod sim;

@@ -56,6 +56,9 @@ pub struct Metrics {
     pub late_events: IntCounterVec,
     /// How far each stream's watermark lags, in seconds.
     pub watermark_delay: GaugeVec,
+    /// Records produced to a route's internal topic (see [`crate::repartition`]), per stream
+    /// and key column; watermark markers are not counted.
+    pub repartitioned: IntCounterVec,
     /// End-to-end latency (Kafka timestamp to alert acknowledged), as quantiles.
     pub latency: std::sync::Arc<LatencySummary>,
     /// Alerts raised by detectors (before suppression), per rule.
@@ -240,6 +243,13 @@ impl Metrics {
             "Events older than their stream's watermark when they arrived; the stream's \
              late-event policy then dead-letters or processes them.",
             &["stream"],
+        );
+        let repartitioned = counter(
+            "palisade_repartitioned_records_total",
+            "Records produced to an internal topic keyed by a rule's group column (rules that \
+             group by a field other than their stream's Kafka key), per stream and column; \
+             acknowledged with the batch's alerts.",
+            &["stream", "column"],
         );
         let watermark_delay = GaugeVec::new(
             Opts::new(
@@ -446,6 +456,7 @@ impl Metrics {
             sink_buffered,
             late_events,
             watermark_delay,
+            repartitioned,
             checkpoints,
             checkpoint_seconds,
             checkpoint_entries,

@@ -32,6 +32,7 @@ use crate::decode::{DeadLetter, FailureKind};
 use crate::detect::{DetectorSet, EvalContext, StateEntry, Timing};
 use crate::metrics::Metrics;
 use crate::privacy::Pseudonymiser;
+use crate::repartition::{Route, Shuffled};
 use crate::source::{Position, RawBatch};
 use crate::watermark::Watermarks;
 
@@ -73,6 +74,23 @@ pub struct Processed {
     /// (see [`Checkpointing`]): written, once the output is acknowledged, with the positions
     /// of every batch up to this one.
     pub checkpoint: Option<Vec<StateEntry>>,
+    /// The route whose internal topic the batch was read from (its records were counted when
+    /// first read from the stream's own topic).
+    pub route: Option<usize>,
+    /// Records (and watermark markers) for the routes' internal topics, delivered with the
+    /// alerts, before the batch's positions are committed (see [`crate::repartition`]).
+    pub shuffled: Vec<Shuffled>,
+}
+
+/// A route fed through an internal topic in this run (live).
+#[derive(Debug, Clone)]
+pub struct LiveRoute {
+    /// The stream and key column.
+    pub route: Route,
+    /// The internal topic.
+    pub topic: String,
+    /// Its partition count (its stream's).
+    pub partitions: i32,
 }
 
 /// Periodic checkpoints of detector state, consistent with the input positions (live runs).
@@ -204,6 +222,9 @@ pub struct Pipeline {
     pub alerting: Option<Arc<std::sync::Mutex<crate::alert::stage::AlertStage>>>,
     /// Checkpoints of detector state, when the run keeps it durable.
     pub checkpoints: Option<Checkpointing>,
+    /// Routes fed through internal topics (live; empty in replays, where the detectors bound
+    /// to a route see their stream's batches). Must equal the detectors' routes.
+    pub routes: Vec<LiveRoute>,
 }
 
 impl Pipeline {
@@ -221,6 +242,7 @@ impl Pipeline {
             reload,
             alerting,
             checkpoints,
+            routes,
         } = self;
         let (mut store, plan, returned) = match checkpoints {
             Some(c) => (
@@ -237,6 +259,7 @@ impl Pipeline {
         let capacity = *config.pipeline.channel_batches.get_ref();
         let (tx, mut processed) = mpsc::channel::<Processed>(capacity);
         let input = forward_with_ticks(raw, &config, clock);
+        let route_columns: Vec<String> = routes.iter().map(|r| r.route.column.clone()).collect();
         let compute = {
             let config = Arc::clone(&config);
             let metrics = Arc::clone(&metrics);
@@ -255,6 +278,7 @@ impl Pipeline {
                         clock,
                         reload,
                         checkpoints: plan,
+                        routes: &routes,
                     };
                     let detectors = compute_loop(stages, detectors, ctx, input, tx);
                     if let Some(slot) = returned {
@@ -278,15 +302,17 @@ impl Pipeline {
                     .apply(&mut batch.alerts);
             }
             let stream = streams[batch.stream].as_str();
-            metrics
-                .records
-                .with_label_values(&[stream])
-                .inc_by(batch.records as u64);
-            metrics
-                .bytes
-                .with_label_values(&[stream])
-                .inc_by(batch.bytes as u64);
-            if batch.records > 0 {
+            if batch.route.is_none() {
+                metrics
+                    .records
+                    .with_label_values(&[stream])
+                    .inc_by(batch.records as u64);
+                metrics
+                    .bytes
+                    .with_label_values(&[stream])
+                    .inc_by(batch.bytes as u64);
+            }
+            if batch.records > 0 && batch.route.is_none() {
                 // Not the alerts of windows an idle tick or the end of a replay closed.
                 metrics.batches.with_label_values(&[stream]).inc();
             }
@@ -296,11 +322,17 @@ impl Pipeline {
                     .with_label_values(&[stream, d.kind.as_str()])
                     .inc();
             }
-            if (!batch.alerts.is_empty() || !batch.dead.is_empty())
+            if (!batch.alerts.is_empty() || !batch.dead.is_empty() || !batch.shuffled.is_empty())
                 && let Err(e) = sink.deliver(&batch).await
             {
                 outcome = Err(e);
                 break;
+            }
+            for s in batch.shuffled.iter().filter(|s| s.mark.is_none()) {
+                metrics
+                    .repartitioned
+                    .with_label_values(&[stream, &route_columns[s.route]])
+                    .inc();
             }
             if !batch.positions.is_empty() {
                 committer.commit(&batch.positions);
@@ -319,7 +351,9 @@ impl Pipeline {
                     since_checkpoint.clear();
                 }
             }
-            summary.records += batch.records as u64;
+            if batch.route.is_none() {
+                summary.records += batch.records as u64;
+            }
             summary.alerts += batch.alerts.len() as u64;
             summary.dead_letters += batch.dead.len() as u64;
             if !batch.dead.is_empty() {
@@ -407,6 +441,8 @@ struct Compute<'a> {
     reload: Option<std::sync::mpsc::Receiver<DetectorSet>>,
     /// Checkpoint interval, why the input ends, state to restore first.
     checkpoints: Option<(Duration, Arc<AtomicU8>, Vec<StateEntry>)>,
+    /// Routes fed through internal topics.
+    routes: &'a [LiveRoute],
 }
 
 /// The compute stage: decode and detect, one batch at a time, on its own thread.
@@ -423,7 +459,9 @@ fn compute_loop(
         clock,
         reload,
         checkpoints,
+        routes,
     } = stages;
+    detectors.set_repartitioned(!routes.is_empty());
     let (interval, ending) = match checkpoints {
         Some((interval, ending, restore)) => {
             if !restore.is_empty() {
@@ -460,6 +498,12 @@ fn compute_loop(
         Clock::Wall => Watermarks::new(config).hold_for_discovery(),
         Clock::EventTime => Watermarks::new(config),
     };
+    // A route's watermark comes from its markers, over (partition, source partition).
+    let lanes: Vec<usize> = routes
+        .iter()
+        .map(|r| watermarks.add_lane(r.route.stream))
+        .collect();
+    let mut shuffled: Vec<Shuffled> = Vec::new();
     // Processing time for idle partitions: monotonic, from the start of the run.
     let started = std::time::Instant::now();
     let processing_ms = || started.elapsed().as_millis() as i64;
@@ -483,6 +527,14 @@ fn compute_loop(
         let msg = input.blocking_recv();
         // A new rule set takes over between batches: none is evaluated twice or skipped.
         while let Some(mut new) = reload.as_ref().and_then(|rx| rx.try_recv().ok()) {
+            if !routes.is_empty() && new.routes() != detectors.routes() {
+                // The internal topics a run reads are fixed when it starts.
+                tracing::error!(
+                    "rule reload refused: it changes which streams are repartitioned by which column; restart to apply it"
+                );
+                continue;
+            }
+            new.set_repartitioned(!routes.is_empty());
             let kept = new.adopt_state(&mut detectors);
             if !new.same_projections(&detectors) {
                 // Projected streams now decode what the new rules read.
@@ -501,6 +553,41 @@ fn compute_loop(
         let mut alerts = Vec::new();
         timings.clear();
         let processed = match msg {
+            Some(Input::Batch(batch)) if batch.route.is_some() => {
+                let route = batch.route.expect("guarded");
+                let lane = lanes[route];
+                let decoder = &mut decoders[batch.stream];
+                let mut decoded = decoder.decode(&batch);
+                let time_col = decoder.time_col();
+                let late = watermarks.split_late(lane, &batch, &mut decoded, time_col);
+                if late.late > 0 {
+                    metrics
+                        .late_events
+                        .with_label_values(&[streams[batch.stream]])
+                        .inc_by(late.late as u64);
+                }
+                let now = processing_ms();
+                for &(source, progress) in &batch.marks {
+                    let p = crate::repartition::virtual_partition(batch.partition, source);
+                    watermarks.observe(lane, p, Some(progress), now);
+                }
+                ctx.partition = batch.partition;
+                ctx.watermark_ms = watermarks.watermark(lane);
+                ctx.now_ms = now_ms();
+                detectors.evaluate_route(route, &decoded.batch, &ctx, &mut alerts, &mut timings);
+                vec![Processed {
+                    stream: batch.stream,
+                    records: batch.len(),
+                    bytes: batch.payload_bytes(),
+                    alerts,
+                    dead: decoded.dead,
+                    oldest_timestamp_ms: batch.oldest_timestamp_ms(),
+                    positions: batch.positions,
+                    checkpoint: None,
+                    route: Some(route),
+                    shuffled: Vec::new(),
+                }]
+            }
             Some(Input::Batch(batch)) => {
                 let decoder = &mut decoders[batch.stream];
                 let mut decoded = decoder.decode(&batch);
@@ -513,7 +600,34 @@ fn compute_loop(
                         .inc_by(late.late as u64);
                 }
                 let max = max_millis(&decoded.batch, time_col);
+                let before = watermarks.progress(batch.stream, batch.partition);
                 watermarks.observe(batch.stream, batch.partition, max, processing_ms());
+                let after = watermarks.progress(batch.stream, batch.partition);
+                // The records, then (when the partition's progress moved) a marker to every
+                // partition of each route of the stream.
+                shuffled.clear();
+                for (r, live) in routes.iter().enumerate() {
+                    if live.route.stream != batch.stream {
+                        continue;
+                    }
+                    crate::repartition::shuffle(
+                        r,
+                        &live.route.column,
+                        live.partitions,
+                        &batch,
+                        &decoded,
+                        &mut shuffled,
+                    );
+                    if let Some(progress) = after.filter(|_| after != before) {
+                        crate::repartition::marks(
+                            r,
+                            live.partitions,
+                            batch.partition,
+                            progress,
+                            &mut shuffled,
+                        );
+                    }
+                }
                 ctx.partition = batch.partition;
                 ctx.watermark_ms = watermarks.watermark(batch.stream);
                 ctx.now_ms = match clock {
@@ -542,6 +656,8 @@ fn compute_loop(
                     oldest_timestamp_ms: batch.oldest_timestamp_ms(),
                     positions: batch.positions,
                     checkpoint: None,
+                    route: None,
+                    shuffled: std::mem::take(&mut shuffled),
                 }]
             }
             Some(Input::Tick) | None => {
@@ -578,6 +694,31 @@ fn compute_loop(
                             oldest_timestamp_ms: None,
                             positions: Vec::new(),
                             checkpoint: None,
+                            route: None,
+                            shuffled: Vec::new(),
+                        });
+                    }
+                }
+                for (route, &lane) in lanes.iter().enumerate() {
+                    if !finished && !watermarks.refresh(lane, now) {
+                        continue;
+                    }
+                    ctx.watermark_ms = watermarks.watermark(lane);
+                    ctx.now_ms = now_ms();
+                    let mut alerts = Vec::new();
+                    detectors.advance_route(route, &ctx, &mut alerts, &mut timings);
+                    if !alerts.is_empty() {
+                        outputs.push(Processed {
+                            stream: routes[route].route.stream,
+                            records: 0,
+                            bytes: 0,
+                            alerts,
+                            dead: Vec::new(),
+                            oldest_timestamp_ms: None,
+                            positions: Vec::new(),
+                            checkpoint: None,
+                            route: Some(route),
+                            shuffled: Vec::new(),
                         });
                     }
                 }
@@ -643,6 +784,8 @@ fn compute_loop(
             positions: Vec::new(),
             oldest_timestamp_ms: None,
             checkpoint: Some(entries),
+            route: None,
+            shuffled: Vec::new(),
         });
     }
     detectors

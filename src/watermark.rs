@@ -92,6 +92,27 @@ impl Watermarks {
         }
     }
 
+    /// Adds a lane with the settings of stream `like` (a [`crate::repartition::Route`] of it)
+    /// and returns its index, after the streams and the lanes added before.
+    pub fn add_lane(&mut self, like: usize) -> usize {
+        let mut lane = self.streams[like].clone();
+        lane.partitions.clear();
+        lane.watermark_ms = i64::MIN;
+        lane.held_until_ms = None;
+        lane.last_now_ms = i64::MIN;
+        self.streams.push(lane);
+        self.streams.len() - 1
+    }
+
+    /// The highest event time seen on `partition` of `stream`.
+    pub fn progress(&self, stream: usize, partition: i32) -> Option<i64> {
+        self.streams[stream]
+            .partitions
+            .iter()
+            .find(|p| p.partition == partition)
+            .map(|p| p.max_event_ms)
+    }
+
     /// Makes every stream hold its watermark for `idle_timeout_ms` of processing time after
     /// its first batch, so that partitions which have not delivered yet (a consumer group
     /// catching up on a backlog) are waited for like partitions that have not gone idle.

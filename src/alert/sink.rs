@@ -5,6 +5,8 @@
 //!   Resolves only when the broker has acknowledged every message (`acks=all`, idempotent
 //!   producer); failed messages are retried with backoff until they succeed or shutdown is
 //!   forced, and the pipeline reports not-ready meanwhile.
+//!   With repartitioning, it also produces the records and watermark markers of the routes'
+//!   internal topics (see [`crate::repartition`]), each to its partition, in batch order.
 //! - [`JsonlSink`]: alerts as JSON lines to a file or stdout, dead letters as JSON lines to a
 //!   file or the log (replay).
 
@@ -53,6 +55,8 @@ pub struct KafkaSink {
     health: Arc<Health>,
     /// Turns true when shutdown is forced: stop retrying.
     force: watch::Receiver<bool>,
+    /// The routes' internal topics, by route index.
+    route_topics: Vec<String>,
 }
 
 impl KafkaSink {
@@ -78,13 +82,22 @@ impl KafkaSink {
             metrics,
             health,
             force,
+            route_topics: Vec::new(),
         }
+    }
+
+    /// Also produces to the routes' internal topics (`topics`, by route index).
+    pub fn with_routes(mut self, topics: Vec<String>) -> KafkaSink {
+        self.route_topics = topics;
+        self
     }
 }
 
 /// One message to produce.
 struct Outgoing<'a> {
     topic: &'a str,
+    /// An explicit partition (internal topics), else the key's.
+    partition: Option<i32>,
     key: &'a [u8],
     value: std::borrow::Cow<'a, [u8]>,
     headers: Option<OwnedHeaders>,
@@ -97,6 +110,7 @@ impl Sink for KafkaSink {
                 Vec::with_capacity(batch.alerts.len() + batch.dead.len());
             for alert in &batch.alerts {
                 pending.push(Outgoing {
+                    partition: None,
                     topic: &self.alerts_topic,
                     key: alert.entity.as_bytes(),
                     value: alert.to_json().into_bytes().into(),
@@ -106,10 +120,26 @@ impl Sink for KafkaSink {
             let stream = self.streams[batch.stream].as_str();
             for dead in &batch.dead {
                 pending.push(Outgoing {
+                    partition: None,
                     topic: &self.dead_letter_topic,
                     key: &[],
                     value: dead.payload.as_slice().into(),
                     headers: Some(dead_letter_headers(dead, &self.sources, stream)),
+                });
+            }
+            for s in &batch.shuffled {
+                let headers = s.mark.map(|(source, progress)| {
+                    OwnedHeaders::new().insert(Header {
+                        key: crate::repartition::MARK_HEADER,
+                        value: Some(&crate::repartition::encode_mark(source, progress)),
+                    })
+                });
+                pending.push(Outgoing {
+                    topic: &self.route_topics[s.route],
+                    partition: Some(s.partition),
+                    key: &s.key,
+                    value: s.payload.as_slice().into(),
+                    headers,
                 });
             }
             let mut attempt = 0u32;
@@ -120,6 +150,9 @@ impl Sink for KafkaSink {
                         .key(m.key);
                     if let Some(h) = &m.headers {
                         record = record.headers(h.clone());
+                    }
+                    if let Some(p) = m.partition {
+                        record = record.partition(p);
                     }
                     self.producer.send(record, Timeout::Never)
                 });

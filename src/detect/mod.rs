@@ -28,6 +28,7 @@ use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use crate::alert::{Alert, Severity};
 use crate::config::{Config, PrivacyAction};
 use crate::privacy::Pseudonymiser;
+use crate::repartition::Route;
 
 /// A rule's identity and description, from its header.
 #[derive(Debug, Clone)]
@@ -173,6 +174,13 @@ pub trait Detector: Send {
     fn rules(&self) -> &[RuleMeta];
     /// True when it reads stream `stream` (index in the config).
     fn reads(&self, stream: usize) -> bool;
+    /// For a detector of one stream whose state is grouped (a windowed SQL rule): its group
+    /// columns, in order, to decide whether its input must be re-keyed (see
+    /// [`crate::repartition`]). Empty for the others. (Sigma correlations and baselines keep
+    /// their state per input partition: see the README, "Repartitioning".)
+    fn group_columns(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// Evaluates one batch of `stream`, appending alerts to `out`.
     fn evaluate(
         &mut self,
@@ -293,6 +301,17 @@ pub struct DetectorSet {
     /// Problems that do not stop the load (e.g. a rule no configured stream can feed).
     warnings: Vec<RuleError>,
     summary: LoadSummary,
+    /// The streams re-keyed by a column that some rule groups by (see
+    /// [`crate::repartition`]), in a stable order.
+    routes: Vec<Route>,
+    /// For each route, the detectors bound to it (they are also in `by_stream`, for runs
+    /// that do not repartition).
+    by_route: Vec<Vec<usize>>,
+    /// Whether routes are fed through internal topics (live): then [`DetectorSet::evaluate`]
+    /// leaves the detectors bound to a route to [`DetectorSet::evaluate_route`].
+    repartitioned: bool,
+    /// Per detector, whether it is bound to a route.
+    routed: Vec<bool>,
 }
 
 /// What a projected stream must decode for its detectors.
@@ -405,12 +424,17 @@ impl DetectorSet {
                     .collect()
             })
             .collect();
+        let (routes, by_route, routed) = bind_routes(config, &detectors);
         let set = DetectorSet {
             detectors,
             by_stream,
             projections,
             warnings,
             summary,
+            routes,
+            by_route,
+            repartitioned: false,
+            routed,
         };
         (set, errors)
     }
@@ -586,6 +610,9 @@ impl DetectorSet {
         timings: &mut Vec<Timing>,
     ) {
         for &i in &self.by_stream[stream] {
+            if self.repartitioned && self.routed[i] {
+                continue;
+            }
             let start = Instant::now();
             let result = self.detectors[i].advance(stream, ctx, alerts);
             timings.push(Timing {
@@ -611,6 +638,9 @@ impl DetectorSet {
             return self.advance(stream, ctx, alerts, timings);
         }
         for &i in &self.by_stream[stream] {
+            if self.repartitioned && self.routed[i] {
+                continue;
+            }
             let start = Instant::now();
             let result = self.detectors[i].evaluate(stream, batch, ctx, alerts);
             timings.push(Timing {
@@ -620,6 +650,106 @@ impl DetectorSet {
             });
         }
     }
+}
+
+impl DetectorSet {
+    /// The streams re-keyed by a group column (see [`crate::repartition`]).
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+
+    /// Live runs feed routes through internal topics: from now on the detectors bound to a
+    /// route see only [`DetectorSet::evaluate_route`]'s batches. (Replays and rule tests do
+    /// not call this: every detector of a stream sees its batches.)
+    pub fn set_repartitioned(&mut self, on: bool) {
+        self.repartitioned = on;
+    }
+
+    /// Runs the detectors bound to route `route` over `batch` (records of the route's
+    /// stream, read back from its internal topic).
+    pub fn evaluate_route(
+        &mut self,
+        route: usize,
+        batch: &RecordBatch,
+        ctx: &EvalContext,
+        alerts: &mut Vec<Alert>,
+        timings: &mut Vec<Timing>,
+    ) {
+        let stream = self.routes[route].stream;
+        for &i in &self.by_route[route] {
+            let start = Instant::now();
+            let result = if batch.num_rows() == 0 {
+                self.detectors[i].advance(stream, ctx, alerts)
+            } else {
+                self.detectors[i].evaluate(stream, batch, ctx, alerts)
+            };
+            timings.push(Timing {
+                detector: i,
+                elapsed: start.elapsed(),
+                error: result.err().map(|e| e.to_string()),
+            });
+        }
+    }
+
+    /// The watermark of route `route` advanced without a batch.
+    pub fn advance_route(
+        &mut self,
+        route: usize,
+        ctx: &EvalContext,
+        alerts: &mut Vec<Alert>,
+        timings: &mut Vec<Timing>,
+    ) {
+        let empty = RecordBatch::new_empty(Arc::new(Schema::empty()));
+        self.evaluate_route(route, &empty, ctx, alerts, timings);
+    }
+}
+
+/// Binds each detector whose state is grouped off its stream's key to a route (see
+/// [`crate::repartition::rekey_column`]); only group columns that are fields of the stream
+/// can key records. Returns the routes, the detectors of each, and per detector whether it
+/// is bound.
+fn bind_routes(
+    config: &Config,
+    detectors: &[Box<dyn Detector>],
+) -> (Vec<Route>, Vec<Vec<usize>>, Vec<bool>) {
+    let mut routes: Vec<Route> = Vec::new();
+    let mut by_route: Vec<Vec<usize>> = Vec::new();
+    let mut routed = vec![false; detectors.len()];
+    for (i, d) in detectors.iter().enumerate() {
+        let groups = d.group_columns();
+        if groups.is_empty() {
+            continue;
+        }
+        let Some(stream) = (0..config.streams.len()).find(|&s| d.reads(s)) else {
+            continue;
+        };
+        let s = &config.streams[stream];
+        let fields: Vec<String> = groups
+            .into_iter()
+            .filter(|c| {
+                s.arrow_schema
+                    .as_ref()
+                    .is_some_and(|schema| schema.field_with_name(c).is_ok())
+            })
+            .collect();
+        let Some(column) =
+            crate::repartition::rekey_column(s.key.as_ref().map(|k| k.get_ref().as_str()), &fields)
+        else {
+            continue;
+        };
+        let route = Route { stream, column };
+        let r = match routes.iter().position(|r| *r == route) {
+            Some(r) => r,
+            None => {
+                routes.push(route);
+                by_route.push(Vec::new());
+                routes.len() - 1
+            }
+        };
+        by_route[r].push(i);
+        routed[i] = true;
+    }
+    (routes, by_route, routed)
 }
 
 /// `name` (its length first, so no name is a prefix of another) then `key`.

@@ -751,6 +751,13 @@ impl Detector for SqlDetector {
         stream == self.stream
     }
 
+    fn group_columns(&self) -> Vec<String> {
+        self.window
+            .as_ref()
+            .map(|w| w.plan.group_columns())
+            .unwrap_or_default()
+    }
+
     fn as_any_mut(&mut self) -> &mut dyn Any {
         self
     }

@@ -208,6 +208,21 @@ enum PostStep {
     Project(Vec<Arc<dyn PhysicalExpr>>, SchemaRef),
 }
 
+impl WindowPlan {
+    /// The names of the group columns (unqualified), in `GROUP BY` order.
+    pub fn group_columns(&self) -> Vec<String> {
+        self.agg_schema
+            .fields()
+            .iter()
+            .take(self.keys)
+            .map(|f| {
+                let name = f.name().as_str();
+                name.rsplit_once('.').map_or(name, |(_, n)| n).to_string()
+            })
+            .collect()
+    }
+}
+
 impl std::fmt::Debug for WindowPlan {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WindowPlan")

@@ -25,7 +25,9 @@ use super::{Batcher, Origin, Position, RawBatch};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::pipeline::{Committer, ENDING_REBALANCE, ENDING_SHUTDOWN};
+use crate::repartition::{MARK_HEADER, decode_mark};
 use crate::server::Health;
+use rdkafka::message::Headers;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 /// Client properties shared by every palisade client: the configured brokers plus the
@@ -112,6 +114,18 @@ pub fn consumer(
     metrics: Arc<Metrics>,
     health: Arc<Health>,
 ) -> Result<PalisadeConsumer, KafkaError> {
+    consumer_with(config, metrics, health, &[])
+}
+
+/// Like [`consumer`], also subscribed to `internal` (the routes' topics, see
+/// [`crate::repartition`]), which have the partition count of their streams' topics: the
+/// range assignor gives partition p of every topic, internal ones included, to one member.
+pub fn consumer_with(
+    config: &Config,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    internal: &[String],
+) -> Result<PalisadeConsumer, KafkaError> {
     let mut c = client_config(config);
     for (k, v) in &config.kafka.consumer {
         c.set(k, v);
@@ -132,7 +146,8 @@ pub fn consumer(
         health,
         rebalances: std::sync::atomic::AtomicU64::new(0),
     })?;
-    let topics = config.input_topics();
+    let mut topics = config.input_topics();
+    topics.extend(internal.iter().cloned());
     let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&refs)?;
     Ok(consumer)
@@ -147,17 +162,21 @@ pub async fn run(
     tx: mpsc::Sender<RawBatch>,
     shutdown: watch::Receiver<bool>,
 ) {
-    source_loop(consumer, config, sources, health, tx, shutdown, None).await;
+    source_loop(consumer, config, sources, &[], health, tx, shutdown, None).await;
 }
 
 /// Like [`run`], but also ends at the next rebalance, *without* flushing the open batches
 /// (their records are read again from the last checkpoint by whoever owns them now).
 /// Sets `ending` to say which ([`ENDING_SHUTDOWN`] or [`ENDING_REBALANCE`]) before the
-/// batches channel closes. Returns true for a rebalance.
+/// batches channel closes. Returns true for a rebalance. `route_topics` are the internal
+/// topics of the run's routes, in route order, with their stream (see
+/// [`crate::repartition`]); their records become route batches, their markers batch marks.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_until_rebalance(
     consumer: Arc<PalisadeConsumer>,
     config: Arc<Config>,
     sources: Arc<Vec<String>>,
+    route_topics: Arc<Vec<(String, usize)>>,
     health: Arc<Health>,
     tx: mpsc::Sender<RawBatch>,
     shutdown: watch::Receiver<bool>,
@@ -167,6 +186,7 @@ pub async fn run_until_rebalance(
         consumer,
         config,
         sources,
+        &route_topics,
         health,
         tx,
         shutdown,
@@ -175,29 +195,38 @@ pub async fn run_until_rebalance(
     .await
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn source_loop(
     consumer: Arc<PalisadeConsumer>,
     config: Arc<Config>,
     sources: Arc<Vec<String>>,
+    route_topics: &[(String, usize)],
     health: Arc<Health>,
     tx: mpsc::Sender<RawBatch>,
     mut shutdown: watch::Receiver<bool>,
     ending: Option<Arc<AtomicU8>>,
 ) -> bool {
     let epoch = consumer.context().rebalances();
-    // topic -> (stream, source index); looked up once per record, no allocation.
+    // topic -> (lane, source index); looked up once per record, no allocation. A lane is
+    // a stream, or (after the streams) a route.
+    let streams = config.streams.len();
     let routes: HashMap<&str, (usize, u32)> = sources
         .iter()
         .enumerate()
         .filter_map(|(i, topic)| {
-            config
-                .stream_of_topic(topic)
-                .map(|s| (topic.as_str(), (s, i as u32)))
+            let lane = config.stream_of_topic(topic).or_else(|| {
+                route_topics
+                    .iter()
+                    .position(|(t, _)| t == topic)
+                    .map(|r| streams + r)
+            });
+            lane.map(|lane| (topic.as_str(), (lane, i as u32)))
         })
         .collect();
     let linger = Duration::from_millis(config.pipeline.linger_ms);
-    let mut batcher = Batcher::new(
-        config.streams.len(),
+    let mut batcher = Batcher::with_routes(
+        streams,
+        route_topics.iter().map(|(_, s)| *s).collect(),
         *config.pipeline.batch_rows.get_ref(),
         linger,
     );
@@ -219,7 +248,7 @@ async fn source_loop(
                     return true;
                 }
                 Ok(msg) => {
-                    let Some(&(stream, source)) = routes.get(msg.topic()) else { continue };
+                    let Some(&(lane, source)) = routes.get(msg.topic()) else { continue };
                     if !health.check("kafka") {
                         health.set("kafka", true, "consuming");
                     }
@@ -229,7 +258,21 @@ async fn source_loop(
                         offset: msg.offset(),
                         timestamp_ms: msg.timestamp().to_millis().unwrap_or(0),
                     };
-                    batcher.push(stream, msg.payload().unwrap_or_default(), origin).into_iter().collect()
+                    let mark = (lane >= streams)
+                        .then(|| msg.headers())
+                        .flatten()
+                        .and_then(|h| h.iter().find(|h| h.key == MARK_HEADER))
+                        .and_then(|h| decode_mark(h.value.unwrap_or_default()));
+                    match mark {
+                        Some((from, progress)) => {
+                            batcher.push_mark(lane, from, progress, origin);
+                            Vec::new()
+                        }
+                        None => batcher
+                            .push_lane(lane, msg.payload().unwrap_or_default(), origin)
+                            .into_iter()
+                            .collect(),
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "kafka receive failed; retrying");
@@ -304,6 +347,37 @@ impl KafkaCommitter {
 /// Creates those of `topics` that do not exist yet. Existing topics are left alone.
 pub async fn ensure_topics(config: &Config, topics: &[String]) -> Result<(), KafkaError> {
     ensure_topics_with(config, topics, &[]).await
+}
+
+/// Creates a route's internal topic if missing, with `partitions` partitions (its stream's),
+/// deleted by time like any topic (the broker's retention; see the README, "Repartitioning").
+pub async fn ensure_internal(
+    config: &Config,
+    topic: &str,
+    partitions: i32,
+) -> Result<(), KafkaError> {
+    let mut config = config.clone();
+    config.kafka.create_partitions = partitions;
+    ensure_topics_with(
+        &config,
+        &[topic.to_string()],
+        &[("cleanup.policy", "delete")],
+    )
+    .await
+}
+
+/// The partition count of `topic`, from the cluster's metadata.
+pub fn partition_count(config: &Config, topic: &str) -> Result<Option<i32>, KafkaError> {
+    let admin: AdminClient<DefaultClientContext> = client_config(config).create()?;
+    let metadata = admin
+        .inner()
+        .fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    Ok(metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none())
+        .map(|t| t.partitions().len() as i32)
+        .filter(|&n| n > 0))
 }
 
 /// Creates the changelog topic if missing: compacted, as many partitions as the inputs.

@@ -50,6 +50,12 @@ pub struct Position {
 pub struct RawBatch {
     /// Index of the stream in the config.
     pub stream: usize,
+    /// For records read back from a route's internal topic, the route (index into the run's
+    /// [`crate::repartition::Route`]s); `None` for records of the stream's own topics.
+    pub route: Option<usize>,
+    /// Watermark markers read among the records (route batches only): source partition and
+    /// its progress, ms. Not records.
+    pub marks: Vec<(i32, i64)>,
     /// The partition number of every record (0 for files).
     pub partition: i32,
     /// Record bytes, each followed by `\n`.
@@ -74,6 +80,8 @@ impl RawBatch {
     pub fn of_partition(stream: usize, partition: i32) -> RawBatch {
         RawBatch {
             stream,
+            route: None,
+            marks: Vec::new(),
             partition,
             buf: Vec::new(),
             ends: Vec::new(),
@@ -96,6 +104,21 @@ impl RawBatch {
         self.ends.push(self.buf.len());
         self.buf.push(b'\n');
         self.origins.push(origin);
+        self.advance(origin);
+    }
+
+    /// Appends a watermark marker (of this batch's partition): source partition `source`
+    /// reached event time `progress_ms`. Its offset is covered, it is not a record.
+    pub fn push_mark(&mut self, source: i32, progress_ms: i64, origin: Origin) {
+        if self.opened.is_none() {
+            self.opened = Some(Instant::now());
+        }
+        self.marks.push((source, progress_ms));
+        self.advance(origin);
+    }
+
+    /// Covers `origin` in the batch's positions.
+    fn advance(&mut self, origin: Origin) {
         match self
             .positions
             .iter_mut()
@@ -115,9 +138,14 @@ impl RawBatch {
         self.ends.len()
     }
 
-    /// True if the batch holds no record.
+    /// True if the batch holds no record (it may hold markers).
     pub fn is_empty(&self) -> bool {
         self.ends.is_empty()
+    }
+
+    /// True if the batch holds neither records nor markers.
+    pub fn is_blank(&self) -> bool {
+        self.ends.is_empty() && self.marks.is_empty()
     }
 
     /// Bytes of record `i` (without the separator).
@@ -145,6 +173,8 @@ impl RawBatch {
     pub fn take(&mut self) -> RawBatch {
         let next = RawBatch {
             stream: self.stream,
+            route: self.route,
+            marks: Vec::new(),
             partition: self.partition,
             buf: Vec::with_capacity(self.buf.capacity()),
             ends: Vec::with_capacity(self.ends.capacity()),
@@ -156,10 +186,13 @@ impl RawBatch {
     }
 }
 
-/// Open batches, one per stream and partition number, cut at a row count or after a linger.
+/// Open batches, one per lane (a stream, or a route of one) and partition number, cut at a
+/// row count or after a linger.
 pub struct Batcher {
-    /// Per stream, the open batch of each partition number seen (few: a linear search).
+    /// Per lane, the open batch of each partition number seen (few: a linear search).
     open: Vec<Vec<RawBatch>>,
+    /// Lanes after the streams: the stream of each route.
+    route_streams: Vec<usize>,
     max_rows: usize,
     linger: std::time::Duration,
 }
@@ -167,27 +200,66 @@ pub struct Batcher {
 impl Batcher {
     /// No open batch yet; `streams` streams.
     pub fn new(streams: usize, max_rows: usize, linger: std::time::Duration) -> Batcher {
+        Batcher::with_routes(streams, Vec::new(), max_rows, linger)
+    }
+
+    /// No open batch yet; `streams` streams, then one lane per route (its stream's index).
+    pub fn with_routes(
+        streams: usize,
+        route_streams: Vec<usize>,
+        max_rows: usize,
+        linger: std::time::Duration,
+    ) -> Batcher {
         Batcher {
-            open: (0..streams).map(|_| Vec::new()).collect(),
+            open: (0..streams + route_streams.len())
+                .map(|_| Vec::new())
+                .collect(),
+            route_streams,
             max_rows,
             linger,
         }
     }
 
-    /// Adds a record to its stream's batch of its partition; returns that batch if it is now
-    /// full.
-    pub fn push(&mut self, stream: usize, payload: &[u8], origin: Origin) -> Option<RawBatch> {
-        let open = &mut self.open[stream];
-        let i = match open.iter().position(|b| b.partition == origin.partition) {
+    /// The open batch of `lane` and `partition`.
+    fn open(&mut self, lane: usize, partition: i32) -> &mut RawBatch {
+        let streams = self.open.len() - self.route_streams.len();
+        let (stream, route) = match lane.checked_sub(streams) {
+            Some(r) => (self.route_streams[r], Some(r)),
+            None => (lane, None),
+        };
+        let open = &mut self.open[lane];
+        let i = match open.iter().position(|b| b.partition == partition) {
             Some(i) => i,
             None => {
-                open.push(RawBatch::of_partition(stream, origin.partition));
+                let mut b = RawBatch::of_partition(stream, partition);
+                b.route = route;
+                open.push(b);
                 open.len() - 1
             }
         };
-        let batch = &mut open[i];
+        &mut open[i]
+    }
+
+    /// Adds a record to its stream's batch of its partition; returns that batch if it is now
+    /// full.
+    pub fn push(&mut self, stream: usize, payload: &[u8], origin: Origin) -> Option<RawBatch> {
+        self.push_lane(stream, payload, origin)
+    }
+
+    /// Adds a record to a lane's batch of its partition: `lane` is a stream index, or the
+    /// number of streams plus a route index. Returns that batch if it is now full.
+    pub fn push_lane(&mut self, lane: usize, payload: &[u8], origin: Origin) -> Option<RawBatch> {
+        let max_rows = self.max_rows;
+        let batch = self.open(lane, origin.partition);
         batch.push(payload, origin);
-        (batch.len() >= self.max_rows).then(|| batch.take())
+        (batch.len() >= max_rows).then(|| batch.take())
+    }
+
+    /// Adds a watermark marker to a route lane's batch of its partition (see
+    /// [`RawBatch::push_mark`]).
+    pub fn push_mark(&mut self, lane: usize, source: i32, progress_ms: i64, origin: Origin) {
+        self.open(lane, origin.partition)
+            .push_mark(source, progress_ms, origin);
     }
 
     fn batches(&mut self) -> impl Iterator<Item = &mut RawBatch> {
@@ -216,7 +288,7 @@ impl Batcher {
     /// Every non-empty batch, for shutdown or end of input.
     pub fn drain(&mut self) -> Vec<RawBatch> {
         self.batches()
-            .filter(|b| !b.is_empty())
+            .filter(|b| !b.is_blank())
             .map(RawBatch::take)
             .collect()
     }

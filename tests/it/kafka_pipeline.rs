@@ -236,6 +236,7 @@ async fn offsets_wait_for_alert_acknowledgement_so_a_crash_loses_nothing() {
         reload: None,
         alerting: None,
         checkpoints: None,
+        routes: Vec::new(),
     };
     let run = tokio::spawn(pipeline.run(raw_rx));
     // Wait until the sink holds a batch with alerts (the rest queue up behind it).

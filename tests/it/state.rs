@@ -57,9 +57,13 @@ const SEED: &str = "11";
 const DURATION: &str = "40m";
 
 /// Shipped rules that group by a field other than their stream's Kafka key (the simulator
-/// keys `auth` by user; the spray groups by source address). Their windows are per input
-/// partition until repartitioning through an internal topic lands, so a spray spread over
-/// three partitions fires three partial alerts live and one whole alert in a replay.
+/// keys `auth` by user; the spray groups by source address). Without repartitioning their
+/// windows would be per input partition: a spray spread over three partitions would fire
+/// three partial alerts live and one whole alert in a replay. They are kept out of the
+/// SIGKILL tests: the mock cluster shows `read_committed` readers the records of aborted
+/// transactions, so a killed instance's repartitioned records are read twice and the
+/// spray's `count(*)` (part of the alert id) differs (seen: one extra alert id with three
+/// instances, one killed).
 const OFF_KEY_RULES: &[&str] = &["auth/password_spray.sql"];
 
 /// Which rules an instance runs besides the login correlation.
@@ -277,9 +281,15 @@ fn cluster() -> MockCluster<'static, DefaultProducerContext> {
 fn live_equals_replay(n: usize, kills: &[f64], restart: bool, set: RuleSet) {
     let cluster = cluster();
     let group = format!("state-{}", free_port());
-    cluster
-        .create_topic(&format!("{group}.state"), 3, 1)
-        .unwrap();
+    // The mock cluster does not answer topic creation by the admin API in time: the
+    // changelog and the internal topic of the spray's route (auth re-keyed by src_ip) are
+    // created here, as an operator would.
+    for topic in [
+        format!("{group}.state"),
+        format!("{group}.repartition.auth.src_ip"),
+    ] {
+        cluster.create_topic(&topic, 3, 1).unwrap();
+    }
     let logs = live_equals_replay_on(&cluster.bootstrap_servers(), &group, n, kills, restart, set);
     // The mock cluster completes transactions.
     assert!(logs.contains(r#"mode="exactly_once""#), "{logs}");
@@ -376,7 +386,6 @@ fn one_instance_gives_the_alerts_of_replay() {
 }
 
 #[test]
-#[ignore = "fails today: windows are per input partition; needs repartitioning by the group key (issue 4)"]
 fn a_window_grouped_off_the_partition_key_gives_the_alerts_of_replay() {
     // The spray's source address writes to all three partitions of `auth` (keyed by user).
     live_equals_replay(1, &[], false, RuleSet::OffKey);
