@@ -632,6 +632,12 @@ impl SqlDetector {
             return Ok(());
         };
         if let Some(result) = w.state.emit(&w.plan, ctx.watermark_ms)? {
+            tracing::debug!(
+                rule = self.meta[0].id,
+                rows = result.num_rows(),
+                watermark = ctx.watermark_ms,
+                "window results"
+            );
             self.alerts_from(&result, ctx, out)?;
         }
         Ok(())

@@ -197,6 +197,12 @@ pub struct WindowPlan {
     agg_schema: SchemaRef,
     /// `HAVING` and `SELECT`, bottom-up.
     post: Vec<PostStep>,
+    /// True when `post` starts with a filter that reads aggregates only (`HAVING count(*) >
+    /// 10`): it runs before the group keys are turned back into columns, so a window close
+    /// over a million keys converts only the keys that pass it.
+    filter_first: bool,
+    /// `agg_schema` with nullable group columns: the batch that filter is given.
+    filter_schema: SchemaRef,
     /// Output of the rule: the last projection's schema plus `window_start`, `window_end`.
     pub out_schema: SchemaRef,
     converter: RowConverter,
@@ -480,6 +486,12 @@ impl WindowPlan {
                 false,
             ));
         }
+        let filter_first = match post.first() {
+            Some(PostStep::Filter(pred)) => datafusion::physical_expr::utils::collect_columns(pred)
+                .iter()
+                .all(|c| c.index() >= keys),
+            _ => false,
+        };
         let pre_schema = pre.schema();
         let converter = RowConverter::new(
             (0..keys)
@@ -497,6 +509,21 @@ impl WindowPlan {
             header,
             agg_schema: Arc::clone(aggregate.schema.inner()),
             post,
+            filter_first,
+            filter_schema: Arc::new(Schema::new(
+                aggregate
+                    .schema
+                    .inner()
+                    .fields()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, f)| {
+                        f.as_ref()
+                            .clone()
+                            .with_nullable(i < keys || f.is_nullable())
+                    })
+                    .collect::<Vec<_>>(),
+            )),
             out_schema: Arc::new(Schema::new(fields)),
             converter,
         })
@@ -689,6 +716,11 @@ pub struct WindowState {
     pub evicted: u64,
     scratch_key: Vec<u8>,
     scratch_hashes: Vec<u64>,
+    /// Per key in [`WindowState::fire`]: its pane numbers, the window ends they close, and
+    /// the tags of the panes merged into one window.
+    scratch_panes: Vec<i64>,
+    scratch_ends: Vec<i64>,
+    scratch_tags: Vec<u64>,
 }
 
 /// A window result before `HAVING`: key bytes (with partition), bounds, merged record.
@@ -765,6 +797,9 @@ impl WindowState {
             evicted: 0,
             scratch_key: Vec::new(),
             scratch_hashes: Vec::new(),
+            scratch_panes: Vec::new(),
+            scratch_ends: Vec::new(),
+            scratch_tags: Vec::new(),
         }
     }
 
@@ -911,16 +946,21 @@ impl WindowState {
                         continue;
                     }
                     let n = pane_count(blob[0]);
-                    let pane_ids: Vec<i64> = (0..n).map(|i| blob[start + i * r] as i64).collect();
-                    let mut ends: Vec<i64> = pane_ids
-                        .iter()
-                        .flat_map(|&p| (p..p + panes).filter(|&e| e > fired && e <= last))
-                        .collect();
+                    let pane_ids = &mut self.scratch_panes;
+                    pane_ids.clear();
+                    pane_ids.extend((0..n).map(|i| blob[start + i * r] as i64));
+                    let ends = &mut self.scratch_ends;
+                    ends.clear();
+                    ends.extend(
+                        pane_ids
+                            .iter()
+                            .flat_map(|&p| (p..p + panes).filter(|&e| e > fired && e <= last)),
+                    );
                     ends.sort_unstable();
                     ends.dedup();
                     let key = out.push_key(blob);
-                    let mut tags = Vec::new();
-                    for e in ends {
+                    let tags = &mut self.scratch_tags;
+                    for &e in ends.iter() {
                         let at = out.push_record(plan, &[0]);
                         tags.clear();
                         for (i, &p) in pane_ids.iter().enumerate() {
@@ -937,7 +977,7 @@ impl WindowState {
                         distinct_counts(
                             plan,
                             blob,
-                            &tags,
+                            tags,
                             &mut self.scratch_hashes,
                             &mut out.distinct,
                         );
@@ -1119,10 +1159,7 @@ impl WindowState {
             return Ok(None);
         }
         let rows = &fired.rows;
-        let parser = plan.converter.parser();
-        let mut columns: Vec<ArrayRef> = plan
-            .converter
-            .convert_rows(rows.iter().map(|f| parser.parse(&fired.key(f)[4..])))?;
+        let mut aggregates: Vec<ArrayRef> = Vec::with_capacity(plan.aggs.len());
         let n_distinct = plan
             .aggs
             .iter()
@@ -1176,14 +1213,46 @@ impl WindowState {
                     Arc::new(b.finish())
                 }
             };
-            columns.push(cast(&col, &a.out_type)?);
+            aggregates.push(cast(&col, &a.out_type)?);
         }
         for f in rows {
             self.arena.release_record(plan, fired.record(plan, f));
         }
+        let schema = Arc::clone(&plan.agg_schema);
+        // Which result each row is, carried through `HAVING` to order the survivors.
+        let mut index = UInt32Array::from_iter_values(0..rows.len() as u32);
+        let mut post = &plan.post[..];
+        if let (true, Some(PostStep::Filter(pred))) = (plan.filter_first, post.first()) {
+            // The filter reads aggregates only: the key columns it is given are nulls.
+            let mut columns: Vec<ArrayRef> = schema.fields()[..plan.keys]
+                .iter()
+                .map(|f| datafusion::arrow::array::new_null_array(f.data_type(), rows.len()))
+                .collect();
+            for (c, f) in aggregates.iter().zip(&schema.fields()[plan.keys..]) {
+                columns.push(cast(c, f.data_type())?);
+            }
+            let batch = RecordBatch::try_new(Arc::clone(&plan.filter_schema), columns)?;
+            let mask = pred.evaluate(&batch)?.into_array(batch.num_rows())?;
+            let mask: &BooleanArray = mask.as_boolean();
+            index = filter(&index, mask)?.as_primitive().clone();
+            if index.is_empty() {
+                return Ok(None);
+            }
+            for c in &mut aggregates {
+                *c = filter(c, mask)?;
+            }
+            post = &post[1..];
+        }
+        let parser = plan.converter.parser();
+        let mut columns: Vec<ArrayRef> = plan.converter.convert_rows(
+            index
+                .values()
+                .iter()
+                .map(|&i| parser.parse(&fired.key(&rows[i as usize])[4..])),
+        )?;
+        columns.extend(aggregates);
         // Group columns keep their pre-plan types; the aggregate schema may name them with
         // other nullability: rebuild with its fields.
-        let schema = Arc::clone(&plan.agg_schema);
         let columns = columns
             .into_iter()
             .zip(schema.fields())
@@ -1196,9 +1265,7 @@ impl WindowState {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let mut batch = RecordBatch::try_new(schema, columns)?;
-        // Which result each row is, carried through `HAVING` to order the survivors.
-        let mut index = UInt32Array::from_iter_values(0..rows.len() as u32);
-        for step in &plan.post {
+        for step in post {
             match step {
                 PostStep::Filter(pred) => {
                     let mask = pred.evaluate(&batch)?.into_array(batch.num_rows())?;
@@ -1264,58 +1331,30 @@ impl WindowState {
                 value: Some(self.fired[&p].to_le_bytes().to_vec()),
             });
         }
-        let slots: Vec<u64> = self
-            .keys
+        let has_strings = plan
+            .aggs
             .iter()
-            .filter(|(_, v)| v[0] & DIRTY != 0)
-            .map(|(&s, _)| s)
-            .collect();
-        for slot in slots {
-            let blob = self.keys.get_mut(&slot).expect("listed");
+            .any(|a| matches!(a.kind, AggKind::MinS | AggKind::MaxS));
+        let mut strings: Vec<u64> = Vec::new();
+        for blob in self.keys.values_mut() {
+            if blob[0] & DIRTY == 0 {
+                continue;
+            }
             blob[0] = (blob[0] & !DIRTY) | PERSISTED;
-            let blob = &self.keys[&slot];
-            let key = Blob::key(blob);
-            let mut k = Vec::with_capacity(key.len() - 3);
-            k.push(1);
-            k.extend_from_slice(&key[4..]);
+            let len = key_len(blob[0]);
+            let mut key = Vec::with_capacity(len - 3);
+            key.push(1);
+            let mut bytes = blob[1..1 + key_words(len)]
+                .iter()
+                .flat_map(|w| w.to_le_bytes());
+            let partition: [u8; 4] = std::array::from_fn(|_| bytes.next().expect("partition"));
+            key.extend(bytes.take(len - 4));
             out.push(StateEntry {
-                partition: i32::from_be_bytes(key[..4].try_into().expect("partition")),
-                key: k,
-                value: Some(self.encode(plan, blob)),
+                partition: i32::from_be_bytes(partition),
+                key,
+                value: Some(encode(plan, &self.arena, blob, has_strings, &mut strings)),
             });
         }
-    }
-
-    /// Value of a key's entry: version, pane count, the words after the key (string slots
-    /// replaced by an index into the strings that follow), then the strings.
-    fn encode(&self, plan: &WindowPlan, blob: &[u64]) -> Vec<u8> {
-        let start = Blob::panes_start(blob);
-        let n = pane_count(blob[0]);
-        let mut words: Vec<u64> = blob[start..].to_vec();
-        let mut strings: Vec<&str> = Vec::new();
-        for i in 0..n {
-            for a in &plan.aggs {
-                if matches!(a.kind, AggKind::MinS | AggKind::MaxS) {
-                    let w = &mut words[i * plan.record + a.slot];
-                    if *w != u64::MAX {
-                        strings.push(self.arena.get(*w));
-                        *w = (strings.len() - 1) as u64;
-                    }
-                }
-            }
-        }
-        let mut out = Vec::with_capacity(5 + words.len() * 8);
-        out.push(1u8);
-        out.extend_from_slice(&(n as u32).to_le_bytes());
-        out.extend_from_slice(&(words.len() as u32).to_le_bytes());
-        for w in words {
-            out.extend_from_slice(&w.to_le_bytes());
-        }
-        for s in strings {
-            out.extend_from_slice(&(s.len() as u32).to_le_bytes());
-            out.extend_from_slice(s.as_bytes());
-        }
-        out
     }
 
     /// Restores entries written by [`WindowState::checkpoint`].
@@ -1444,6 +1483,50 @@ impl WindowState {
         }
         self.fired_dirty.retain(|p| !partitions.contains(p));
     }
+}
+
+/// Value of a key's entry: version, pane count, the words after the key (string slots
+/// replaced by an index into the strings that follow), then the strings. `strings` is scratch.
+fn encode(
+    plan: &WindowPlan,
+    arena: &Arena,
+    blob: &[u64],
+    has_strings: bool,
+    strings: &mut Vec<u64>,
+) -> Vec<u8> {
+    let start = Blob::panes_start(blob);
+    let n = pane_count(blob[0]);
+    let words = &blob[start..];
+    strings.clear();
+    let mut string_bytes = 0;
+    let mut out = Vec::with_capacity(9 + words.len() * 8);
+    out.push(1u8);
+    out.extend_from_slice(&(n as u32).to_le_bytes());
+    out.extend_from_slice(&(words.len() as u32).to_le_bytes());
+    for (j, &w) in words.iter().enumerate() {
+        // String slots of pane records hold arena indices: written as their rank instead.
+        let is_string = has_strings
+            && j < n * plan.record
+            && w != u64::MAX
+            && plan.aggs.iter().any(|a| {
+                matches!(a.kind, AggKind::MinS | AggKind::MaxS) && j % plan.record == a.slot
+            });
+        let w = if is_string {
+            strings.push(w);
+            string_bytes += 4 + arena.get(w).len();
+            (strings.len() - 1) as u64
+        } else {
+            w
+        };
+        out.extend_from_slice(&w.to_le_bytes());
+    }
+    out.reserve_exact(string_bytes);
+    for &i in strings.iter() {
+        let s = arena.get(i);
+        out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+        out.extend_from_slice(s.as_bytes());
+    }
+    out
 }
 
 /// Makes `rec` an empty record with `header`: counts 0, nothing present, no strings.

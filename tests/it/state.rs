@@ -359,11 +359,19 @@ fn live_equals_replay_on(
     let mut logs = String::new();
     for (i, (child, stderr)) in instances.iter_mut().enumerate() {
         if killed && i == 0 {
+            logs.push_str(&stderr.rest(Duration::from_secs(1)).join("\n"));
             continue;
         }
+        let addr = metrics_addr(stderr);
+        let diag: String = http_get(&addr, "/metrics")
+            .1
+            .lines()
+            .filter(|l| l.contains("evicted_total") || l.contains("late_events_total"))
+            .map(|l| format!("i{i} {l}\n"))
+            .collect();
         signal(child, "TERM");
         let status = child.wait().unwrap();
-        let log = stderr.rest(Duration::from_secs(5)).join("\n");
+        let log = diag + &stderr.rest(Duration::from_secs(5)).join("\n");
         assert!(status.success(), "instance {i} exited with {status}: {log}");
         logs.push_str(&log);
     }
@@ -397,10 +405,14 @@ fn three_instances_give_the_alerts_of_replay_even_when_one_is_killed() {
 }
 
 #[test]
-#[ignore = "fails today: alerts missing after the SIGKILL on tansu (at-least-once path); under investigation"]
+#[ignore = "flaky on tansu 0.6: after the SIGKILL the dead member's partitions are at times never reassigned (no rebalance reaches the survivors), so their alerts never come"]
 fn on_tansu_three_instances_give_the_alerts_of_replay_even_when_one_is_killed() {
     // tansu 0.6 does not complete transactions: the at-least-once path, whose duplicates
-    // carry the same ids (the comparison is of id sets).
+    // carry the same ids (the comparison is of id sets). Seen in 5 runs: 2 passed; in 2 the
+    // survivors kept their assignment for the 3 minutes after the kill and the killed
+    // instance's partition was owned by nobody; in 1 every partition was owned and one
+    // port-scan alert was still missing (not explained yet). Run it with
+    // `--ignored`; `PALISADE_TEST_RUST_LOG` and `PALISADE_TEST_VERBOSE` show what differs.
     let broker = Tansu::start();
     let group = format!("tansu-state-{}", free_port());
     let logs = live_equals_replay_on(&broker.addr, &group, 3, &[0.3], false, RuleSet::Keyed);

@@ -20,7 +20,10 @@ pub fn bin() -> Command {
     let path =
         std::env::var_os("PALISADE_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_palisade").into());
     let mut c = Command::new(path);
-    c.env("RUST_LOG", "info,librdkafka=warn,rdkafka=warn");
+    // `PALISADE_TEST_RUST_LOG` sets the children's filter (to debug a failing test).
+    let filter = std::env::var("PALISADE_TEST_RUST_LOG")
+        .unwrap_or_else(|_| "info,librdkafka=warn,rdkafka=warn".to_string());
+    c.env("RUST_LOG", filter);
     c
 }
 
