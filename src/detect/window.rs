@@ -1336,24 +1336,42 @@ impl WindowState {
             .iter()
             .any(|a| matches!(a.kind, AggKind::MinS | AggKind::MaxS));
         let mut strings: Vec<u64> = Vec::new();
-        for blob in self.keys.values_mut() {
-            if blob[0] & DIRTY == 0 {
-                continue;
+        // Blobs are scattered over the heap: the first touch of each is a cache miss. Reading
+        // a chunk's first words in a loop of its own lets the CPU overlap those misses, which
+        // the encoding loop (one allocation per entry) would otherwise take one at a time.
+        const CHUNK: usize = 32;
+        let mut chunk: Vec<&mut Vec<u64>> = Vec::with_capacity(CHUNK);
+        let mut values = self.keys.values_mut();
+        loop {
+            chunk.clear();
+            chunk.extend(values.by_ref().take(CHUNK));
+            if chunk.is_empty() {
+                break;
             }
-            blob[0] = (blob[0] & !DIRTY) | PERSISTED;
-            let len = key_len(blob[0]);
-            let mut key = Vec::with_capacity(len - 3);
-            key.push(1);
-            let mut bytes = blob[1..1 + key_words(len)]
-                .iter()
-                .flat_map(|w| w.to_le_bytes());
-            let partition: [u8; 4] = std::array::from_fn(|_| bytes.next().expect("partition"));
-            key.extend(bytes.take(len - 4));
-            out.push(StateEntry {
-                partition: i32::from_be_bytes(partition),
-                key,
-                value: Some(encode(plan, &self.arena, blob, has_strings, &mut strings)),
-            });
+            let mut warm = 0u64;
+            for blob in chunk.iter() {
+                warm ^= blob[0] ^ blob[blob.len() - 1];
+            }
+            std::hint::black_box(warm);
+            for blob in chunk.iter_mut() {
+                if blob[0] & DIRTY == 0 {
+                    continue;
+                }
+                blob[0] = (blob[0] & !DIRTY) | PERSISTED;
+                let len = key_len(blob[0]);
+                let mut key = Vec::with_capacity(len - 3);
+                key.push(1);
+                let mut bytes = blob[1..1 + key_words(len)]
+                    .iter()
+                    .flat_map(|w| w.to_le_bytes());
+                let partition: [u8; 4] = std::array::from_fn(|_| bytes.next().expect("partition"));
+                key.extend(bytes.take(len - 4));
+                out.push(StateEntry {
+                    partition: i32::from_be_bytes(partition),
+                    key,
+                    value: Some(encode(plan, &self.arena, blob, has_strings, &mut strings)),
+                });
+            }
         }
     }
 
