@@ -933,123 +933,139 @@ impl WindowState {
         let mut emptied = Vec::new();
         let mut next_close = i64::MAX;
         let r = plan.record;
-        for (&slot, blob) in self.keys.iter_mut() {
-            let before = blob.capacity();
-            let start = Blob::panes_start(blob);
-            let mut changed = false;
-            match plan.spec {
-                WindowSpec::Hop { size_ms, hop_ms } => {
-                    let panes = size_ms / hop_ms;
-                    let partition = Blob::partition(blob);
-                    let fired = *self.fired.entry(partition).or_insert(self.fired_all);
-                    if fired >= last {
-                        continue;
-                    }
-                    let n = pane_count(blob[0]);
-                    let pane_ids = &mut self.scratch_panes;
-                    pane_ids.clear();
-                    pane_ids.extend((0..n).map(|i| blob[start + i * r] as i64));
-                    let ends = &mut self.scratch_ends;
-                    ends.clear();
-                    ends.extend(
-                        pane_ids
-                            .iter()
-                            .flat_map(|&p| (p..p + panes).filter(|&e| e > fired && e <= last)),
-                    );
-                    ends.sort_unstable();
-                    ends.dedup();
-                    let key = out.push_key(blob);
-                    let tags = &mut self.scratch_tags;
-                    for &e in ends.iter() {
-                        let at = out.push_record(plan, &[0]);
-                        tags.clear();
-                        for (i, &p) in pane_ids.iter().enumerate() {
-                            if p > e - panes && p <= e {
-                                merge_record(
-                                    plan,
-                                    &mut self.arena,
-                                    &mut out.records[at * r..(at + 1) * r],
-                                    &blob[start + i * r..start + (i + 1) * r],
-                                );
-                                tags.push((p as u64) & 0xFFFF);
-                            }
-                        }
-                        distinct_counts(
-                            plan,
-                            blob,
-                            tags,
-                            &mut self.scratch_hashes,
-                            &mut out.distinct,
-                        );
-                        out.rows.push(Fired {
-                            start: (e - panes + 1) * hop_ms,
-                            end: (e + 1) * hop_ms,
-                            key,
-                            at,
-                        });
-                    }
-                    // Drop panes no unfired window needs, with their distinct entries.
-                    let keep_from = last - panes + 2;
-                    for i in (0..n).rev() {
-                        if pane_ids[i] >= keep_from {
-                            continue;
-                        }
-                        let at = start + i * r;
-                        self.arena.release_record(plan, &blob[at..at + r]);
-                        blob.drain(at..at + r);
-                        let left = pane_count(blob[0]) - 1;
-                        Blob::set_panes(blob, left);
-                        let tag = (pane_ids[i] as u64) & 0xFFFF;
-                        blob.retain_from(start + left * r, |e| e >> 48 != tag);
-                        changed = true;
-                    }
-                }
-                WindowSpec::Session { gap_ms } => {
-                    let mut i = 0;
-                    while i < pane_count(blob[0]) {
-                        let at = start + i * r;
-                        let (s, e, tag) = (blob[at] as i64, blob[at + 1] as i64, blob[at + 2]);
-                        let close = e.saturating_add(gap_ms);
-                        if close > watermark_ms {
-                            next_close = next_close.min(close);
-                            i += 1;
-                            continue;
-                        }
-                        let key = out.push_key(blob);
-                        let row = out.push_record(plan, &[0, 0, 0]);
-                        merge_record(
-                            plan,
-                            &mut self.arena,
-                            &mut out.records[row * r..(row + 1) * r],
-                            &blob[at..at + r],
-                        );
-                        self.arena.release_record(plan, &blob[at..at + r]);
-                        distinct_counts(
-                            plan,
-                            blob,
-                            &[tag],
-                            &mut self.scratch_hashes,
-                            &mut out.distinct,
-                        );
-                        out.rows.push(Fired {
-                            start: s,
-                            end: close,
-                            key,
-                            at: row,
-                        });
-                        blob.drain(at..at + r);
-                        let n = pane_count(blob[0]) - 1;
-                        Blob::set_panes(blob, n);
-                        blob.retain_from(start + n * r, |x| x >> 48 != tag);
-                        changed = true;
-                    }
-                }
+        // As in `checkpoint`: a chunk's first words are read ahead so their misses overlap.
+        let mut chunk: Vec<(u64, &mut Vec<u64>)> = Vec::with_capacity(32);
+        let mut entries = self.keys.iter_mut();
+        loop {
+            chunk.clear();
+            chunk.extend(entries.by_ref().take(32).map(|(&s, b)| (s, b)));
+            if chunk.is_empty() {
+                break;
             }
-            if changed {
-                blob[0] |= DIRTY;
-                self.blob_bytes = self.blob_bytes + blob.capacity() * 8 - before * 8;
-                if pane_count(blob[0]) == 0 {
-                    emptied.push(slot);
+            let mut warm = 0u64;
+            for (_, blob) in chunk.iter() {
+                warm ^= blob[0] ^ blob[blob.len() - 1];
+            }
+            std::hint::black_box(warm);
+            for (slot, blob) in chunk.iter_mut() {
+                let (slot, blob): (u64, &mut Vec<u64>) = (*slot, blob);
+                let before = blob.capacity();
+                let start = Blob::panes_start(blob);
+                let mut changed = false;
+                match plan.spec {
+                    WindowSpec::Hop { size_ms, hop_ms } => {
+                        let panes = size_ms / hop_ms;
+                        let partition = Blob::partition(blob);
+                        let fired = *self.fired.entry(partition).or_insert(self.fired_all);
+                        if fired >= last {
+                            continue;
+                        }
+                        let n = pane_count(blob[0]);
+                        let pane_ids = &mut self.scratch_panes;
+                        pane_ids.clear();
+                        pane_ids.extend((0..n).map(|i| blob[start + i * r] as i64));
+                        let ends = &mut self.scratch_ends;
+                        ends.clear();
+                        ends.extend(
+                            pane_ids
+                                .iter()
+                                .flat_map(|&p| (p..p + panes).filter(|&e| e > fired && e <= last)),
+                        );
+                        ends.sort_unstable();
+                        ends.dedup();
+                        let key = out.push_key(blob);
+                        let tags = &mut self.scratch_tags;
+                        for &e in ends.iter() {
+                            let at = out.push_record(plan, &[0]);
+                            tags.clear();
+                            for (i, &p) in pane_ids.iter().enumerate() {
+                                if p > e - panes && p <= e {
+                                    merge_record(
+                                        plan,
+                                        &mut self.arena,
+                                        &mut out.records[at * r..(at + 1) * r],
+                                        &blob[start + i * r..start + (i + 1) * r],
+                                    );
+                                    tags.push((p as u64) & 0xFFFF);
+                                }
+                            }
+                            distinct_counts(
+                                plan,
+                                blob,
+                                tags,
+                                &mut self.scratch_hashes,
+                                &mut out.distinct,
+                            );
+                            out.rows.push(Fired {
+                                start: (e - panes + 1) * hop_ms,
+                                end: (e + 1) * hop_ms,
+                                key,
+                                at,
+                            });
+                        }
+                        // Drop panes no unfired window needs, with their distinct entries.
+                        let keep_from = last - panes + 2;
+                        for i in (0..n).rev() {
+                            if pane_ids[i] >= keep_from {
+                                continue;
+                            }
+                            let at = start + i * r;
+                            self.arena.release_record(plan, &blob[at..at + r]);
+                            blob.drain(at..at + r);
+                            let left = pane_count(blob[0]) - 1;
+                            Blob::set_panes(blob, left);
+                            let tag = (pane_ids[i] as u64) & 0xFFFF;
+                            blob.retain_from(start + left * r, |e| e >> 48 != tag);
+                            changed = true;
+                        }
+                    }
+                    WindowSpec::Session { gap_ms } => {
+                        let mut i = 0;
+                        while i < pane_count(blob[0]) {
+                            let at = start + i * r;
+                            let (s, e, tag) = (blob[at] as i64, blob[at + 1] as i64, blob[at + 2]);
+                            let close = e.saturating_add(gap_ms);
+                            if close > watermark_ms {
+                                next_close = next_close.min(close);
+                                i += 1;
+                                continue;
+                            }
+                            let key = out.push_key(blob);
+                            let row = out.push_record(plan, &[0, 0, 0]);
+                            merge_record(
+                                plan,
+                                &mut self.arena,
+                                &mut out.records[row * r..(row + 1) * r],
+                                &blob[at..at + r],
+                            );
+                            self.arena.release_record(plan, &blob[at..at + r]);
+                            distinct_counts(
+                                plan,
+                                blob,
+                                &[tag],
+                                &mut self.scratch_hashes,
+                                &mut out.distinct,
+                            );
+                            out.rows.push(Fired {
+                                start: s,
+                                end: close,
+                                key,
+                                at: row,
+                            });
+                            blob.drain(at..at + r);
+                            let n = pane_count(blob[0]) - 1;
+                            Blob::set_panes(blob, n);
+                            blob.retain_from(start + n * r, |x| x >> 48 != tag);
+                            changed = true;
+                        }
+                    }
+                }
+                if changed {
+                    blob[0] |= DIRTY;
+                    self.blob_bytes = self.blob_bytes + blob.capacity() * 8 - before * 8;
+                    if pane_count(blob[0]) == 0 {
+                        emptied.push(slot);
+                    }
                 }
             }
         }
