@@ -101,8 +101,14 @@ pub fn wait_for(timeout: Duration, what: &str, mut ok: impl FnMut() -> bool) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_critical_detection_pages_through_alertmanager_repeats_group_and_it_resolves() {
+#[test]
+fn a_critical_detection_pages_through_alertmanager_repeats_group_and_it_resolves() {
+    block_on_bounded(
+        a_critical_detection_pages_through_alertmanager_repeats_group_and_it_resolves_body(),
+    );
+}
+
+async fn a_critical_detection_pages_through_alertmanager_repeats_group_and_it_resolves_body() {
     logs();
     let am = Alertmanager::start();
     let mut config = config_for("unused");

@@ -64,8 +64,12 @@ fn input() -> Vec<(String, Vec<u8>)> {
     records
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn records_become_alerts_and_bad_records_dead_letters() {
+#[test]
+fn records_become_alerts_and_bad_records_dead_letters() {
+    block_on_bounded(records_become_alerts_and_bad_records_dead_letters_body());
+}
+
+async fn records_become_alerts_and_bad_records_dead_letters_body() {
     let (_kafka, config) = cluster();
     let brokers = config.kafka.brokers.clone();
     let group = config.kafka.group_id.clone();
@@ -185,8 +189,12 @@ impl Sink for Stuck {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn offsets_wait_for_alert_acknowledgement_so_a_crash_loses_nothing() {
+#[test]
+fn offsets_wait_for_alert_acknowledgement_so_a_crash_loses_nothing() {
+    block_on_bounded(offsets_wait_for_alert_acknowledgement_so_a_crash_loses_nothing_body());
+}
+
+async fn offsets_wait_for_alert_acknowledgement_so_a_crash_loses_nothing_body() {
     let (_kafka, config) = cluster();
     let brokers = config.kafka.brokers.clone();
     let group = config.kafka.group_id.clone();

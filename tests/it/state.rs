@@ -460,8 +460,12 @@ async fn until(what: &str, timeout: Duration, cond: impl Fn() -> bool) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_broker_outage_and_request_errors_pause_the_pipeline_and_lose_nothing() {
+#[test]
+fn a_broker_outage_and_request_errors_pause_the_pipeline_and_lose_nothing() {
+    block_on_bounded(a_broker_outage_and_request_errors_pause_the_pipeline_and_lose_nothing_body());
+}
+
+async fn a_broker_outage_and_request_errors_pause_the_pipeline_and_lose_nothing_body() {
     use palisade::app::{Live, run_live};
     use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
     use std::sync::Arc;

@@ -361,3 +361,22 @@ impl Drop for Tansu {
         let _ = self.child.wait();
     }
 }
+
+/// Runs `test` on a two-thread runtime, then shuts the runtime down within a bound. For the
+/// tests that run a live pipeline in this process against a mock cluster: when such a test
+/// fails, its cluster is dropped while the pipeline's tasks still call into librdkafka, and
+/// a transaction call waits for its coordinator without a limit; an ordinary
+/// `#[tokio::test]` runtime would wait for that call forever when dropped, so the failure
+/// would hang the suite instead of being reported.
+pub fn block_on_bounded(test: impl std::future::Future<Output = ()>) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runtime.block_on(test)));
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
