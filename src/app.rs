@@ -188,6 +188,14 @@ pub async fn run_live(
             .chain(internal.iter().cloned())
             .collect::<Vec<_>>(),
     );
+    // Ends at shutdown, like the run.
+    tokio::spawn(kafka::watch_group(
+        Arc::clone(&consumer),
+        Arc::clone(&config),
+        sources.to_vec(),
+        Arc::clone(&metrics),
+        shutdown.clone(),
+    ));
     let instance = if config.state.instance_id.is_empty() {
         format!("{}-{}", std::process::id(), crate::pipeline::now_ms())
     } else {

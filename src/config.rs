@@ -95,6 +95,10 @@ pub struct KafkaConfig {
     /// Partitions used when palisade creates a missing output or simulator topic.
     #[serde(default = "default_partitions")]
     pub create_partitions: i32,
+    /// How often (ms) an instance checks that its assignment is the one the group's members
+    /// should have (see `source::group`) and rejoins when it is not; 0 turns the check off.
+    #[serde(default = "default_group_check_ms")]
+    pub group_check_ms: u64,
     /// Extra librdkafka properties for every client (security, timeouts, ...), passed as is.
     #[serde(default)]
     pub client: IndexMap<String, String>,
@@ -108,6 +112,10 @@ pub struct KafkaConfig {
 
 fn default_partitions() -> i32 {
     3
+}
+
+fn default_group_check_ms() -> u64 {
+    15_000
 }
 
 /// Micro-batching and backpressure.

@@ -101,6 +101,9 @@ pub struct Metrics {
     /// Transactions aborted (rebalance, fencing, failed commit): their work is redone from
     /// the last checkpoint.
     pub transaction_aborts: IntCounter,
+    /// Rejoins of the consumer group because this instance's assignment no longer fitted the
+    /// group's members (see [`crate::source::group`]): partitions nobody was reading.
+    pub group_rejoins: IntCounter,
     /// Bytes of checkpointed state per key in the last checkpoint, by detector kind
     /// (`sigma`, `baseline`, `sql`): the mean size of an entry's value.
     pub state_bytes_per_key: prometheus::GaugeVec,
@@ -397,6 +400,14 @@ impl Metrics {
         registry
             .register(Box::new(transaction_aborts.clone()))
             .expect("registered once");
+        let group_rejoins = IntCounter::new(
+            "palisade_group_rejoins_total",
+            "Consumer group rejoins because this instance's assignment did not fit the group's members.",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(group_rejoins.clone()))
+            .expect("registered once");
         let state_bytes_per_key = prometheus::GaugeVec::new(
             Opts::new(
                 "palisade_state_bytes_per_key",
@@ -464,6 +475,7 @@ impl Metrics {
             restore_entries,
             delivery_mode,
             transaction_aborts,
+            group_rejoins,
             state_bytes_per_key,
             registry,
             records,

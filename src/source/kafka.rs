@@ -438,3 +438,137 @@ async fn ensure_topics_with(
     }
     Ok(())
 }
+
+/// Runs the group check (see [`super::group`]) every `[kafka] group_check_ms` until
+/// `shutdown`: rejoins the group when this instance's assignment has not fitted the group's
+/// members at two checks in a row. Turns itself off when the broker does not describe
+/// groups. `topics` are the subscribed topics.
+pub async fn watch_group(
+    consumer: Arc<PalisadeConsumer>,
+    config: Arc<Config>,
+    topics: Vec<String>,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    use super::group::{GroupCheck, Verdict};
+    if config.kafka.group_check_ms == 0 {
+        return;
+    }
+    let every = Duration::from_millis(config.kafka.group_check_ms);
+    let mut check = GroupCheck::default();
+    loop {
+        tokio::select! {
+            _ = shutdown.wait_for(|stop| *stop) => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let (c, g, t) = (
+            Arc::clone(&consumer),
+            config.kafka.group_id.clone(),
+            topics.clone(),
+        );
+        let observed = tokio::task::spawn_blocking(move || observe_group(&c, &g, &t)).await;
+        let round = match observed {
+            Ok(Ok(round)) => round,
+            Ok(Err(e))
+                if matches!(
+                    e.rdkafka_error_code(),
+                    Some(
+                        RDKafkaErrorCode::UnsupportedFeature | RDKafkaErrorCode::UnsupportedVersion
+                    )
+                ) =>
+            {
+                tracing::info!(error = %e, "the broker does not describe groups: group check off");
+                return;
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "group check skipped");
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "group check failed");
+                continue;
+            }
+        };
+        let verdict = check.observe(
+            &round.state,
+            &round.members,
+            &round.me,
+            &round.assigned,
+            &round.topics,
+        );
+        if let Verdict::Rejoin(unread) = verdict {
+            let unread: Vec<String> = unread.iter().map(|(t, p)| format!("{t}/{p}")).collect();
+            tracing::warn!(
+                members = round.members.len(),
+                unread = ?unread,
+                "this instance's partitions do not fit the group's members (the coordinator did not rebalance); rejoining"
+            );
+            metrics.group_rejoins.inc();
+            let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+            consumer.unsubscribe();
+            if let Err(e) = consumer.subscribe(&refs) {
+                tracing::error!(error = %e, "cannot subscribe again after leaving the group");
+            }
+        }
+    }
+}
+
+/// One round of the group check's inputs, read from the coordinator and the client.
+struct GroupRound {
+    state: String,
+    members: Vec<String>,
+    me: String,
+    assigned: std::collections::BTreeSet<super::group::TopicPartition>,
+    topics: Vec<(String, i32)>,
+}
+
+fn observe_group(
+    consumer: &PalisadeConsumer,
+    group: &str,
+    topics: &[String],
+) -> Result<GroupRound, KafkaError> {
+    let timeout = Duration::from_secs(5);
+    let list = consumer.fetch_group_list(Some(group), timeout)?;
+    let Some(info) = list.groups().iter().find(|g| g.name() == group) else {
+        return Err(KafkaError::GroupListFetch(
+            RDKafkaErrorCode::GroupIdNotFound,
+        ));
+    };
+    let metadata = consumer.fetch_metadata(None, timeout)?;
+    let counts = metadata
+        .topics()
+        .iter()
+        .filter(|t| topics.iter().any(|s| s == t.name()) && t.error().is_none())
+        .map(|t| (t.name().to_string(), t.partitions().len() as i32))
+        .collect();
+    let assigned = consumer
+        .assignment()?
+        .elements()
+        .iter()
+        .map(|e| (e.topic().to_string(), e.partition()))
+        .collect();
+    Ok(GroupRound {
+        state: info.state().to_string(),
+        members: info.members().iter().map(|m| m.id().to_string()).collect(),
+        me: member_id(consumer),
+        assigned,
+        topics: counts,
+    })
+}
+
+/// This client's member id in its group (empty before it has joined).
+fn member_id(consumer: &PalisadeConsumer) -> String {
+    let rk = consumer.client().native_ptr();
+    // SAFETY: `rk` is the live client handle owned by `consumer`, which outlives this call.
+    // `rd_kafka_memberid` returns a copy of the id (or null) that the caller owns and frees
+    // with `rd_kafka_mem_free`; it is read before being freed.
+    unsafe {
+        let id = rdkafka::bindings::rd_kafka_memberid(rk);
+        if id.is_null() {
+            return String::new();
+        }
+        let owned = std::ffi::CStr::from_ptr(id).to_string_lossy().into_owned();
+        rdkafka::bindings::rd_kafka_mem_free(rk, id.cast());
+        owned
+    }
+}

@@ -1,6 +1,8 @@
 //! Sources: where records come from, cut into per-stream micro-batches of raw bytes.
 //!
-//! - [`kafka`]: a consumer-group member over every configured topic (live).
+//! - [`kafka`]: a consumer-group member over every configured topic (live); [`group`]
+//!   checks that its assignment fits the group and rejoins when a coordinator failed to
+//!   rebalance.
 //! - [`files`]: JSONL and CSV files merged in event-time order (replay, backtests).
 //! - [`embedded`]: an in-process Kafka cluster fed by the simulator (`palisade run`).
 //!
@@ -11,6 +13,7 @@
 
 pub mod embedded;
 pub mod files;
+pub mod group;
 pub mod kafka;
 
 use std::time::Instant;
