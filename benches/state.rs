@@ -184,7 +184,13 @@ async fn restore_million() {
     let r = Instant::now();
     let partitions: Vec<i32> = (0..PARTITIONS).collect();
     let restored = tokio::task::spawn_blocking(move || {
-        palisade::state::read_changelog(&config, "bench.state", &partitions).unwrap()
+        palisade::state::read_changelog(
+            &config,
+            "bench.state",
+            &partitions,
+            palisade::state::DeliveryMode::ExactlyOnce,
+        )
+        .unwrap()
     })
     .await
     .unwrap();

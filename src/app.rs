@@ -396,9 +396,11 @@ async fn run_assignment(
             changelog.to_string(),
             partitions.clone(),
         );
-        tokio::task::spawn_blocking(move || state::read_changelog(&config, &topic, &partitions))
-            .await
-            .expect("changelog reader panicked")?
+        tokio::task::spawn_blocking(move || {
+            state::read_changelog(&config, &topic, &partitions, mode)
+        })
+        .await
+        .expect("changelog reader panicked")?
     };
     if restored.incomplete > 0 {
         tracing::info!(

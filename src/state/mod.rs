@@ -22,10 +22,13 @@
 //!   last marker again and produces the same alerts again, with the same deterministic ids.
 //!
 //! **Restore** ([`read_changelog`]): the changelog partitions of the partition numbers an
-//! instance owns are read to their end (`read_committed`); entries count only when an offset
-//! marker follows them (a checkpoint cut short by a crash is ignored), and the instance seeks
-//! every input partition to the offset of its last marker: state and position come from the
-//! same checkpoint, whatever the group offsets say.
+//! instance owns are read to their end (`read_committed` in exactly-once mode, so aborted
+//! checkpoints are skipped; `read_uncommitted` at least once, where nothing is written in a
+//! transaction and a transaction the broker cannot end — the failed probe's — must not pin
+//! the readable end of a partition: tansu 0.6 keeps its last stable offset there for ever);
+//! entries count only when an offset marker follows them (a checkpoint cut short by a crash
+//! is ignored), and the instance seeks every input partition to the offset of its last
+//! marker: state and position come from the same checkpoint, whatever the group offsets say.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -154,11 +157,16 @@ pub fn read_changelog(
     config: &Config,
     topic: &str,
     partitions: &[i32],
+    mode: DeliveryMode,
 ) -> Result<Restored, KafkaError> {
+    let isolation = match mode {
+        DeliveryMode::ExactlyOnce => "read_committed",
+        DeliveryMode::AtLeastOnce => "read_uncommitted",
+    };
     let mut c = client_config(config);
     c.set("group.id", format!("{}.restore", config.kafka.group_id))
         .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
+        .set("isolation.level", isolation)
         .set("enable.partition.eof", "true")
         .set("auto.offset.reset", "earliest")
         // Restore reads as fast as it can: when the prefetch queue is full, fetch again as
