@@ -6,7 +6,8 @@
 //!
 //! - [`config`]: the TOML configuration, validated at load with file:line errors.
 //! - [`source`]: Kafka consumer, replay files and the embedded cluster; cut raw batches.
-//! - [`sim`]: the simulated city (deterministic by seed) with labelled attack scenarios.
+//! - [`sim`]: the simulated city (deterministic by seed) with labelled attack, equipment and
+//!   insider scenarios, and their ground truth.
 //! - [`decode`]: raw bytes -> `RecordBatch`; bad records become dead letters. Pure.
 //! - [`detect`]: detectors (SQL via DataFusion, Sigma, baseline statistics) over batches ->
 //!   alerts. Pure.

@@ -16,7 +16,7 @@ use palisade::app::{self, City, Live, ReplayOutput};
 use palisade::config::Config;
 use palisade::metrics::Metrics;
 use palisade::pipeline::Echo;
-use palisade::sim::{Scenario, SimOptions};
+use palisade::sim::{Scenario, SimOptions, Simulator};
 use palisade::source::embedded::Pace;
 use tokio::sync::watch;
 
@@ -125,6 +125,10 @@ struct SimulateArgs {
     /// Write JSONL envelopes into this file.
     #[arg(long)]
     output: Option<PathBuf>,
+    /// With --output: write the ground truth here, one JSON line per scenario occurrence
+    /// (scenario, entity, start, end), silent ones (a sensor that stops) included.
+    #[arg(long, requires = "output")]
+    incidents: Option<PathBuf>,
     /// Seed: the same seed gives the same city.
     #[arg(long, default_value_t = 7)]
     seed: u64,
@@ -140,6 +144,10 @@ struct SimulateArgs {
     /// Attack scenarios to inject: `all`, `none`, or a comma-separated list of names.
     #[arg(long, default_value = "all")]
     scenarios: String,
+    /// Streams to generate (comma-separated: netflow, auth, badge, scada, sensors, pumps);
+    /// default all. The others are not generated, and their scenarios do not happen.
+    #[arg(long, value_delimiter = ',', value_parser = parse_stream)]
+    streams: Vec<String>,
     /// Configuration (topics and Kafka client settings).
     #[arg(long)]
     config: Option<PathBuf>,
@@ -335,6 +343,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 start_ms,
                 duration_ms: None,
                 scenarios: Scenario::ALL.to_vec(),
+                streams: None,
             },
             pace: Pace::Speed(args.speed),
         };
@@ -382,6 +391,19 @@ fn parse_scenarios(text: &str) -> anyhow::Result<Vec<Scenario>> {
     }
 }
 
+/// One of the simulator's streams.
+fn parse_stream(text: &str) -> Result<String, String> {
+    let s = text.trim();
+    if Simulator::STREAMS.contains(&s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "unknown stream `{s}`; the simulator writes {}",
+            Simulator::STREAMS.join(", ")
+        ))
+    }
+}
+
 /// Parses `90s`, `45m`, `6h`, `1d`, `1h30m` (or plain seconds) into milliseconds.
 fn parse_duration_ms(text: &str) -> Result<i64, String> {
     let mut total = 0i64;
@@ -421,9 +443,10 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         start_ms,
         duration_ms: Some(args.duration),
         scenarios: parse_scenarios(&args.scenarios)?,
+        streams: (!args.streams.is_empty()).then(|| args.streams.clone()),
     };
     let written = if let Some(path) = &args.output {
-        app::simulate_to_file(path, sim)?
+        app::simulate_to_file(path, args.incidents.as_deref(), sim)?
     } else {
         let mut config = load_config(args.config.as_ref(), None)?;
         config.kafka.brokers = args
