@@ -20,8 +20,9 @@
 //! - [`metrics`]: every metric, defined once.
 //! - [`server`]: `/metrics`, `/healthz`, `/readyz`.
 //! - [`app`]: the commands (`run`, `replay`, `simulate`) assembled from the above.
-//! - [`eval`]: `palisade eval`: labelled data sets (SKAB) replayed through the baseline
-//!   detector, scored (F1, false- and missed-alarm rates, time to detect).
+//! - [`eval`]: `palisade eval`: labelled data (SKAB through the baseline detector, the
+//!   simulated city through the rules) replayed and scored (F1, false- and missed-alarm
+//!   rates, time to detect).
 //! - [`telemetry`]: `palisade replay --preset sensors`: wide telemetry CSVs (one asset per
 //!   file) through default baseline rules.
 //! - [`ruletest`]: `palisade test`: analysts' test cases (`*.tests.yml`) run through the rules.
