@@ -121,6 +121,24 @@ fn packets(rng: &mut Rng, bytes_out: i64, bytes_in: i64) -> i64 {
     (bytes_out + bytes_in) / 1200 + 1 + rng.range(0, 2)
 }
 
+/// The group a draw `pick` in `[0, sum of weights)` falls in: the first whose cumulative weight
+/// exceeds it; never one of weight 0, even when rounding puts `pick` at the sum.
+pub(crate) fn choose<const N: usize>(pick: f64, weights: [f64; N]) -> usize {
+    let mut last = 0;
+    let mut cumulative = 0.0;
+    for (i, w) in weights.into_iter().enumerate() {
+        if w <= 0.0 {
+            continue;
+        }
+        cumulative += w;
+        last = i;
+        if pick < cumulative {
+            return i;
+        }
+    }
+    last
+}
+
 /// Rounds to `d` decimals, so a value stored and later written as `previous` prints the same.
 fn round(v: f64, d: i32) -> f64 {
     let f = [1.0, 10.0, 100.0, 1000.0][d as usize];
@@ -469,17 +487,13 @@ impl Background {
                 country: "CA",
                 city: "Ottawa",
             };
-            let pick = r.unit() * total;
-            if pick >= office + operators {
+            let group = choose(r.unit() * total, [office, operators, vendors]);
+            if group == 2 {
                 let v = r.pick(&self.city.vendors);
                 (a.user, a.src, a.city) = (v.name, v.addr, v.city);
                 (a.target, a.method) = ("vpn-gw", "vpn");
             } else {
-                let who = if pick < office {
-                    &roster.office
-                } else {
-                    &roster.operators
-                };
+                let who = [&roster.office, &roster.operators][group];
                 let p = self.city.people[who[r.below(who.len() as u64) as usize]];
                 (a.user, a.src) = (p.name, p.addr);
                 (a.target, a.method) = match p.desk {
@@ -532,7 +546,8 @@ impl Background {
     fn badge(&mut self, start: i64, sink: &mut Sink<'_>) {
         let roster = &self.roster;
         let office = BADGE_OFFICE * roster.office.len() as f64;
-        let total = office + BADGE_OPERATOR * roster.operators.len() as f64;
+        let operators = BADGE_OPERATOR * roster.operators.len() as f64;
+        let total = office + operators;
         let n = self
             .badge
             .count(total * minute_noise(self.seed, TAG_BADGE, start));
@@ -540,11 +555,8 @@ impl Background {
         let early = hour_of(start) < 8;
         for _ in 0..n {
             let r = &mut self.badge;
-            let who = if r.unit() * total < office {
-                &roster.office
-            } else {
-                &roster.operators
-            };
+            let who =
+                [&roster.office, &roster.operators][choose(r.unit() * total, [office, operators])];
             let p = self.city.people[who[r.below(who.len() as u64) as usize]];
             let mut b = Badge {
                 ts: start + r.range(0, 999),

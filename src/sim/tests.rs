@@ -829,3 +829,14 @@ fn s_<'a>(v: &'a Value, k: &str) -> &'a str {
 fn ts(v: &Value) -> i64 {
     crate::alert::parse_time_ms(s(v, "ts")).unwrap()
 }
+
+#[test]
+fn a_draw_never_picks_an_empty_group() {
+    use super::benign::choose;
+    assert_eq!(choose(0.5, [1.0, 2.0, 3.0]), 0);
+    assert_eq!(choose(1.0, [1.0, 2.0, 3.0]), 1);
+    assert_eq!(choose(5.9, [1.0, 2.0, 3.0]), 2);
+    // Rounding can put the draw at the sum: the last group with people in it, never an empty one.
+    assert_eq!(choose(3.0, [1.0, 2.0, 0.0]), 1);
+    assert_eq!(choose(0.0, [0.0, 2.0]), 1);
+}

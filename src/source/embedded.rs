@@ -74,11 +74,16 @@ pub async fn produce(
     mut stop: watch::Receiver<bool>,
 ) -> Result<Written, KafkaError> {
     let mut records = Vec::new();
+    let mut incidents = Vec::new();
     let mut written = Written::default();
     let start = tokio::time::Instant::now();
     let mut second = 0u64;
     while sim.next_second(&mut records) {
         second += 1;
+        // Into Kafka only the labelled records go: the ground truth is not kept (an endless
+        // run would pile it up).
+        sim.take_incidents(&mut incidents);
+        incidents.clear();
         let sends = records.iter().map(|r| {
             producer.send(
                 FutureRecord::to(r.topic)
