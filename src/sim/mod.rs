@@ -57,9 +57,11 @@ use events::Sink;
 /// One generated Kafka record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SimRecord {
-    /// Kafka topic, one of the topics in deploy/palisade.toml (city.netflow, city.auth, city.badge, city.scada, city.sensors).
+    /// Kafka topic, one of the topics in deploy/palisade.toml (city.netflow, city.auth,
+    /// city.badge, city.scada, city.sensors, city.pumps).
     pub topic: &'static str,
-    /// Kafka message key: the event's entity (netflow: src_ip, auth: user, badge: badge_id, scada: host, sensors: asset).
+    /// Kafka message key: the event's entity (netflow: src_ip, auth: user, badge: badge_id,
+    /// scada: host, sensors and pumps: asset).
     pub key: String,
     /// Event time, milliseconds since the Unix epoch (equal to the `ts` field in `value`).
     pub ts_ms: i64,
