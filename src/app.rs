@@ -680,13 +680,26 @@ pub async fn simulate_to_kafka(
     Ok(crate::source::embedded::produce(&producer, Simulator::new(sim), pace, stop).await?)
 }
 
-/// `palisade simulate --output`: the city into a JSONL file.
-pub fn simulate_to_file(path: &std::path::Path, sim: SimOptions) -> Result<Written, AppError> {
-    let file =
-        std::fs::File::create(path).map_err(io(format!("cannot create {}", path.display())))?;
-    let mut out = std::io::BufWriter::new(file);
-    crate::source::embedded::write_jsonl(&mut out, Simulator::new(sim))
-        .map_err(io(format!("cannot write {}", path.display())))
+/// `palisade simulate --output`: the city into a JSONL file, and with `truth` its incidents
+/// (the ground truth of every scenario occurrence, silent ones included) as JSON lines.
+pub fn simulate_to_file(
+    path: &std::path::Path,
+    truth: Option<&std::path::Path>,
+    sim: SimOptions,
+) -> Result<Written, AppError> {
+    let create = |path: &std::path::Path| {
+        std::fs::File::create(path)
+            .map(std::io::BufWriter::new)
+            .map_err(io(format!("cannot create {}", path.display())))
+    };
+    let mut out = create(path)?;
+    let mut truth_out = truth.map(create).transpose()?;
+    crate::source::embedded::write_jsonl(
+        &mut out,
+        Simulator::new(sim),
+        truth_out.as_mut().map(|t| t as &mut dyn std::io::Write),
+    )
+    .map_err(io(format!("cannot write {}", path.display())))
 }
 
 /// Hot reload: watches the rule folders (every `[detectors] reload_interval_ms`) and listens

@@ -6,7 +6,8 @@
 //!
 //! - [`config`]: the TOML configuration, validated at load with file:line errors.
 //! - [`source`]: Kafka consumer, replay files and the embedded cluster; cut raw batches.
-//! - [`sim`]: the simulated city (deterministic by seed) with labelled attack scenarios.
+//! - [`sim`]: the simulated city (deterministic by seed) with labelled attack, equipment and
+//!   insider scenarios, and their ground truth.
 //! - [`decode`]: raw bytes -> `RecordBatch`; bad records become dead letters. Pure.
 //! - [`detect`]: detectors (SQL via DataFusion, Sigma, baseline statistics) over batches ->
 //!   alerts. Pure.
@@ -19,8 +20,9 @@
 //! - [`metrics`]: every metric, defined once.
 //! - [`server`]: `/metrics`, `/healthz`, `/readyz`.
 //! - [`app`]: the commands (`run`, `replay`, `simulate`) assembled from the above.
-//! - [`eval`]: `palisade eval`: labelled data sets (SKAB) replayed through the baseline
-//!   detector, scored (F1, false- and missed-alarm rates, time to detect).
+//! - [`eval`]: `palisade eval`: labelled data (SKAB through the baseline detector, the
+//!   simulated city through the rules) replayed and scored (F1, false- and missed-alarm
+//!   rates, time to detect).
 //! - [`telemetry`]: `palisade replay --preset sensors`: wide telemetry CSVs (one asset per
 //!   file) through default baseline rules.
 //! - [`ruletest`]: `palisade test`: analysts' test cases (`*.tests.yml`) run through the rules.

@@ -16,7 +16,7 @@ use palisade::app::{self, City, Live, ReplayOutput};
 use palisade::config::Config;
 use palisade::metrics::Metrics;
 use palisade::pipeline::Echo;
-use palisade::sim::{Scenario, SimOptions};
+use palisade::sim::{Scenario, SimOptions, Simulator};
 use palisade::source::embedded::Pace;
 use tokio::sync::watch;
 
@@ -44,15 +44,19 @@ enum Command {
     Check(CheckArgs),
     /// Run rule test cases (`*.tests.yml` beside the rules): events in, expected alerts out.
     Test(TestArgs),
-    /// Score the baseline detector on a labelled data set (labels never reach the detector):
-    /// per-experiment figures, then `overall F1 <f1> FAR <percent> MAR <percent>`.
+    /// Score the detectors on a labelled data set (labels never reach them): SKAB through the
+    /// multivariate baseline, or the simulated city through the rules; per experiment or
+    /// scenario, then `overall F1 <f1> FAR <percent> MAR <percent>`.
     Eval(EvalArgs),
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Dataset {
     /// Skoltech Anomaly Benchmark (water-pump test bed), outlier-detection protocol.
     Skab,
+    /// palisade's simulated city: its attack, equipment and insider scenarios through the
+    /// configured rules, scored by incident.
+    City,
 }
 
 #[derive(clap::Args)]
@@ -60,12 +64,33 @@ struct EvalArgs {
     /// The labelled data set.
     #[arg(long, value_enum)]
     dataset: Dataset,
-    /// Where it is (SKAB: the folder holding `data/`, e.g. ../shared/data/skab).
-    #[arg(long)]
-    data: PathBuf,
-    /// Only experiments whose name starts with this (e.g. `valve1/`).
+    /// SKAB: where it is (the folder holding `data/`, e.g. ../shared/data/skab).
+    #[arg(long, required_if_eq("dataset", "skab"))]
+    data: Option<PathBuf>,
+    /// SKAB: only experiments whose name starts with this (e.g. `valve1/`).
     #[arg(long)]
     only: Option<String>,
+    /// City: the simulator's seed.
+    #[arg(long, default_value_t = 5)]
+    seed: u64,
+    /// City: simulated start, RFC 3339.
+    #[arg(long, default_value = "2026-01-05T00:00:00Z")]
+    start: String,
+    /// City: simulated time, e.g. 6h, 2d (a login off shift needs a day of history first).
+    #[arg(long, default_value = "2d", value_parser = parse_duration_ms)]
+    duration: i64,
+    /// City: scenarios to inject: `all`, `none`, or a comma-separated list of names.
+    #[arg(long, default_value = "all")]
+    scenarios: String,
+    /// City: streams to simulate and replay (comma-separated); default all.
+    #[arg(long, value_delimiter = ',', value_parser = parse_stream)]
+    streams: Vec<String>,
+    /// City: configuration file (default: the built-in one).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// City: rule folders (default: the configured ones).
+    #[arg(long = "rules")]
+    rules: Vec<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -125,6 +150,10 @@ struct SimulateArgs {
     /// Write JSONL envelopes into this file.
     #[arg(long)]
     output: Option<PathBuf>,
+    /// With --output: write the ground truth here, one JSON line per scenario occurrence
+    /// (scenario, entity, start, end), silent ones (a sensor that stops) included.
+    #[arg(long, requires = "output")]
+    incidents: Option<PathBuf>,
     /// Seed: the same seed gives the same city.
     #[arg(long, default_value_t = 7)]
     seed: u64,
@@ -140,6 +169,10 @@ struct SimulateArgs {
     /// Attack scenarios to inject: `all`, `none`, or a comma-separated list of names.
     #[arg(long, default_value = "all")]
     scenarios: String,
+    /// Streams to generate (comma-separated: netflow, auth, badge, scada, sensors, pumps);
+    /// default all. The others are not generated, and their scenarios do not happen.
+    #[arg(long, value_delimiter = ',', value_parser = parse_stream)]
+    streams: Vec<String>,
     /// Configuration (topics and Kafka client settings).
     #[arg(long)]
     config: Option<PathBuf>,
@@ -234,7 +267,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Replay(args) => replay(args).await,
         Command::Check(args) => check(args).await,
         Command::Test(args) => test(args).await,
-        Command::Eval(args) => eval(args),
+        Command::Eval(args) => eval(args).await,
     }
 }
 
@@ -335,6 +368,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 start_ms,
                 duration_ms: None,
                 scenarios: Scenario::ALL.to_vec(),
+                streams: None,
             },
             pace: Pace::Speed(args.speed),
         };
@@ -382,6 +416,19 @@ fn parse_scenarios(text: &str) -> anyhow::Result<Vec<Scenario>> {
     }
 }
 
+/// One of the simulator's streams.
+fn parse_stream(text: &str) -> Result<String, String> {
+    let s = text.trim();
+    if Simulator::STREAMS.contains(&s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "unknown stream `{s}`; the simulator writes {}",
+            Simulator::STREAMS.join(", ")
+        ))
+    }
+}
+
 /// Parses `90s`, `45m`, `6h`, `1d`, `1h30m` (or plain seconds) into milliseconds.
 fn parse_duration_ms(text: &str) -> Result<i64, String> {
     let mut total = 0i64;
@@ -421,9 +468,10 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         start_ms,
         duration_ms: Some(args.duration),
         scenarios: parse_scenarios(&args.scenarios)?,
+        streams: (!args.streams.is_empty()).then(|| args.streams.clone()),
     };
     let written = if let Some(path) = &args.output {
-        app::simulate_to_file(path, sim)?
+        app::simulate_to_file(path, args.incidents.as_deref(), sim)?
     } else {
         let mut config = load_config(args.config.as_ref(), None)?;
         config.kafka.brokers = args
@@ -558,11 +606,28 @@ async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn eval(args: EvalArgs) -> anyhow::Result<ExitCode> {
+async fn eval(args: EvalArgs) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     match args.dataset {
         Dataset::Skab => {
-            palisade::eval::skab(&args.data, args.only.as_deref(), &mut out)?;
+            let data = args.data.as_ref().context("--data is required for SKAB")?;
+            palisade::eval::skab(data, args.only.as_deref(), &mut out)?;
+        }
+        Dataset::City => {
+            let start_ms = chrono::DateTime::parse_from_rfc3339(&args.start)
+                .with_context(|| format!("--start `{}` is not an RFC 3339 time", args.start))?
+                .timestamp_millis();
+            let sim = SimOptions {
+                seed: args.seed,
+                start_ms,
+                duration_ms: Some(args.duration),
+                scenarios: parse_scenarios(&args.scenarios)?,
+                streams: (!args.streams.is_empty()).then(|| args.streams.clone()),
+            };
+            let config = Arc::new(load_config(args.config.as_ref(), None)?);
+            let detectors = app::load_detectors(&config, &args.rules).await?;
+            let pseudonymiser = app::pseudonymiser(&config);
+            palisade::eval::city(config, detectors, pseudonymiser, sim, &mut out).await?;
         }
     }
     Ok(ExitCode::SUCCESS)

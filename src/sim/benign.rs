@@ -1,23 +1,33 @@
-//! The benign background: what the city's five streams carry when nobody is attacking.
+//! The benign background: what the city's six streams carry when nobody is attacking.
 //!
-//! In: the start of a simulated second. Out: that second's benign events, rendered through a
-//! [`Sink`], in generation order (the caller sorts by time).
-//! Guarantees: each stream draws from its own generator, so the background is the same
-//! whatever scenarios are injected; and no benign event satisfies a shipped rule (see the
-//! invariants in `city.rs`; setpoint writes come only from `ews-01`/`ews-02` with chlorine
-//! doses in 1.5..=2.5 mg/L; badge denials are `no_access` / `out_of_hours`, never `revoked`;
-//! VPN logins come only from Canada; sensor values are clamped to plausible ranges).
+//! In: the start of a simulated second, and the tampers the equipment scenarios armed. Out: that
+//! second's benign events, rendered through a [`Sink`], in generation order (the caller sorts
+//! by time); a reading or poll a tamper acts on is rendered labelled, or not at all.
+//! Guarantees: each stream draws from its own generator, and tampers change only what is
+//! rendered, never what is drawn, so the background is the same whatever scenarios are
+//! injected (and whichever streams are generated); and no benign event satisfies a shipped
+//! rule (see the invariants in `city.rs`; setpoint writes come only from `ews-01`/`ews-02` with
+//! chlorine doses in 1.5..=2.5 mg/L; badge denials are `no_access` / `out_of_hours`, never
+//! `revoked`; VPN logins come only from Canada; sensor values are clamped to plausible ranges;
+//! a pump's flow, current and pressure move together, and its flow follows its run command
+//! within seconds).
 
-use super::city::{self, ASSETS, City, Metric, Role, curve, hour_of};
-use super::events::{Auth, Badge, Flow, Reading, Scada, Sink};
+use super::city::{self, ASSETS, City, Desk, Metric, PUMP_NAMES, Role, Shift, curve, hour_of};
+use super::events::{Auth, Badge, Flow, PumpPoll, Reading, Scada, Sink};
 use super::rng::{Rng, hash_unit};
+use super::tamper::{Effect, Tampers, Target};
 
 /// Peak rates, events per simulated second.
 pub(crate) const NETFLOW_HUMAN_PEAK: f64 = 80.0;
 /// Polling, video and kiosk traffic that runs around the clock.
 pub(crate) const NETFLOW_MACHINE: f64 = 20.0;
-pub(crate) const AUTH_PEAK: f64 = 3.0;
-pub(crate) const BADGE_PEAK: f64 = 1.0;
+/// Logins per second of each person at work (about 3/s in office hours, 0.1/s at night).
+const AUTH_OFFICE: f64 = 0.085;
+const AUTH_OPERATOR: f64 = 0.05;
+const AUTH_VENDOR: f64 = 0.01;
+/// Badge swipes per second of each person at work (about 1/s in office hours).
+const BADGE_OFFICE: f64 = 0.027;
+const BADGE_OPERATOR: f64 = 0.03;
 pub(crate) const SCADA_PEAK: f64 = 1.5;
 
 /// Generator tags: one independent random stream per consumer.
@@ -27,17 +37,58 @@ const TAG_AUTH: u64 = 3;
 const TAG_BADGE: u64 = 4;
 const TAG_SCADA: u64 = 5;
 const TAG_SENSORS: u64 = 6;
+const TAG_PUMPS: u64 = 7;
 
 const OK: &str = "ok";
+
+/// The streams the simulator writes, in `deploy/palisade.toml` order.
+pub(crate) const STREAMS: [&str; 6] = ["netflow", "auth", "badge", "scada", "sensors", "pumps"];
+
+/// One pump station: its size and its duty cycle.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Pump {
+    /// Flow (m3/h), motor current (A) and pressure rise (bar) at the duty point.
+    flow: f64,
+    current: f64,
+    rise: f64,
+    /// Discharge pressure with the pump stopped (static head, bar).
+    pub(crate) idle_bar: f64,
+    /// Length of one start-run-stop cycle (ms) and when the first one started.
+    cycle_ms: i64,
+    cycle_phase: i64,
+    /// When in the 10 s period the station is polled (ms).
+    poll_phase: i64,
+    /// Slow variation of the system's head in [-1, 1]: more head, less flow, a little less
+    /// current, more pressure (the pump curve), so the three move together.
+    head: f64,
+}
+
+/// How long a pump takes to reach its duty point, and to stop.
+const RAMP_UP_MS: i64 = 15_000;
+const RAMP_DOWN_MS: i64 = 10_000;
+
+/// Who is at work in the current hour (indices into `City::people`), recomputed when the hour
+/// changes.
+#[derive(Debug, Default)]
+struct Roster {
+    hour: Option<i64>,
+    office: Vec<usize>,
+    operators: Vec<usize>,
+    vendors: bool,
+}
 
 pub(crate) struct Background {
     seed: u64,
     pub(crate) city: City,
+    /// Which of [`STREAMS`] are generated.
+    enabled: [bool; 6],
     net: Rng,
     auth: Rng,
     badge: Rng,
     scada: Rng,
     sensors: Rng,
+    pumps_rng: Rng,
+    roster: Roster,
     /// Chlorine dose setpoint of each water PLC (mg/L): changed by benign `ews` writes, read
     /// by the HMIs and by the rogue-setpoint scenario for its `previous`.
     pub(crate) dose: [f64; 6],
@@ -49,6 +100,10 @@ pub(crate) struct Background {
     scale: [f64; ASSETS.len()],
     /// Per asset and metric: slow noise in [-1, 1], so consecutive readings are correlated.
     wander: [[f64; 3]; ASSETS.len()],
+    /// The pump stations.
+    pub(crate) pumps: [Pump; PUMP_NAMES.len()],
+    /// What the equipment scenarios are doing to the readings.
+    pub(crate) tampers: Tampers,
 }
 
 /// A slow multiplicative wobble in [0.85, 1.15] that changes every simulated minute: a pure
@@ -66,6 +121,24 @@ fn packets(rng: &mut Rng, bytes_out: i64, bytes_in: i64) -> i64 {
     (bytes_out + bytes_in) / 1200 + 1 + rng.range(0, 2)
 }
 
+/// The group a draw `pick` in `[0, sum of weights)` falls in: the first whose cumulative weight
+/// exceeds it; never one of weight 0, even when rounding puts `pick` at the sum.
+pub(crate) fn choose<const N: usize>(pick: f64, weights: [f64; N]) -> usize {
+    let mut last = 0;
+    let mut cumulative = 0.0;
+    for (i, w) in weights.into_iter().enumerate() {
+        if w <= 0.0 {
+            continue;
+        }
+        cumulative += w;
+        last = i;
+        if pick < cumulative {
+            return i;
+        }
+    }
+    last
+}
+
 /// Rounds to `d` decimals, so a value stored and later written as `previous` prints the same.
 fn round(v: f64, d: i32) -> f64 {
     let f = [1.0, 10.0, 100.0, 1000.0][d as usize];
@@ -73,7 +146,8 @@ fn round(v: f64, d: i32) -> f64 {
 }
 
 impl Background {
-    pub(crate) fn new(seed: u64) -> Background {
+    /// The city of `seed`, generating the streams of [`STREAMS`] that `enabled` marks.
+    pub(crate) fn new(seed: u64, enabled: [bool; 6]) -> Background {
         let mut setup = Rng::new(seed, TAG_CITY);
         let city = City::new(&mut setup);
         let mut dose = [0.0; 6];
@@ -85,40 +159,96 @@ impl Background {
         let mut phase = [0; ASSETS.len()];
         let mut scale = [0.0; ASSETS.len()];
         let mut wander = [[0.0; 3]; ASSETS.len()];
-        for (i, a) in ASSETS.iter().enumerate() {
+        for i in 0..ASSETS.len() {
             phase[i] = setup.range(0, city::REPORT_MS - 1);
-            scale[i] = match a.name.as_bytes()[0] {
-                b'p' => setup.uniform(0.3, 0.6), // pump stations move less water than the plant
-                _ => setup.uniform(0.8, 1.2),
-            };
+            scale[i] = setup.uniform(0.8, 1.2);
             for w in &mut wander[i] {
                 *w = setup.uniform(-0.5, 0.5);
             }
         }
+        let pumps = std::array::from_fn(|_| {
+            let flow = setup.uniform(120.0, 260.0);
+            let cycle_ms = setup.range(20, 35) * 60_000;
+            Pump {
+                flow,
+                current: flow * setup.uniform(0.18, 0.22),
+                rise: setup.uniform(2.5, 3.5),
+                idle_bar: setup.uniform(1.8, 2.6),
+                cycle_ms,
+                cycle_phase: setup.range(0, cycle_ms - 1),
+                poll_phase: setup.range(0, city::REPORT_MS - 1),
+                head: setup.uniform(-0.5, 0.5),
+            }
+        });
         Background {
             seed,
             city,
+            enabled,
             net: Rng::new(seed, TAG_NET),
             auth: Rng::new(seed, TAG_AUTH),
             badge: Rng::new(seed, TAG_BADGE),
             scada: Rng::new(seed, TAG_SCADA),
             sensors: Rng::new(seed, TAG_SENSORS),
+            pumps_rng: Rng::new(seed, TAG_PUMPS),
+            roster: Roster::default(),
             dose,
             pump,
             phase,
             scale,
             wander,
+            pumps,
+            tampers: Tampers::default(),
         }
     }
 
     /// Generates the benign events of the second starting at `start`.
     pub(crate) fn second(&mut self, start: i64, sink: &mut Sink<'_>) {
         let human = curve(&city::HUMAN, start);
-        self.netflow(start, human, sink);
-        self.auth(start, human, sink);
-        self.badge(start, human, sink);
-        self.scada(start, human, sink);
-        self.sensors(start, sink);
+        self.update_roster(start);
+        let [netflow, auth, badge, scada, sensors, pumps] = self.enabled;
+        if netflow {
+            self.netflow(start, human, sink);
+        }
+        if auth {
+            self.auth(start, sink);
+        }
+        if badge {
+            self.badge(start, sink);
+        }
+        if scada {
+            self.scada(start, human, sink);
+        }
+        if sensors {
+            self.sensors(start, sink);
+        }
+        if pumps {
+            self.pumps(start, sink);
+        }
+        if !self.tampers.is_empty() {
+            self.tampers.expire(start + 1000);
+        }
+    }
+
+    fn update_roster(&mut self, start: i64) {
+        let hour = start.div_euclid(3_600_000);
+        if self.roster.hour == Some(hour) {
+            return;
+        }
+        let h = hour_of(start);
+        let r = &mut self.roster;
+        r.hour = Some(hour);
+        r.office.clear();
+        r.operators.clear();
+        for (i, p) in self.city.people.iter().enumerate() {
+            if !p.shift.covers(h) {
+                continue;
+            }
+            match p.role {
+                Role::Operator => r.operators.push(i),
+                _ => r.office.push(i),
+            }
+        }
+        r.vendors = Shift::BUSINESS.covers(h);
     }
 
     fn netflow(&mut self, start: i64, human: f64, sink: &mut Sink<'_>) {
@@ -330,10 +460,19 @@ impl Background {
         f
     }
 
-    fn auth(&mut self, start: i64, human: f64, sink: &mut Sink<'_>) {
+    fn auth(&mut self, start: i64, sink: &mut Sink<'_>) {
+        let roster = &self.roster;
+        let office = AUTH_OFFICE * roster.office.len() as f64;
+        let operators = AUTH_OPERATOR * roster.operators.len() as f64;
+        let vendors = if roster.vendors {
+            AUTH_VENDOR * self.city.vendors.len() as f64
+        } else {
+            0.0
+        };
+        let total = office + operators + vendors;
         let n = self
             .auth
-            .count(AUTH_PEAK * human * minute_noise(self.seed, TAG_AUTH, start));
+            .count(total * minute_noise(self.seed, TAG_AUTH, start));
         for _ in 0..n {
             let r = &mut self.auth;
             let ts = start + r.range(0, 999);
@@ -348,38 +487,45 @@ impl Background {
                 country: "CA",
                 city: "Ottawa",
             };
-            if r.chance(0.015) {
+            let group = choose(r.unit() * total, [office, operators, vendors]);
+            if group == 2 {
                 let v = r.pick(&self.city.vendors);
                 (a.user, a.src, a.city) = (v.name, v.addr, v.city);
                 (a.target, a.method) = ("vpn-gw", "vpn");
             } else {
-                let p = if r.chance(0.2) {
-                    r.pick(self.city.operators())
-                } else {
-                    r.pick(self.city.office())
-                };
+                let who = [&roster.office, &roster.operators][group];
+                let p = self.city.people[who[r.below(who.len() as u64) as usize]];
                 (a.user, a.src) = (p.name, p.addr);
-                (a.target, a.method) = if p.role == Role::Operator {
-                    match r.below(100) {
-                        0..=24 => ("hmi-water-01", "password"),
-                        25..=39 => ("hmi-water-02", "password"),
-                        40..=49 => ("hmi-power-01", "password"),
-                        50..=54 => ("traffic-mgmt-01", "password"),
-                        55..=59 => ("scada-historian", "password"),
-                        60..=84 => ("ad", "kerberos"),
-                        85..=94 => ("mail", "password"),
-                        _ => ("vpn-gw", "vpn"),
-                    }
-                } else {
-                    match r.below(100) {
+                (a.target, a.method) = match p.desk {
+                    // Operators sign in at their console, to their own desk's systems.
+                    Some(Desk::Water) => match r.below(100) {
+                        0..=34 => ("hmi-water-01", "password"),
+                        35..=59 => ("hmi-water-02", "password"),
+                        60..=69 => ("scada-historian", "password"),
+                        70..=89 => ("ad", "kerberos"),
+                        _ => ("mail", "password"),
+                    },
+                    Some(Desk::Power) => match r.below(100) {
+                        0..=54 => ("hmi-power-01", "password"),
+                        55..=64 => ("scada-historian", "password"),
+                        65..=84 => ("ad", "kerberos"),
+                        _ => ("mail", "password"),
+                    },
+                    Some(Desk::Traffic) => match r.below(100) {
+                        0..=54 => ("traffic-mgmt-01", "password"),
+                        55..=84 => ("ad", "kerberos"),
+                        _ => ("mail", "password"),
+                    },
+                    None => match r.below(100) {
                         0..=44 => ("ad", "kerberos"),
                         45..=59 => ("mail", "password"),
                         60..=84 => ("sso", "mfa"),
                         85..=94 => ("vpn-gw", "vpn"),
                         _ => ("files-01", "kerberos"),
-                    }
+                    },
                 };
                 if a.method == "vpn" {
+                    // Working from home: the tunnel from their own address, near Ottawa.
                     (a.src, a.city) = (p.home, p.home_city);
                 }
             }
@@ -397,20 +543,21 @@ impl Background {
         }
     }
 
-    fn badge(&mut self, start: i64, human: f64, sink: &mut Sink<'_>) {
-        // Squared: the buildings are far emptier at night than the network is.
+    fn badge(&mut self, start: i64, sink: &mut Sink<'_>) {
+        let roster = &self.roster;
+        let office = BADGE_OFFICE * roster.office.len() as f64;
+        let operators = BADGE_OPERATOR * roster.operators.len() as f64;
+        let total = office + operators;
         let n = self
             .badge
-            .count(BADGE_PEAK * human * human * minute_noise(self.seed, TAG_BADGE, start));
-        let hour = hour_of(start);
-        let night = !(6..21).contains(&hour);
+            .count(total * minute_noise(self.seed, TAG_BADGE, start));
+        // The office floors open at 08:00; the lobby and the garage at 07:00.
+        let early = hour_of(start) < 8;
         for _ in 0..n {
             let r = &mut self.badge;
-            let p = if r.chance(0.8) {
-                r.pick(self.city.office())
-            } else {
-                r.pick(self.city.operators())
-            };
+            let who =
+                [&roster.office, &roster.operators][choose(r.unit() * total, [office, operators])];
+            let p = self.city.people[who[r.below(who.len() as u64) as usize]];
             let mut b = Badge {
                 ts: start + r.range(0, 999),
                 badge: p.badge,
@@ -421,12 +568,11 @@ impl Background {
                 result: "granted",
                 reason: OK,
             };
-            if p.role == Role::Operator {
-                // Control-room staff work shifts: no out-of-hours restriction.
-                match r.below(100) {
-                    0..=69 => {
+            match p.desk {
+                Some(Desk::Water) => {
+                    b.zone = "ot-water";
+                    if r.chance(0.75) {
                         b.site = "wtp-main";
-                        b.zone = "ot-water";
                         b.door = r.pick(&[
                             "main-gate",
                             "main-gate",
@@ -435,35 +581,30 @@ impl Background {
                             "chem-storage",
                             "pump-hall",
                         ]);
-                    }
-                    70..=89 => {
+                    } else {
                         b.site = r.pick(&city::PUMP_STATIONS);
-                        b.zone = "ot-water";
                         b.door = "main-door";
                     }
-                    90..=94 => {
-                        b.site = "substation-east";
-                        b.zone = "ot-power";
-                        b.door = "control-building";
-                    }
-                    _ => {
-                        b.site = "traffic-ops";
-                        b.zone = "traffic";
-                        b.door = "main-entrance";
-                    }
                 }
-            } else {
-                b.door = match r.below(100) {
-                    0..=44 => "main-entrance",
-                    45..=64 => "floor-2",
-                    65..=84 => "floor-3",
-                    85..=96 => "parking-garage",
-                    _ => "server-room",
-                };
-                if b.door == "server-room" && p.role != Role::Admin {
-                    (b.result, b.reason) = ("denied", "no_access");
-                } else if night && r.chance(0.5) {
-                    (b.result, b.reason) = ("denied", "out_of_hours");
+                Some(Desk::Power) => {
+                    (b.site, b.zone, b.door) = ("substation-east", "ot-power", "control-building");
+                }
+                Some(Desk::Traffic) => {
+                    (b.site, b.zone, b.door) = ("traffic-ops", "traffic", "main-entrance");
+                }
+                None => {
+                    b.door = match r.below(100) {
+                        0..=44 => "main-entrance",
+                        45..=64 => "floor-2",
+                        65..=84 => "floor-3",
+                        85..=96 => "parking-garage",
+                        _ => "server-room",
+                    };
+                    if b.door == "server-room" && p.role != Role::Admin {
+                        (b.result, b.reason) = ("denied", "no_access");
+                    } else if early && b.door.starts_with("floor") && r.chance(0.5) {
+                        (b.result, b.reason) = ("denied", "out_of_hours");
+                    }
                 }
             }
             // Someone trying a door they have no business with, now and then.
@@ -479,12 +620,18 @@ impl Background {
         let n = self
             .scada
             .count(SCADA_PEAK * (0.35 + 0.65 * human) * minute_noise(self.seed, TAG_SCADA, start));
+        let on_duty = &self.roster.operators;
+        if on_duty.is_empty() {
+            return;
+        }
         for _ in 0..n {
             let r = &mut self.scada;
             let ts = start + r.range(0, 999);
-            let operator = r.pick(&city::OPERATORS);
+            let p = self.city.people[on_duty[r.below(on_duty.len() as u64) as usize]];
+            let operator = p.name;
             let kind = r.below(1000);
-            let e = if kind < 3 {
+            let desk = p.desk.unwrap_or(Desk::Water);
+            let e = if desk == Desk::Water && kind < 6 {
                 // Engineering change from an engineering workstation, within the safe band.
                 let (host, src) = r.pick(&city::EWS);
                 let i = r.below(6) as usize;
@@ -511,8 +658,8 @@ impl Background {
                 }
             } else {
                 let ack = kind < 83;
-                let (host, src, asset, domain, tag, value, previous) = match r.below(100) {
-                    0..=59 => {
+                let (host, src, asset, domain, tag, value, previous) = match desk {
+                    Desk::Water => {
                         let (host, src) = r.pick(&city::HMI_WATER);
                         let i = r.below(6) as usize;
                         let (tag, v, p) = if ack {
@@ -544,7 +691,7 @@ impl Background {
                         };
                         (host, src, city::PLC_NAMES[i], "water", tag, v, p)
                     }
-                    60..=84 => {
+                    Desk::Power => {
                         let i = r.below(4) as usize;
                         let (tag, v, p) = if ack {
                             let tag = r.pick(&[
@@ -569,7 +716,7 @@ impl Background {
                         let (host, src) = city::HMI_POWER;
                         (host, src, city::RTU_NAMES[i], "power", tag, v, p)
                     }
-                    _ => {
+                    Desk::Traffic => {
                         let i = r.below(12) as usize;
                         let (tag, v, p) = if ack {
                             let tag = r.pick(&[
@@ -631,7 +778,7 @@ impl Background {
                 let w = &mut self.wander[i][m];
                 *w = (0.85 * *w + 0.15 * self.sensors.noise()).clamp(-1.0, 1.0);
                 let w = *w;
-                let value = match metric {
+                let mut value = match metric {
                     Metric::Chlorine => (1.55 - 0.35 * (water - 0.6) + 0.12 * w).clamp(1.0, 2.0),
                     Metric::Pressure => (5.2 - 1.4 * water + 0.25 * w).clamp(3.0, 6.0),
                     Metric::Flow => (scale * (60.0 + 340.0 * water) * (1.0 + 0.05 * w)).max(5.0),
@@ -641,6 +788,16 @@ impl Background {
                     Metric::Frequency => 60.0 + 0.015 * w,
                     Metric::Queue => (scale * 22.0 * traffic + 2.5 * w + 0.5).max(0.0).floor(),
                 };
+                let mut label = None;
+                if let Some(t) = self.tampers.at(Target::Sensor { asset: i, metric }, ts) {
+                    label = Some(t.label);
+                    match &mut t.effect {
+                        Effect::Withhold => continue,
+                        Effect::Freeze(stuck) => value = *stuck.get_or_insert(value),
+                        Effect::Offset(d) => value += *d,
+                        Effect::Cavitation { .. } | Effect::NoStart => {}
+                    }
+                }
                 let r = Reading {
                     ts,
                     asset: a.name,
@@ -648,8 +805,88 @@ impl Background {
                     metric,
                     value,
                 };
-                sink.reading(&r, None);
+                sink.reading(&r, label);
             }
+        }
+    }
+
+    /// The run command of pump `i` at `t`: the start of the cycle `t` falls in, and when the
+    /// pump is commanded off in that cycle (the pump runs while `t` is before it). A pure
+    /// function of the time: scenarios ask it when the next start is.
+    pub(crate) fn pump_cycle(&self, i: usize, t: i64) -> (i64, i64) {
+        let p = &self.pumps[i];
+        let k = (t - p.cycle_phase).div_euclid(p.cycle_ms);
+        let start = p.cycle_phase + k * p.cycle_ms;
+        // Pumps run longer when demand is high; each cycle a little differently.
+        let jitter = hash_unit(
+            self.seed ^ (i as u64 + 1).wrapping_mul(0x2545_F491),
+            k as u64,
+        );
+        let duty = (0.35 + 0.5 * curve(&city::WATER, start)) * (0.95 + 0.1 * jitter);
+        (start, start + (duty * p.cycle_ms as f64) as i64)
+    }
+
+    /// The first start of pump `i` at or after `t`.
+    pub(crate) fn next_pump_start(&self, i: usize, t: i64) -> i64 {
+        let (start, _) = self.pump_cycle(i, t);
+        if start >= t {
+            start
+        } else {
+            start + self.pumps[i].cycle_ms
+        }
+    }
+
+    fn pumps(&mut self, start: i64, sink: &mut Sink<'_>) {
+        for (i, &name) in PUMP_NAMES.iter().enumerate() {
+            let offset = (self.pumps[i].poll_phase - start).rem_euclid(city::REPORT_MS);
+            if offset >= 1000 {
+                continue;
+            }
+            let ts = start + offset;
+            let (cycle, stop) = self.pump_cycle(i, ts);
+            let on = ts < stop;
+            // How far the pump is towards its duty point: ramping up after the command,
+            // down after it is withdrawn.
+            let frac = if on {
+                ((ts - cycle) as f64 / RAMP_UP_MS as f64).min(1.0)
+            } else {
+                (1.0 - (ts - stop) as f64 / RAMP_DOWN_MS as f64).max(0.0)
+            };
+            let r = &mut self.pumps_rng;
+            let p = &mut self.pumps[i];
+            p.head = (0.95 * p.head + 0.1 * r.noise()).clamp(-1.0, 1.0);
+            let (n1, n2, n3) = (r.noise(), r.noise(), r.noise());
+            let mut current = frac * p.current * (1.0 - 0.02 * p.head) * (1.0 + 0.005 * n1);
+            let mut flow = frac * p.flow * (1.0 - 0.05 * p.head) * (1.0 + 0.008 * n2);
+            let idle = p.idle_bar * (1.0 + 0.004 * n3);
+            let mut rise = frac * p.rise * (1.0 + 0.04 * p.head);
+            let mut label = None;
+            if let Some(t) = self.tampers.at(Target::Pump(i), ts) {
+                label = Some(t.label);
+                match t.effect {
+                    Effect::Cavitation {
+                        flow: f,
+                        current: c,
+                        head: h,
+                    } => {
+                        flow *= f;
+                        current *= c;
+                        // Vapour bubbles collapsing: the discharge pressure sags and shakes.
+                        rise *= h * (1.0 + 0.06 * n1);
+                    }
+                    Effect::NoStart => (current, flow, rise) = (0.0, 0.0, 0.0),
+                    Effect::Freeze(_) | Effect::Withhold | Effect::Offset(_) => {}
+                }
+            }
+            let poll = PumpPoll {
+                ts,
+                asset: name,
+                cmd: i64::from(on),
+                current_a: current,
+                pressure_bar: idle + rise,
+                flow_m3h: flow,
+            };
+            sink.pump(&poll, label);
         }
     }
 }

@@ -8,7 +8,17 @@
 //! - every person logs in from addresses of their own (one office or console address, one
 //!   home address): no benign address is shared by two users, so `auth.password_spray`
 //!   (8 distinct users failing from one address) cannot fire on benign failures;
-//! - nothing in the cameras zone talks to the internet (`net.bulk_exfiltration`).
+//! - nothing in the cameras zone talks to the internet (`net.bulk_exfiltration`);
+//! - no benign source reaches more than 16 distinct destinations (an office PC: 12 SaaS
+//!   addresses, 2 domain controllers, the file and mail servers), below the 20 that
+//!   `ueba.host_fan_out` needs;
+//! - everyone works fixed hours ([`Shift`]): office staff a nine-hour day, operators one of three
+//!   eight-hour shifts at their desk (water, power, traffic), vendors business hours; logins,
+//!   badges and operator actions happen only within them, so a day of history holds every hour a
+//!   person works (`ueba.unusual_hour`), and their systems within a few hours
+//!   (`ueba.user_new_target`);
+//! - every place a benign login comes from lies within 100 km of Ottawa or is a vendor's own
+//!   office, always the same (`ueba.impossible_travel`).
 //!
 //! The city keeps UTC as its wall clock, so the hour-of-day curves read directly off `ts`.
 
@@ -156,6 +166,50 @@ pub(crate) fn internet_client(rng: &mut Rng) -> u32 {
 }
 
 // People.
+/// Working hours, in hours of the (UTC) day: `hours` hours from `start`, wrapping midnight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Shift {
+    pub(crate) start: u32,
+    pub(crate) hours: u32,
+}
+
+impl Shift {
+    pub(crate) const DAY: Shift = Shift { start: 6, hours: 8 };
+    pub(crate) const EVENING: Shift = Shift {
+        start: 14,
+        hours: 8,
+    };
+    pub(crate) const NIGHT: Shift = Shift {
+        start: 22,
+        hours: 8,
+    };
+    /// Vendors answer during business hours.
+    pub(crate) const BUSINESS: Shift = Shift { start: 8, hours: 9 };
+
+    /// Whether hour `h` of the day is a working hour.
+    pub(crate) fn covers(self, h: u32) -> bool {
+        (h + 24 - self.start) % 24 < self.hours
+    }
+
+    /// The first instant at or after `t` (ms) within the working hours.
+    pub(crate) fn next_on(self, t: i64) -> i64 {
+        let hour = hour_of(t);
+        if self.covers(hour) {
+            return t;
+        }
+        let wait = i64::from((self.start + 24 - hour) % 24);
+        t - t.rem_euclid(3_600_000) + wait * 3_600_000
+    }
+}
+
+/// The desk of a control-room operator: their HMI, assets and sites.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Desk {
+    Water,
+    Power,
+    Traffic,
+}
+
 /// Office staff; the first three are IT administrators (server room, RDP to servers).
 pub(crate) const OFFICE_USERS: [&str; 32] = [
     "m.gagnon",
@@ -192,16 +246,18 @@ pub(crate) const OFFICE_USERS: [&str; 32] = [
     "a.wilson",
 ];
 pub(crate) const ADMIN_COUNT: usize = 3;
-/// Control-room operators (water, power and traffic consoles, engineering workstations).
-pub(crate) const OPERATORS: [&str; 8] = [
-    "j.tremblay",
-    "r.nadeau",
-    "s.lambert",
-    "m.cyr",
-    "d.hebert",
-    "p.lachance",
-    "c.bolduc",
-    "g.dion",
+/// Control-room operators (water, power and traffic consoles, engineering workstations),
+/// with their desk and shift: water and power are watched around the clock, traffic by day
+/// and evening.
+pub(crate) const OPERATORS: [(&str, Desk, Shift); 8] = [
+    ("j.tremblay", Desk::Water, Shift::DAY),
+    ("r.nadeau", Desk::Water, Shift::EVENING),
+    ("s.lambert", Desk::Water, Shift::NIGHT),
+    ("m.cyr", Desk::Power, Shift::DAY),
+    ("d.hebert", Desk::Power, Shift::EVENING),
+    ("p.lachance", Desk::Power, Shift::NIGHT),
+    ("c.bolduc", Desk::Traffic, Shift::DAY),
+    ("g.dion", Desk::Traffic, Shift::EVENING),
 ];
 /// Vendor accounts: VPN only, from their company's Canadian office.
 pub(crate) const VENDORS: [(&str, &str); 3] = [
@@ -236,6 +292,10 @@ pub(crate) struct Person {
     pub(crate) home_city: &'static str,
     /// Badge number, written `B-<number>`.
     pub(crate) badge: u32,
+    /// Working hours: the only hours this person logs in, badges or acts.
+    pub(crate) shift: Shift,
+    /// Operators: the desk they work at.
+    pub(crate) desk: Option<Desk>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -256,8 +316,11 @@ pub(crate) struct City {
 impl City {
     pub(crate) fn new(rng: &mut Rng) -> City {
         let mut people = Vec::with_capacity(OFFICE_USERS.len() + OPERATORS.len());
-        let names = OFFICE_USERS.iter().chain(OPERATORS.iter());
-        for (i, &name) in names.enumerate() {
+        let names = OFFICE_USERS
+            .iter()
+            .copied()
+            .chain(OPERATORS.iter().map(|o| o.0));
+        for (i, name) in names.enumerate() {
             let role = match i {
                 i if i < ADMIN_COUNT => Role::Admin,
                 i if i < OFFICE_USERS.len() => Role::Office,
@@ -273,13 +336,27 @@ impl City {
                 i as u8,
                 2 + rng.below(252) as u8,
             );
+            let home_city = rng.pick(&HOME_CITIES);
+            let (shift, desk) = match i.checked_sub(OFFICE_USERS.len()) {
+                Some(k) => (OPERATORS[k].2, Some(OPERATORS[k].1)),
+                // Office days start at 7, 8 or 9.
+                None => (
+                    Shift {
+                        start: 7 + rng.below(3) as u32,
+                        hours: 9,
+                    },
+                    None,
+                ),
+            };
             people.push(Person {
                 name,
                 role,
                 addr,
                 home,
-                home_city: rng.pick(&HOME_CITIES),
+                home_city,
                 badge: 10_417 + 53 * i as u32,
+                shift,
+                desk,
             });
         }
         let vendor = |k: usize, rng: &mut Rng| Vendor {
@@ -295,14 +372,6 @@ impl City {
         };
         let vendors = [vendor(0, rng), vendor(1, rng), vendor(2, rng)];
         City { people, vendors }
-    }
-
-    pub(crate) fn office(&self) -> &[Person] {
-        &self.people[..OFFICE_USERS.len()]
-    }
-
-    pub(crate) fn operators(&self) -> &[Person] {
-        &self.people[OFFICE_USERS.len()..]
     }
 }
 
@@ -362,7 +431,6 @@ pub(crate) struct Asset {
 }
 
 const PLANT: &[Metric] = &[Metric::Chlorine, Metric::Pressure, Metric::Flow];
-const PUMP: &[Metric] = &[Metric::Pressure, Metric::Flow];
 const RESERVOIR: &[Metric] = &[Metric::Chlorine, Metric::Level];
 const SUBSTATION: &[Metric] = &[Metric::Voltage, Metric::Load, Metric::Frequency];
 const SIGNAL: &[Metric] = &[Metric::Queue];
@@ -375,20 +443,14 @@ const fn asset(name: &'static str, domain: &'static str, metrics: &'static [Metr
     }
 }
 
-/// The 30 assets of the sensors stream; each reports all its metrics every 10 s.
-pub(crate) const ASSETS: [Asset; 30] = [
+/// The 24 assets of the sensors stream; each reports all its metrics every 10 s.
+pub(crate) const ASSETS: [Asset; 24] = [
     asset("wtp-plc-01", "water", PLANT),
     asset("wtp-plc-02", "water", PLANT),
     asset("wtp-plc-03", "water", PLANT),
     asset("wtp-plc-04", "water", PLANT),
     asset("wtp-plc-05", "water", PLANT),
     asset("wtp-plc-06", "water", PLANT),
-    asset("pump-station-01", "water", PUMP),
-    asset("pump-station-02", "water", PUMP),
-    asset("pump-station-03", "water", PUMP),
-    asset("pump-station-04", "water", PUMP),
-    asset("pump-station-05", "water", PUMP),
-    asset("pump-station-06", "water", PUMP),
     asset("reservoir-01", "water", RESERVOIR),
     asset("reservoir-02", "water", RESERVOIR),
     asset("sub-rtu-01", "power", SUBSTATION),
@@ -408,8 +470,19 @@ pub(crate) const ASSETS: [Asset; 30] = [
     asset("tsc-011", "traffic", SIGNAL),
     asset("tsc-012", "traffic", SIGNAL),
 ];
-/// Sensor reporting period.
+/// Sensor reporting period (the pump stations' controllers are polled as often).
 pub(crate) const REPORT_MS: i64 = 10_000;
+
+/// The pump stations of the pumps stream: one record per poll, with the pump's run command,
+/// motor current, discharge pressure and flow. Each pump starts and stops on its own cycle.
+pub(crate) const PUMP_NAMES: [&str; 6] = [
+    "pump-station-01",
+    "pump-station-02",
+    "pump-station-03",
+    "pump-station-04",
+    "pump-station-05",
+    "pump-station-06",
+];
 
 // Daily rhythms, one value per UTC hour (linearly interpolated within the hour).
 /// People: office hours with a lunch dip, a quiet night.

@@ -15,6 +15,7 @@ pub(crate) const TOPIC_AUTH: &str = "city.auth";
 pub(crate) const TOPIC_BADGE: &str = "city.badge";
 pub(crate) const TOPIC_SCADA: &str = "city.scada";
 pub(crate) const TOPIC_SENSORS: &str = "city.sensors";
+pub(crate) const TOPIC_PUMPS: &str = "city.pumps";
 
 /// A netflow record; zones are derived from the addresses.
 pub(crate) struct Flow {
@@ -74,6 +75,17 @@ pub(crate) struct Reading {
     pub(crate) domain: &'static str,
     pub(crate) metric: Metric,
     pub(crate) value: f64,
+}
+
+/// One poll of a pump station's controller.
+pub(crate) struct PumpPoll {
+    pub(crate) ts: i64,
+    pub(crate) asset: &'static str,
+    /// The run command: 1 while the controller asks the pump to run.
+    pub(crate) cmd: i64,
+    pub(crate) current_a: f64,
+    pub(crate) pressure_bar: f64,
+    pub(crate) flow_m3h: f64,
 }
 
 /// Renders events into `out`, reusing buffers from `pool`.
@@ -195,5 +207,18 @@ impl Sink<'_> {
             .str("unit", r.metric.unit())
             .finish(label);
         self.push(TOPIC_SENSORS, r.ts, key, value, label);
+    }
+
+    pub(crate) fn pump(&mut self, p: &PumpPoll, label: Option<&'static str>) {
+        let (mut key, mut value) = self.buffers();
+        key.extend_from_slice(p.asset.as_bytes());
+        Obj::new(&mut value, p.ts)
+            .str("asset", p.asset)
+            .int("pump_cmd", p.cmd)
+            .float("current_a", p.current_a, 1)
+            .float("pressure_bar", p.pressure_bar, 2)
+            .float("flow_m3h", p.flow_m3h, 1)
+            .finish(label);
+        self.push(TOPIC_PUMPS, p.ts, key, value, label);
     }
 }

@@ -12,6 +12,7 @@ use std::sync::{Arc, OnceLock};
 use datafusion::arrow::array::RecordBatch;
 use serde_json::Value;
 
+use super::benign::Background;
 use super::*;
 use crate::alert::Alert;
 use crate::config::{Config, StreamConfig};
@@ -31,6 +32,7 @@ fn opts(seed: u64, start_ms: i64, minutes: i64, scenarios: &[Scenario]) -> SimOp
         start_ms,
         duration_ms: Some(minutes * MINUTE),
         scenarios: scenarios.to_vec(),
+        streams: None,
     }
 }
 
@@ -83,6 +85,13 @@ fn s<'a>(v: &'a Value, k: &str) -> &'a str {
 fn f(v: &Value, k: &str) -> f64 {
     v[k].as_f64()
         .unwrap_or_else(|| panic!("{k} is not a number in {v}"))
+}
+
+/// The scenarios whose first occurrence falls in the 40 minutes of [`attack_run`].
+fn attacks() -> impl Iterator<Item = Scenario> {
+    Scenario::ALL
+        .into_iter()
+        .filter(|s| s.kind() == Kind::Attack)
 }
 
 // ---- The real configuration, decoder and rules ----
@@ -237,8 +246,8 @@ fn every_record_fits_its_stream_schema() {
         batches.iter().map(|(_, b)| b.num_rows()).sum::<usize>(),
         records.len()
     );
-    // All five streams are present.
-    assert_eq!(per_topic.len(), 5, "{per_topic:?}");
+    // Every stream is present.
+    assert_eq!(per_topic.len(), Simulator::STREAMS.len(), "{per_topic:?}");
 }
 
 #[test]
@@ -268,8 +277,7 @@ fn first_occurrences_come_in_order_within_40_minutes() {
             first.entry(l).or_insert(r.ts_ms);
         }
     }
-    let times: Vec<i64> = Scenario::ALL
-        .iter()
+    let times: Vec<i64> = attacks()
         .map(|sc| {
             *first
                 .get(sc.name())
@@ -340,9 +348,13 @@ fn rates_follow_the_day() {
     assert!((2.0..4.5).contains(&per_s("city.auth")));
     assert!((0.6..1.5).contains(&per_s("city.badge")));
     assert!((1.0..2.2).contains(&per_s("city.scada")));
-    // Sensors report on a fixed cadence: 58 readings every 10 s, day and night.
-    assert_eq!(day["city.sensors"], 58 * 12);
-    assert_eq!(night["city.sensors"], 58 * 12);
+    // Sensors and pump stations report on a fixed cadence, every 10 s, day and night.
+    let readings: usize = city::ASSETS.iter().map(|a| a.metrics.len()).sum();
+    assert_eq!(readings, 46);
+    for run in [&day, &night] {
+        assert_eq!(run["city.sensors"], readings * 12);
+        assert_eq!(run["city.pumps"], city::PUMP_NAMES.len() * 12);
+    }
 }
 
 #[test]
@@ -362,16 +374,12 @@ fn benign_traffic_never_trips_a_rule() {
 fn each_scenario_trips_exactly_its_rules() {
     let records = flatten(attack_run());
     let alerts = rule_alerts(&records);
-    let expected: BTreeSet<&str> = Scenario::ALL
-        .iter()
-        .flat_map(|s| s.rule_ids())
-        .copied()
-        .collect();
+    let expected: BTreeSet<&str> = attacks().flat_map(|s| s.rule_ids()).copied().collect();
     assert_eq!(
         alerts.keys().map(String::as_str).collect::<BTreeSet<_>>(),
         expected
     );
-    for sc in Scenario::ALL {
+    for sc in attacks() {
         let labelled: Vec<&SimRecord> = records
             .iter()
             .filter(|r| r.label == Some(sc.name()))
@@ -492,7 +500,8 @@ fn scenario_details_match_the_brief() {
 
 #[test]
 fn scenarios_repeat_about_every_six_hours() {
-    let mut sim = Simulator::new(opts(5, DAY, 24 * 60, &Scenario::ALL));
+    let all_attacks: Vec<Scenario> = attacks().collect();
+    let mut sim = Simulator::new(opts(5, DAY, 24 * 60, &all_attacks));
     let first = sim.attacks.schedule();
     assert_eq!(first.len(), 7);
     let mut out = Vec::new();
@@ -501,7 +510,8 @@ fn scenarios_repeat_about_every_six_hours() {
     let mut fired: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
     let mut t = DAY;
     while t < DAY + 24 * HOUR {
-        sim.attacks.second(t, &sim.background, &mut out, &mut pool);
+        sim.attacks.fire(t, &mut sim.background, &mut pool);
+        sim.attacks.emit(t, &mut out);
         for r in out.drain(..) {
             let times = fired.entry(r.label.unwrap()).or_default();
             if times
@@ -566,4 +576,267 @@ fn shipped_rules_name_the_ids_scenarios_promise() {
             assert_eq!(rule.stream, sc.stream(), "{id}");
         }
     }
+}
+
+// ---- Equipment and insider scenarios ----
+
+/// A whole run's records, and its incidents.
+fn run_with_incidents(o: SimOptions) -> (Vec<SimRecord>, Vec<Incident>) {
+    let mut sim = Simulator::new(o);
+    let (mut out, mut all, mut incidents) = (Vec::new(), Vec::new(), Vec::new());
+    while sim.next_second(&mut out) {
+        all.extend(out.iter().cloned());
+        sim.take_incidents(&mut incidents);
+    }
+    sim.take_incidents(&mut incidents);
+    (all, incidents)
+}
+
+fn streams(names: &[&str]) -> Option<Vec<String>> {
+    Some(names.iter().map(|s| s.to_string()).collect())
+}
+
+/// The shipped rules' alerts on `records` (in time order) as replay would raise them: each
+/// stream cut into a batch per minute of event time, the watermark ten seconds behind, every
+/// window closed at the end.
+fn rule_alerts_in_time(records: &[SimRecord]) -> Vec<Alert> {
+    let config = config();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let mut rules = runtime
+        .block_on(DetectorSet::load(config, &config.rule_dirs()))
+        .unwrap();
+    let mut ctx = EvalContext {
+        now_ms: 0,
+        pseudonymiser: Pseudonymiser::new(b"test"),
+        partition: 0,
+        watermark_ms: i64::MIN,
+    };
+    let (mut alerts, mut timings) = (Vec::new(), Vec::new());
+    let mut i = 0;
+    while i < records.len() {
+        let minute = records[i].ts_ms.div_euclid(MINUTE);
+        let n = records[i..].partition_point(|r| r.ts_ms.div_euclid(MINUTE) == minute);
+        let slice = &records[i..i + n];
+        ctx.now_ms = slice[n - 1].ts_ms;
+        ctx.watermark_ms = ctx.now_ms - 10_000;
+        for (stream, batch) in decoded(slice) {
+            rules.evaluate(stream, &batch, &ctx, &mut alerts, &mut timings);
+        }
+        i += n;
+    }
+    ctx.watermark_ms = i64::MAX;
+    for stream in 0..config.streams.len() {
+        rules.advance(stream, &ctx, &mut alerts, &mut timings);
+    }
+    assert!(timings.iter().all(|t| t.error.is_none()), "{timings:?}");
+    alerts
+}
+
+/// Checks that every alert belongs to an incident of a scenario naming its rule (same entity,
+/// from the start to ten minutes after the end), and that every scenario's rules fired on each
+/// of its incidents.
+fn check_alerts_belong(alerts: &[Alert], incidents: &[Incident]) {
+    let p = Pseudonymiser::new(b"test");
+    let entity = |i: &Incident| match i.field {
+        "user" => p.pseudonym(&i.entity),
+        _ => i.entity.clone(),
+    };
+    let mut caught = vec![BTreeSet::new(); incidents.len()];
+    for a in alerts {
+        let t = crate::alert::parse_time_ms(&a.event_time).unwrap();
+        let owner = incidents.iter().position(|i| {
+            i.scenario.rule_ids().contains(&a.rule.id.as_str())
+                && entity(i) == a.entity
+                && (i.start_ms..i.end_ms + 10 * MINUTE).contains(&t)
+        });
+        let Some(n) = owner else {
+            panic!("an alert no incident explains: {a:#?}\nincidents: {incidents:#?}")
+        };
+        caught[n].insert(a.rule.id.as_str());
+    }
+    for (i, rules) in incidents.iter().zip(&caught) {
+        let want: BTreeSet<&str> = i.scenario.rule_ids().iter().copied().collect();
+        assert_eq!(rules, &want, "{i:?}");
+    }
+}
+
+fn equipment() -> Vec<Scenario> {
+    Scenario::ALL
+        .into_iter()
+        .filter(|s| s.kind() == Kind::Equipment)
+        .collect()
+}
+
+#[test]
+fn equipment_scenarios_replace_only_their_series_and_trip_exactly_their_rules() {
+    let mut o = opts(42, DAY, 4 * 60 + 30, &equipment());
+    o.streams = streams(&["sensors", "pumps"]);
+    let (records, incidents) = run_with_incidents(o.clone());
+    o.scenarios.clear();
+    let (quiet, none) = run_with_incidents(o);
+    assert!(none.is_empty());
+    for s in equipment() {
+        let mine: Vec<&Incident> = incidents.iter().filter(|i| i.scenario == s).collect();
+        assert_eq!(mine.len(), 1, "{}: {incidents:?}", s.name());
+        assert!(mine[0].start_ms >= DAY + s.first_slot_ms(), "{:?}", mine[0]);
+        assert!(
+            mine[0].end_ms > mine[0].start_ms + 5 * MINUTE,
+            "{:?}",
+            mine[0]
+        );
+    }
+    // The series each scenario acts on: a metric of a sensor asset, or a whole pump poll.
+    let metric = |s: Scenario| match s {
+        Scenario::SensorStuck => Some("level_m"),
+        Scenario::SensorSilent => Some("flow_m3h"),
+        Scenario::SensorOffset => Some("pressure_bar"),
+        _ => None,
+    };
+    let acted_on = |r: &SimRecord| {
+        incidents.iter().find(|i| {
+            r.key == i.entity
+                && (i.start_ms..i.end_ms).contains(&r.ts_ms)
+                && metric(i.scenario).is_none_or(|m| s(&json(r), "metric") == m)
+        })
+    };
+    // Separable: the benign records are the quiet run's, less those of the series acted on.
+    let benign: Vec<&SimRecord> = records.iter().filter(|r| r.label.is_none()).collect();
+    let kept: Vec<&SimRecord> = quiet.iter().filter(|r| acted_on(r).is_none()).collect();
+    assert_eq!(benign, kept);
+    // A labelled record is one of its incident's series, within it.
+    for r in records.iter().filter(|r| r.label.is_some()) {
+        let i = acted_on(r).unwrap_or_else(|| panic!("{r:?}"));
+        assert_eq!(r.label, Some(i.scenario.name()));
+    }
+    // The silent series sends nothing at all; the others are replaced reading for reading.
+    let silent = incidents
+        .iter()
+        .find(|i| i.scenario == Scenario::SensorSilent)
+        .unwrap();
+    assert!(
+        records
+            .iter()
+            .all(|r| acted_on(r).is_none_or(|i| i != silent))
+    );
+    assert!(quiet.iter().filter(|r| acted_on(r) == Some(silent)).count() > 50);
+    check_alerts_belong(&rule_alerts_in_time(&records), &incidents);
+    assert!(rule_alerts_in_time(&quiet).is_empty());
+}
+
+#[test]
+fn insider_scenarios_pick_victims_as_documented_and_trip_exactly_their_rules() {
+    let logins = [
+        Scenario::ImpossibleTravel,
+        Scenario::NewSystemLogin,
+        Scenario::OffHoursLogin,
+    ];
+    let mut o = opts(42, DAY, 31 * 60, &logins);
+    o.streams = streams(&["auth"]);
+    let (records, incidents) = run_with_incidents(o.clone());
+    let bg = Background::new(42, [true; 6]);
+    let person = |name: &str| {
+        *bg.city
+            .people
+            .iter()
+            .find(|p| p.name == name)
+            .unwrap_or_else(|| panic!("{name} is nobody"))
+    };
+    let events: Vec<Value> = records.iter().map(json).collect();
+    for s in logins {
+        let mine: Vec<&Incident> = incidents.iter().filter(|i| i.scenario == s).collect();
+        assert!(!mine.is_empty(), "{}", s.name());
+        for i in mine {
+            let v = person(&i.entity);
+            let e: Vec<&Value> = events
+                .iter()
+                .filter(|e| e.get("label").is_some_and(|l| l == s.name()))
+                .filter(|e| s_(e, "user") == i.entity && ts(e) == i.start_ms)
+                .collect();
+            assert_eq!(e.len(), 1, "{i:?}");
+            let (e, hour) = (e[0], city::hour_of(i.start_ms));
+            assert_eq!(s_(e, "result"), "success");
+            match s {
+                Scenario::ImpossibleTravel => {
+                    assert!(v.desk.is_none() && v.shift.covers(hour), "{v:?} at {hour}");
+                    assert!(!["Ottawa", v.home_city].contains(&e["geo"]["city"].as_str().unwrap()));
+                }
+                Scenario::NewSystemLogin => {
+                    assert!(v.role == city::Role::Office && v.shift.covers(hour));
+                    assert!(i.start_ms - v.shift.next_on(DAY) >= 6 * HOUR);
+                    // Never used before by that person, in the whole run.
+                    let target = s_(e, "target");
+                    assert!(
+                        !events.iter().any(|x| s_(x, "user") == i.entity
+                            && s_(x, "target") == target
+                            && ts(x) < i.start_ms),
+                        "{target}"
+                    );
+                }
+                _ => {
+                    assert!(v.desk.is_some() && !v.shift.covers(hour), "{v:?} at {hour}");
+                    assert!(i.start_ms - v.shift.next_on(DAY) >= 24 * HOUR);
+                }
+            }
+        }
+    }
+    check_alerts_belong(&rule_alerts_in_time(&records), &incidents);
+    o.scenarios.clear();
+    assert!(rule_alerts_in_time(&run_with_incidents(o).0).is_empty());
+}
+
+#[test]
+fn camera_grab_pulls_every_camera_within_one_window_and_trips_the_fan_out_rule() {
+    // From 06:00, so the grab (from +1 h 30) finds office staff at work.
+    let mut o = opts(42, DAY + 6 * HOUR, 100, &[Scenario::CameraGrab]);
+    o.streams = streams(&["netflow"]);
+    let (records, incidents) = run_with_incidents(o);
+    assert_eq!(incidents.len(), 1, "{incidents:?}");
+    let flows: Vec<Value> = records
+        .iter()
+        .filter(|r| r.label.is_some())
+        .map(json)
+        .collect();
+    let cameras: BTreeSet<&str> = flows.iter().map(|f| s_(f, "dst_ip")).collect();
+    assert!((35..=40).contains(&cameras.len()), "{}", cameras.len());
+    assert!(flows.iter().all(|f| s_(f, "dst_zone") == "cameras"
+        && s_(f, "src_ip") == incidents[0].entity
+        && f["dst_port"] == 554));
+    let window = |f: &Value| ts(f).div_euclid(5 * MINUTE);
+    assert!(flows.iter().all(|f| window(f) == window(&flows[0])));
+    check_alerts_belong(&rule_alerts_in_time(&records), &incidents);
+}
+
+#[test]
+fn streams_not_asked_for_are_not_generated_and_the_others_do_not_change() {
+    let all = flatten(&batches(opts(4, DAY + 9 * HOUR, 3, &Scenario::ALL)));
+    let mut o = opts(4, DAY + 9 * HOUR, 3, &Scenario::ALL);
+    o.streams = streams(&["auth", "sensors"]);
+    let some = flatten(&batches(o));
+    let wanted: Vec<&SimRecord> = all
+        .iter()
+        .filter(|r| ["city.auth", "city.sensors"].contains(&r.topic))
+        .collect();
+    assert!(wanted.len() > 500);
+    assert_eq!(some.iter().collect::<Vec<_>>(), wanted);
+}
+
+fn s_<'a>(v: &'a Value, k: &str) -> &'a str {
+    s(v, k)
+}
+
+fn ts(v: &Value) -> i64 {
+    crate::alert::parse_time_ms(s(v, "ts")).unwrap()
+}
+
+#[test]
+fn a_draw_never_picks_an_empty_group() {
+    use super::benign::choose;
+    assert_eq!(choose(0.5, [1.0, 2.0, 3.0]), 0);
+    assert_eq!(choose(1.0, [1.0, 2.0, 3.0]), 1);
+    assert_eq!(choose(5.9, [1.0, 2.0, 3.0]), 2);
+    // Rounding can put the draw at the sum: the last group with people in it, never an empty one.
+    assert_eq!(choose(3.0, [1.0, 2.0, 0.0]), 1);
+    assert_eq!(choose(0.0, [0.0, 2.0]), 1);
 }

@@ -74,11 +74,16 @@ pub async fn produce(
     mut stop: watch::Receiver<bool>,
 ) -> Result<Written, KafkaError> {
     let mut records = Vec::new();
+    let mut incidents = Vec::new();
     let mut written = Written::default();
     let start = tokio::time::Instant::now();
     let mut second = 0u64;
     while sim.next_second(&mut records) {
         second += 1;
+        // Into Kafka only the labelled records go: the ground truth is not kept (an endless
+        // run would pile it up).
+        sim.take_incidents(&mut incidents);
+        incidents.clear();
         let sends = records.iter().map(|r| {
             producer.send(
                 FutureRecord::to(r.topic)
@@ -115,8 +120,13 @@ struct EnvelopeOut<'a> {
 }
 
 /// Writes the simulated city as JSONL envelopes (the format `replay` reads).
-pub fn write_jsonl(out: &mut dyn Write, mut sim: Simulator) -> std::io::Result<Written> {
+pub fn write_jsonl(
+    out: &mut dyn Write,
+    mut sim: Simulator,
+    mut truth: Option<&mut dyn Write>,
+) -> std::io::Result<Written> {
     let mut records: Vec<SimRecord> = Vec::new();
+    let mut incidents = Vec::new();
     let mut written = Written::default();
     while sim.next_second(&mut records) {
         for r in &records {
@@ -133,7 +143,24 @@ pub fn write_jsonl(out: &mut dyn Write, mut sim: Simulator) -> std::io::Result<W
             written.records += 1;
             written.labelled += u64::from(r.label.is_some());
         }
+        if let Some(truth) = truth.as_deref_mut() {
+            sim.take_incidents(&mut incidents);
+            for i in incidents.drain(..) {
+                let line = serde_json::json!({
+                    "scenario": i.scenario.name(),
+                    "entity": i.entity,
+                    "field": i.field,
+                    "start": crate::alert::format_time_ms(i.start_ms),
+                    "end": crate::alert::format_time_ms(i.end_ms),
+                });
+                serde_json::to_writer(&mut *truth, &line)?;
+                truth.write_all(b"\n")?;
+            }
+        }
     }
     out.flush()?;
+    if let Some(truth) = truth {
+        truth.flush()?;
+    }
     Ok(written)
 }

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use palisade::sim::Scenario;
+use palisade::sim::{Kind, Scenario};
 
 use crate::support::*;
 
@@ -48,7 +48,8 @@ fn replay_is_deterministic_and_catches_every_scenario() {
         .iter()
         .map(|a| a["rule"]["id"].as_str().unwrap())
         .collect();
-    for scenario in Scenario::ALL {
+    // The attacks: the 40 simulated minutes hold their first occurrences.
+    for scenario in Scenario::ALL.iter().filter(|s| s.kind() == Kind::Attack) {
         for rule in scenario.rule_ids() {
             assert!(
                 fired.contains(rule),

@@ -247,6 +247,11 @@ impl BaselineDetector {
                     columns.push(("field", f.field.clone()));
                     Some(f.field.clone())
                 }
+                Model::Consistency(cs) if rule.metric.is_none() => {
+                    columns.push(("command", cs.command.clone()));
+                    columns.push(("response", cs.response.clone()));
+                    None
+                }
                 Model::ImpossibleTravel(tr) => {
                     columns.push(("location", tr.location.clone()));
                     // Privacy is configured on top-level columns.
@@ -279,6 +284,23 @@ impl BaselineDetector {
                             key,
                             format!("stream `{}` has no column `{c}`", rule.stream),
                         ));
+                    }
+                }
+                for (c, _) in &rule.filter {
+                    match column_type(schema, c) {
+                        None => errors.push(err(
+                            "where",
+                            format!("`where`: stream `{}` has no column `{c}`", rule.stream),
+                        )),
+                        Some(DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) => {}
+                        Some(t) => errors.push(err(
+                            "where",
+                            format!(
+                                "`where` compares text, and column `{c}` of stream `{}` is \
+                                 {t}",
+                                rule.stream
+                            ),
+                        )),
                     }
                 }
             }
@@ -381,17 +403,24 @@ impl BaselineDetector {
 
 /// Whether `schema` has column `name`, or for `a.b` a struct column `a` with a field `b`.
 fn has_column(schema: &datafusion::arrow::datatypes::Schema, name: &str) -> bool {
-    match name.split_once('.') {
-        _ if schema.field_with_name(name).is_ok() => true,
-        Some((parent, child)) => {
-            schema
-                .field_with_name(parent)
-                .is_ok_and(|f| match f.data_type() {
-                    DataType::Struct(fields) => fields.iter().any(|f| f.name() == child),
-                    _ => false,
-                })
-        }
-        None => false,
+    column_type(schema, name).is_some()
+}
+
+/// The type of column `name` of `schema` (`a.b`: field `b` of struct column `a`).
+fn column_type<'a>(
+    schema: &'a datafusion::arrow::datatypes::Schema,
+    name: &str,
+) -> Option<&'a DataType> {
+    if let Ok(f) = schema.field_with_name(name) {
+        return Some(f.data_type());
+    }
+    let (parent, child) = name.split_once('.')?;
+    match schema.field_with_name(parent).ok()?.data_type() {
+        DataType::Struct(fields) => fields
+            .iter()
+            .find(|f| f.name() == child)
+            .map(|f| f.data_type()),
+        _ => None,
     }
 }
 
@@ -402,6 +431,16 @@ struct Columns {
     values: Vec<ArrayRef>,
     metric: Option<ArrayRef>,
     term: Option<ArrayRef>,
+    /// The rows the rule's `where` selects (`None`: every row).
+    keep: Option<Vec<bool>>,
+}
+
+impl Columns {
+    /// Whether the rule reads `row` (its `where` holds).
+    #[inline]
+    fn kept(&self, row: usize) -> bool {
+        self.keep.as_ref().is_none_or(|k| k[row])
+    }
 }
 
 fn column(batch: &RecordBatch, name: &str, to: &DataType) -> Result<ArrayRef, String> {
@@ -437,6 +476,13 @@ fn read_columns(c: &Compiled, batch: &RecordBatch) -> Result<Columns, String> {
     if let Some(v) = &rule.value {
         values.push(column(batch, v, &DataType::Float64)?);
     }
+    if let Model::Consistency(cs) = &rule.model
+        && rule.metric.is_none()
+    {
+        // Wide layout: the command and the response are columns of each row.
+        values.push(column(batch, &cs.command, &DataType::Float64)?);
+        values.push(column(batch, &cs.response, &DataType::Float64)?);
+    }
     let metric = match &rule.metric {
         Some(m) => Some(column(batch, m, &DataType::Utf8)?),
         None => None,
@@ -447,12 +493,27 @@ fn read_columns(c: &Compiled, batch: &RecordBatch) -> Result<Columns, String> {
         Model::ImpossibleTravel(tr) => Some(column(batch, &tr.location, &DataType::Utf8)?),
         _ => None,
     };
+    let keep = if rule.filter.is_empty() {
+        None
+    } else {
+        // One pass per listed column; a null never matches.
+        let mut keep = vec![true; batch.num_rows()];
+        for (name, allowed) in &rule.filter {
+            let col = column(batch, name, &DataType::Utf8)?;
+            let text = col.as_string::<i32>();
+            for (row, k) in keep.iter_mut().enumerate() {
+                *k = *k && text.is_valid(row) && allowed.iter().any(|a| a == text.value(row));
+            }
+        }
+        Some(keep)
+    };
     Ok(Columns {
         time,
         entity,
         values,
         metric,
         term,
+        keep,
     })
 }
 
@@ -684,7 +745,7 @@ fn univariate(
     for (v, values) in cols.values.iter().enumerate() {
         let values = values.as_primitive::<Float64Type>();
         for row in 0..values.len() {
-            if values.is_null(row) || entities.is_null(row) {
+            if values.is_null(row) || entities.is_null(row) || !cols.kept(row) {
                 continue;
             }
             let x = values.value(row);
@@ -706,8 +767,8 @@ fn univariate(
             let name = entities.value(row);
             let e = c.state.entity(name, t, ctx.partition, &c.rule, evicted);
             e.last_ms = e.last_ms.max(t);
-            let i = match e.series.iter().position(|s| s.metric == metric) {
-                Some(i) => i,
+            let (i, fresh) = match e.series.iter().position(|s| s.metric == metric) {
+                Some(i) => (i, false),
                 None => {
                     e.series.push(Series {
                         metric,
@@ -722,7 +783,7 @@ fn univariate(
                         alarms: 0,
                         last_alert_ms: i64::MIN,
                     });
-                    e.series.len() - 1
+                    (e.series.len() - 1, true)
                 }
             };
             let s = &mut e.series[i];
@@ -788,19 +849,26 @@ fn univariate(
                     fired[4] = Some(("flatline", stuck as f64 / 1000.0, flat as f64 / 1000.0));
                 }
             }
-            learn(&mut s.stats, x, spec, anomalous_z);
-            if let Some(n) = spec.robust_window {
-                // Every sample goes in, anomalies too: the median ignores them until they
-                // are half the window, i.e. until they are the new normal.
-                if s.recent.len() < usize::from(n) {
-                    s.recent.push(x);
-                } else {
-                    s.recent[usize::from(s.recent_pos)] = x;
-                    s.recent_pos = (s.recent_pos + 1) % n;
+            // A held value (equal to the previous sample, within `flat_epsilon`) says nothing
+            // about the process's spread and is not learnt: a stuck sensor (or a series
+            // resting on one value) would otherwise shrink its variance towards zero, and its
+            // first real move afterwards, say when the sensor is fixed, would look like a spike.
+            let held = !fresh && (x - s.last).abs() <= spec.flat_epsilon;
+            if !held {
+                learn(&mut s.stats, x, spec, anomalous_z);
+                if let Some(n) = spec.robust_window {
+                    // Every sample goes in, anomalies too: the median ignores them until they
+                    // are half the window, i.e. until they are the new normal.
+                    if s.recent.len() < usize::from(n) {
+                        s.recent.push(x);
+                    } else {
+                        s.recent[usize::from(s.recent_pos)] = x;
+                        s.recent_pos = (s.recent_pos + 1) % n;
+                    }
                 }
-            }
-            if let Some(b) = bucket {
-                learn(&mut s.profile[b], x, spec, anomalous_z);
+                if let Some(b) = bucket {
+                    learn(&mut s.profile[b], x, spec, anomalous_z);
+                }
             }
             s.last = x;
             s.last_ms = t;
@@ -896,7 +964,7 @@ fn multivariate(
     let entities = cols.entity.as_string::<i32>();
     let values: Vec<&Float64Array> = cols.values.iter().map(|v| v.as_primitive()).collect();
     'rows: for row in 0..entities.len() {
-        if entities.is_null(row) {
+        if entities.is_null(row) || !cols.kept(row) {
             continue;
         }
         for (j, v) in values.iter().enumerate() {
@@ -986,7 +1054,7 @@ fn new_terms(
     let terms = cols.term.as_ref().map(|t| t.as_string::<i32>());
     let mut hour = String::new();
     for row in 0..entities.len() {
-        if entities.is_null(row) {
+        if entities.is_null(row) || !cols.kept(row) {
             continue;
         }
         let t = cols.time[row].unwrap_or(ctx.now_ms);
@@ -1059,7 +1127,7 @@ fn fan_out(
         return;
     };
     for row in 0..entities.len() {
-        if entities.is_null(row) || terms.is_null(row) {
+        if entities.is_null(row) || terms.is_null(row) || !cols.kept(row) {
             continue;
         }
         let t = cols.time[row].unwrap_or(ctx.now_ms);
@@ -1138,7 +1206,7 @@ fn travel(
         return;
     };
     for row in 0..entities.len() {
-        if entities.is_null(row) || places.is_null(row) {
+        if entities.is_null(row) || places.is_null(row) || !cols.kept(row) {
             continue;
         }
         // Unknown places are skipped: a guess would make up distances.
@@ -1203,12 +1271,8 @@ fn consistency(
     out: &mut Vec<Alert>,
 ) {
     let entities = cols.entity.as_string::<i32>();
-    let (Some(metrics), Some(values)) = (
-        cols.metric.as_ref().map(|m| m.as_string::<i32>()),
-        cols.values.first().map(|v| v.as_primitive::<Float64Type>()),
-    ) else {
-        return;
-    };
+    let metrics = cols.metric.as_ref().map(|m| m.as_string::<i32>());
+    let values: Vec<&Float64Array> = cols.values.iter().map(|v| v.as_primitive()).collect();
     for row in 0..entities.len() {
         let t = cols.time[row].unwrap_or(ctx.now_ms);
         // Deadlines are checked row by row against event time (any row of the stream, so an
@@ -1218,15 +1282,30 @@ fn consistency(
         if t > c.state.next_deadline_ms {
             overdue(c, meta, spec, ctx, t, out);
         }
-        if entities.is_null(row) || metrics.is_null(row) || values.is_null(row) {
+        if entities.is_null(row) || !cols.kept(row) {
             continue;
         }
-        let m = metrics.value(row);
-        let is_command = m == spec.command;
-        if !is_command && m != spec.response {
+        let value = |v: &Float64Array| (!v.is_null(row)).then(|| v.value(row));
+        // Long layout: the row is the command or the response, by its metric. Wide: the row
+        // holds both, the command read first (a row that starts the pump and already shows
+        // its flow meets its own deadline).
+        let (command, response) = match (metrics, values.as_slice()) {
+            (Some(m), [v]) => {
+                if m.is_null(row) {
+                    continue;
+                }
+                match m.value(row) {
+                    name if name == spec.command => (value(v), None),
+                    name if name == spec.response => (None, value(v)),
+                    _ => continue,
+                }
+            }
+            (None, [command, response]) => (value(command), value(response)),
+            _ => return,
+        };
+        if command.is_none() && response.is_none() {
             continue;
         }
-        let x = values.value(row);
         let e = c
             .state
             .entity(entities.value(row), t, ctx.partition, &c.rule, evicted);
@@ -1236,7 +1315,7 @@ fn consistency(
             pending_ms: None,
             last_response: f64::NAN,
         });
-        if is_command {
+        if let Some(x) = command {
             let on = x > spec.command_above;
             // The rising edge starts the deadline; switching off withdraws it.
             if on && !s.on {
@@ -1245,15 +1324,16 @@ fn consistency(
                 s.pending_ms = None;
             }
             s.on = on;
-            if on {
-                let next = &mut c.state.next_deadline_ms;
-                *next = (*next).min(t + spec.within_ms);
-            }
-        } else {
+        }
+        if let Some(x) = response {
             s.last_response = x;
             if x > spec.response_above {
                 s.pending_ms = None;
             }
+        }
+        if let Some(since) = s.pending_ms {
+            let next = &mut c.state.next_deadline_ms;
+            *next = (*next).min(since + spec.within_ms);
         }
     }
 }

@@ -159,6 +159,9 @@ pub struct BaselineRule {
     pub value: Option<String>,
     /// Wide layout: numeric columns, each a series (univariate) or a feature (multivariate).
     pub features: Vec<String>,
+    /// `where`: the rows the rule reads, by text column and the values it may hold (any of
+    /// them; every listed column must match); empty: every row.
+    pub filter: Vec<(String, Vec<String>)>,
     /// While a condition persists, alert again after this long (ms); 0: every row.
     pub realert_ms: i64,
     /// Most entities held; beyond, the least recently seen are evicted (counted).
@@ -203,6 +206,7 @@ const COMMON_KEYS: &[&str] = &[
     "realert_s",
     "max_entities",
     "ttl_s",
+    "where",
 ];
 const UNIVARIATE_KEYS: &[&str] = &[
     "metric",
@@ -359,6 +363,10 @@ pub fn parse(file: &Path, text: &str) -> Result<BaselineRule, Vec<RuleError>> {
     let max_entities = p.number(root, "max_entities", 1.0, 10_000.0) as usize;
     let ttl_ms = p.secs(root, "ttl_s", 1.0, 7.0 * 86_400.0);
     let features = p.opt_strings(root, "features").unwrap_or_default();
+    let filter = match root.get("where") {
+        Some(n) => p.filter(n),
+        None => Vec::new(),
+    };
     let (mut metric, mut value) = (None, None);
     let model = match model_name.as_deref() {
         Some("univariate") => {
@@ -611,13 +619,22 @@ pub fn parse(file: &Path, text: &str) -> Result<BaselineRule, Vec<RuleError>> {
             Model::FanOut(spec)
         }
         Some("consistency") => {
-            metric = Some(p.required_string(root, "metric"));
-            value = Some(p.required_string(root, "value"));
+            // Long layout (`metric` + `value`: command and response are metric names) or
+            // wide (neither: they are columns of the same row).
+            metric = p.opt_string(root, "metric");
+            value = p.opt_string(root, "value");
+            if metric.is_some() != value.is_some() {
+                p.err(
+                    root,
+                    "a long-layout rule names both `metric` and `value` columns (or neither: \
+                     `command` and `response` are then columns)",
+                );
+            }
             if !features.is_empty() {
                 p.err(
                     root.get("features").unwrap_or(root),
-                    "a consistency rule reads `metric` + `value` (one row per sample), not \
-                     `features`",
+                    "a consistency rule reads `command` and `response` (metrics, with `metric` \
+                     + `value`, or columns), not `features`",
                 );
             }
             let command = p.required_string(root, "command");
@@ -625,7 +642,7 @@ pub fn parse(file: &Path, text: &str) -> Result<BaselineRule, Vec<RuleError>> {
             if !command.is_empty() && command == response {
                 p.err(
                     root.get("response").unwrap_or(root),
-                    "`response` must be another metric than `command`",
+                    "`response` must be another metric or column than `command`",
                 );
             }
             let within_ms = p.secs(root, "within_s", 1.0, 60.0);
@@ -728,6 +745,7 @@ pub fn parse(file: &Path, text: &str) -> Result<BaselineRule, Vec<RuleError>> {
         metric,
         value,
         features,
+        filter,
         realert_ms,
         max_entities,
         ttl_ms,
@@ -793,6 +811,47 @@ impl Parser<'_> {
                 self.err(n, format!("`{key}` is a list, found {}", n.describe()));
                 None
             }
+        }
+    }
+
+    /// `where`: a map of column to one value or a list of values.
+    fn filter(&mut self, n: &Node) -> Vec<(String, Vec<String>)> {
+        let NodeKind::Map(entries) = &n.kind else {
+            self.err(
+                n,
+                format!(
+                    "`where` maps columns to a value or a list of values, found {}",
+                    n.describe()
+                ),
+            );
+            return Vec::new();
+        };
+        let mut out: Vec<(String, Vec<String>)> = Vec::new();
+        for (k, v) in entries {
+            let Some(column) = self.string(k) else {
+                continue;
+            };
+            let values: Vec<String> = match &v.kind {
+                NodeKind::Seq(items) => items.iter().filter_map(|i| self.scalar(i)).collect(),
+                _ => self.scalar(v).into_iter().collect(),
+            };
+            if values.is_empty() {
+                self.err(v, format!("`where` `{column}`: give at least one value"));
+                continue;
+            }
+            out.push((column, values));
+        }
+        out
+    }
+
+    /// A scalar's text (a value to compare with), refusing maps, lists and empty values.
+    fn scalar(&mut self, n: &Node) -> Option<String> {
+        match n.as_scalar().map(|s| s.resolve()) {
+            Some(Resolved::Null) | None => {
+                self.err(n, format!("expected a value, found {}", n.describe()));
+                None
+            }
+            Some(_) => self.string(n),
         }
     }
 
@@ -926,7 +985,8 @@ mod tests {
                 "r.baseline.yml:5:1: unknown key `zz` for a univariate rule; expected one of \
                  alpha, description, entity, features, flat_epsilon, flatline_s, heartbeat_s, \
                  id, max, max_entities, max_rate, metric, min, min_std, model, realert_s, \
-                 robust_window, seasonal, severity, stream, tags, title, ttl_s, value, warmup, z"
+                 robust_window, seasonal, severity, stream, tags, title, ttl_s, value, warmup, \
+                 where, z"
                     .to_string(),
                 "r.baseline.yml:1:1: a univariate rule needs at least one check: z, min, max, \
                  max_rate, flatline_s or heartbeat_s"
@@ -955,7 +1015,7 @@ mod tests {
                 "r.baseline.yml:5:1: unknown key `windows` for a fan_out rule; expected one of \
                  alpha, description, entity, field, id, max_distinct, max_entities, min_count, \
                  min_std, model, ratio, realert_s, severity, stream, tags, title, ttl_s, \
-                 warmup, window_s, z"
+                 warmup, where, window_s, z"
                     .to_string()
             ]
         );
@@ -987,7 +1047,8 @@ mod tests {
                  command: pump_cmd\nresponse: pump_cmd\nwithin_s: soon\n"
             ),
             vec![
-                "r.baseline.yml:7:11: `response` must be another metric than `command`".to_string(),
+                "r.baseline.yml:7:11: `response` must be another metric or column than `command`"
+                    .to_string(),
                 "r.baseline.yml:8:11: expected a number, found `soon`".to_string(),
             ]
         );

@@ -474,7 +474,7 @@ async fn load_reports_bad_columns_and_streams_with_their_position() {
     .unwrap();
     std::fs::write(
         dir.join("b.baseline.yml"),
-        "id: b\nmodel: univariate\nstream: pumps\nfeatures: [x]\nz: 5\n",
+        "id: b\nmodel: univariate\nstream: turbines\nfeatures: [x]\nz: 5\n",
     )
     .unwrap();
     let config = Config::builtin();
@@ -493,8 +493,8 @@ async fn load_reports_bad_columns_and_streams_with_their_position() {
                 a.display()
             ),
             format!(
-                "{}:3:1: no stream `pumps` is configured; streams are netflow, auth, badge, \
-                 scada, sensors",
+                "{}:3:1: no stream `turbines` is configured; streams are netflow, auth, badge, \
+                 scada, sensors, pumps",
                 b.display()
             ),
         ]
@@ -929,6 +929,226 @@ fn consistency_state_survives_a_restart() {
     };
     let bytes = codec::encode(&e, |_| "", |_| "");
     assert_eq!(codec::decode(&bytes, |_| None, |_| None).unwrap(), e);
+}
+
+/// The same pumps as [`pump_cmd_rows`], one wide row per pump and poll (the built-in `pumps`
+/// stream: command and flow side by side).
+fn pumps_wide(rows: &[(i64, &str, &str, f64)]) -> RecordBatch {
+    use datafusion::arrow::array::Int32Array;
+    let wide: Vec<(i64, &str, i32, f64)> = rows
+        .chunks(2)
+        .map(|pair| {
+            assert_eq!((pair[0].2, pair[1].2), ("pump_cmd", "flow_m3h"));
+            (pair[0].0, pair[0].1, pair[0].3 as i32, pair[1].3)
+        })
+        .collect();
+    let schema = Schema::new(vec![
+        Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, None), true),
+        Field::new("asset", DataType::Utf8, true),
+        Field::new("pump_cmd", DataType::Int32, true),
+        Field::new("flow_m3h", DataType::Float64, true),
+    ]);
+    RecordBatch::try_new(
+        Arc::new(schema),
+        vec![
+            Arc::new(TimestampMillisecondArray::from_iter_values(
+                wide.iter().map(|r| T0 + r.0 * 1000),
+            )),
+            Arc::new(StringArray::from_iter_values(wide.iter().map(|r| r.1))),
+            Arc::new(Int32Array::from_iter_values(wide.iter().map(|r| r.2))),
+            Arc::new(Float64Array::from_iter_values(wide.iter().map(|r| r.3))),
+        ],
+    )
+    .unwrap()
+}
+
+/// Wide rows (a pump station's poll holds its command and its flow) raise what the long
+/// layout raises, whatever the batching.
+#[test]
+fn consistency_reads_command_and_response_columns_of_wide_rows() {
+    let wide = "id: eq.pump_flow\nstream: pumps\nmodel: consistency\ncommand: pump_cmd\n\
+                response: flow_m3h\nresponse_above: 10\nwithin_s: 30\n";
+    let pumps = Config::builtin().stream_index("pumps").unwrap();
+    let rows = pump_cmd_rows();
+    let long = run(&mut detector(&[PUMP_FLOW]), &rows, 64);
+    for batch in [2, 14, 10_000] {
+        let mut det = detector(&[wide]);
+        let mut alerts = Vec::new();
+        for chunk in rows.chunks(batch) {
+            let b = pumps_wide(chunk);
+            det.evaluate(
+                pumps,
+                &b,
+                &ctx(T0 + chunk.last().unwrap().0 * 1000),
+                &mut alerts,
+            )
+            .unwrap();
+        }
+        assert_eq!(summary(&alerts), summary(&long), "batches of {batch}");
+        assert_eq!(
+            evidence(&alerts[0])["command_time"],
+            evidence(&long[0])["command_time"]
+        );
+    }
+}
+
+/// Logins with a result: (seconds from T0, user, target, result).
+fn results(rows: &[(i64, &str, &str, &str)]) -> RecordBatch {
+    let schema = Schema::new(vec![
+        Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, None), true),
+        Field::new("user", DataType::Utf8, true),
+        Field::new("target", DataType::Utf8, true),
+        Field::new("result", DataType::Utf8, true),
+    ]);
+    RecordBatch::try_new(
+        Arc::new(schema),
+        vec![
+            Arc::new(TimestampMillisecondArray::from_iter_values(
+                rows.iter().map(|r| T0 + r.0 * 1000),
+            )),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1))),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.2))),
+            Arc::new(StringArray::from_iter(
+                rows.iter().map(|r| (!r.3.is_empty()).then_some(r.3)),
+            )),
+        ],
+    )
+    .unwrap()
+}
+
+/// `where` hides the rows it does not select from the model: a failed login (someone
+/// guessing the user's password) is no sign-in to a new system, and teaches nothing either.
+#[test]
+fn where_selects_the_rows_a_rule_learns_from_and_scores() {
+    let rule = |filter: &str| {
+        format!(
+            "id: ueba.new_target\nstream: auth\nmodel: new_terms\nfield: target\n\
+             warmup_s: 60\n{filter}"
+        )
+    };
+    let rows = [
+        (0, "alice", "mail", "success"),
+        (120, "alice", "hmi-1", "failure"),
+        // A null result is no success either.
+        (130, "alice", "hmi-2", ""),
+        (180, "alice", "hmi-1", "success"),
+        (240, "alice", "files", "success"),
+    ];
+    let auth = Config::builtin().stream_index("auth").unwrap();
+    let alerted = |filter: &str| -> Vec<String> {
+        let mut det = detector(&[&rule(filter)]);
+        let mut out = Vec::new();
+        det.evaluate(auth, &results(&rows), &ctx(T0 + 240_000), &mut out)
+            .unwrap();
+        out.iter()
+            .map(|a| evidence(a)["value"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(alerted(""), vec!["hmi-1", "hmi-2", "files"]);
+    assert_eq!(
+        alerted("where: {result: success}\n"),
+        vec!["hmi-1", "files"]
+    );
+    assert_eq!(
+        alerted("where:\n  result: [success, failure]\n  target: [mail, hmi-1]\n"),
+        vec!["hmi-1"],
+        "values of one column are alternatives; columns must all match"
+    );
+    assert_eq!(alerted("where: {target: mail}\n"), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn where_names_text_columns_of_the_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("a.baseline.yml"),
+        "id: a\nstream: auth\nmodel: new_terms\nfield: target\nwhere:\n  outcome: success\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("b.baseline.yml"),
+        "id: b\nstream: netflow\nmodel: fan_out\nfield: dst_ip\nwhere: {dst_port: 443}\n",
+    )
+    .unwrap();
+    let config = Config::builtin();
+    let err = match crate::detect::DetectorSet::load(&config, &[dir.path().to_path_buf()]).await {
+        Err(e) => e,
+        Ok(_) => panic!("bad rules loaded"),
+    };
+    let mut messages: Vec<String> = err
+        .errors
+        .iter()
+        .map(|e| e.to_string().replace(&dir.path().display().to_string(), ""))
+        .collect();
+    messages.sort();
+    assert_eq!(
+        messages,
+        vec![
+            "/a.baseline.yml:5:1: `where`: stream `auth` has no column `outcome`".to_string(),
+            "/b.baseline.yml:5:1: `where` compares text, and column `dst_port` of stream \
+             `netflow` is Int32"
+                .to_string(),
+        ]
+    );
+    // A struct field is a column too.
+    let ok = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ok.path().join("c.baseline.yml"),
+        "id: c\nstream: auth\nmodel: new_terms\nfield: target\nwhere: {geo.country: [CA, US]}\n",
+    )
+    .unwrap();
+    assert!(
+        crate::detect::DetectorSet::load(&config, &[ok.path().to_path_buf()])
+            .await
+            .is_ok()
+    );
+    let bad = rule::parse(
+        Path::new("d.baseline.yml"),
+        "id: d\nstream: auth\nmodel: new_terms\nfield: target\nwhere: {result: []}\n",
+    )
+    .unwrap_err();
+    assert_eq!(
+        bad[0].to_string(),
+        "d.baseline.yml:5:17: `where` `result`: give at least one value"
+    );
+}
+
+/// A stuck sensor repeats one value for 50 minutes, then is fixed: the repeats teach the
+/// baseline nothing, so its first real reading, 2.5 of its usual deviations away, is no spike
+/// (learnt, the repeats would have shrunk the deviation tenfold).
+#[test]
+fn held_values_are_not_learnt() {
+    let rule = "id: eq.z\nstream: sensors\nmodel: univariate\nmetric: metric\nvalue: value\n\
+                warmup: 50\nalpha: 0.02\nz: 8\nrealert_s: 0\n";
+    let mut rng = Rng::new(3);
+    let mut rows = Vec::new();
+    let mut level = 0.0;
+    for s in 0..650 {
+        level = match s {
+            ..200 => 10.0 + (0..4).map(|_| rng.f64()).sum::<f64>() * 1.7 - 3.4,
+            200..500 => level,
+            500 => level + 2.5,
+            _ => 10.0 + (0..4).map(|_| rng.f64()).sum::<f64>() * 1.7 - 3.4,
+        };
+        rows.push((s * 10, "reservoir-1", "level_m", level));
+    }
+    let alerts = run(&mut detector(&[rule]), &rows, 64);
+    assert_eq!(summary(&alerts), Vec::new());
+    // The same readings with the stuck stretch moving by a hair: learnt, they collapse the
+    // deviation, and the release and the healthy readings after it alert for minutes.
+    for (i, r) in rows[200..500].iter_mut().enumerate() {
+        r.3 += if i % 2 == 0 { 1e-6 } else { 0.0 };
+    }
+    let alerts = run(&mut detector(&[rule]), &rows, 64);
+    assert_eq!(
+        summary(&alerts)[0],
+        (
+            "reservoir-1".to_string(),
+            format_time_ms(T0 + 5_000_000),
+            "zscore".to_string()
+        )
+    );
+    assert!(alerts.len() > 5, "{}", alerts.len());
 }
 
 const ROBUST: &str = "id: eq.robust\nstream: sensors\nmodel: univariate\nmetric: metric\n\

@@ -1,5 +1,5 @@
-//! `palisade eval`: replays a labelled data set through the baseline detector and scores its
-//! alerts against the labels, which the detector never sees.
+//! `palisade eval --dataset skab`: the SKAB water-pump benchmark through the baseline
+//! detector, its alerts scored against the labels, which the detector never sees.
 //!
 //! In: the SKAB benchmark folder (`data/{valve1,valve2,other}/*.csv` experiments and
 //! `data/anomaly-free/anomaly-free.csv`). Out: one line per experiment and, last,
@@ -15,6 +15,7 @@
 //! predicted anomalous when the detector raised an alert on it (`realert_s: 0`: an alert per
 //! row while the alarm is on).
 
+use super::{Counts, EvalError};
 use crate::detect::baseline::{BaselineDetector, StreamBinding, rule};
 use crate::detect::{Detector, EvalContext};
 use crate::privacy::Pseudonymiser;
@@ -23,70 +24,8 @@ use std::fmt::Write as _;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// The evaluation could not run.
-#[derive(Debug, thiserror::Error)]
-pub enum EvalError {
-    /// A data file is missing or unreadable.
-    #[error("{}: {message}", path.display())]
-    Data {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        message: String,
-    },
-    /// Writing the report failed.
-    #[error("cannot write the report: {0}")]
-    Output(#[from] std::io::Error),
-    /// The evaluation's own rule did not load (a bug).
-    #[error("the evaluation rule does not load: {0}")]
-    Rule(String),
-}
-
 /// Rows a warm-up may learn from, by SKAB's protocol.
 pub const SKAB_TRAIN_ROWS: usize = 400;
-
-/// Point-wise confusion counts.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counts {
-    /// Anomalous rows alerted on.
-    pub tp: u64,
-    /// Normal rows alerted on.
-    pub fp: u64,
-    /// Anomalous rows missed.
-    pub fn_: u64,
-    /// Normal rows left alone.
-    pub tn: u64,
-}
-
-impl Counts {
-    /// Harmonic mean of precision and recall.
-    pub fn f1(&self) -> f64 {
-        let p = self.tp as f64 / (self.tp + self.fp).max(1) as f64;
-        let r = self.tp as f64 / (self.tp + self.fn_).max(1) as f64;
-        if p + r == 0.0 {
-            0.0
-        } else {
-            2.0 * p * r / (p + r)
-        }
-    }
-
-    /// False-alarm rate: share of normal rows alerted on.
-    pub fn far(&self) -> f64 {
-        self.fp as f64 / (self.fp + self.tn).max(1) as f64
-    }
-
-    /// Missed-alarm rate: share of anomalous rows not alerted on.
-    pub fn mar(&self) -> f64 {
-        self.fn_ as f64 / (self.fn_ + self.tp).max(1) as f64
-    }
-
-    fn add(&mut self, o: Counts) {
-        self.tp += o.tp;
-        self.fp += o.fp;
-        self.fn_ += o.fn_;
-        self.tn += o.tn;
-    }
-}
 
 /// What an evaluation found.
 #[derive(Debug, Clone, Default)]
