@@ -508,6 +508,7 @@ async fn run_assignment(
         }),
         alerting: Some(Arc::clone(alerting)),
         routes: routes.clone(),
+        backlog: Some(consumer.context().backlog()),
     };
     let result = pipeline.run(rx).await;
     if let Some(d) = returned.lock().unwrap_or_else(|p| p.into_inner()).take() {
@@ -659,6 +660,7 @@ pub async fn replay(
         alerting: None,
         checkpoints: None,
         routes: Vec::new(),
+        backlog: None,
     };
     let summary = pipeline.run(rx).await?;
     match reader.await {

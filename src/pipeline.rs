@@ -225,6 +225,9 @@ pub struct Pipeline {
     /// Routes fed through internal topics (live; empty in replays, where the detectors bound
     /// to a route see their stream's batches). Must equal the detectors' routes.
     pub routes: Vec<LiveRoute>,
+    /// The partitions the source holds undelivered records of (live Kafka runs): slow, not
+    /// idle, for the watermarks (see [`crate::watermark`]).
+    pub backlog: Option<Arc<crate::source::Backlog>>,
 }
 
 impl Pipeline {
@@ -243,6 +246,7 @@ impl Pipeline {
             alerting,
             checkpoints,
             routes,
+            backlog,
         } = self;
         let (mut store, plan, returned) = match checkpoints {
             Some(c) => (
@@ -279,6 +283,7 @@ impl Pipeline {
                         reload,
                         checkpoints: plan,
                         routes: &routes,
+                        backlog,
                     };
                     let detectors = compute_loop(stages, detectors, ctx, input, tx);
                     if let Some(slot) = returned {
@@ -443,6 +448,8 @@ struct Compute<'a> {
     checkpoints: Option<(Duration, Arc<AtomicU8>, Vec<StateEntry>)>,
     /// Routes fed through internal topics.
     routes: &'a [LiveRoute],
+    /// What the source holds of which partitions, for the watermarks.
+    backlog: Option<Arc<crate::source::Backlog>>,
 }
 
 /// The compute stage: decode and detect, one batch at a time, on its own thread.
@@ -460,6 +467,7 @@ fn compute_loop(
         reload,
         checkpoints,
         routes,
+        backlog,
     } = stages;
     detectors.set_repartitioned(!routes.is_empty());
     let (interval, ending) = match checkpoints {
@@ -523,8 +531,25 @@ fn compute_loop(
             .set((reference - w) as f64 / 1000.0);
     };
     let mut finished = false;
+    let mut backlog_seen = 0;
+    let mut backlogged: Vec<Vec<i32>> = vec![Vec::new(); config.streams.len()];
     loop {
         let msg = input.blocking_recv();
+        // Partitions the source holds records of are slow, not idle (changes are rare).
+        if let Some(b) = &backlog
+            && b.generation() != backlog_seen
+        {
+            backlog_seen = b.generation();
+            backlogged.iter_mut().for_each(Vec::clear);
+            for (topic, partition) in b.pending() {
+                if let Some(stream) = config.stream_of_topic(&topic) {
+                    backlogged[stream].push(partition);
+                }
+            }
+            for (stream, partitions) in backlogged.iter().enumerate() {
+                watermarks.set_backlog(stream, partitions);
+            }
+        }
         // A new rule set takes over between batches: none is evaluated twice or skipped.
         while let Some(mut new) = reload.as_ref().and_then(|rx| rx.try_recv().ok()) {
             if !routes.is_empty() && new.routes() != detectors.routes() {

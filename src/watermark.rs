@@ -7,7 +7,11 @@
 //! A partition's watermark is the highest event time seen on it minus the stream's
 //! `allowed_lateness_ms`. The stream's watermark is the lowest over its *active* partitions:
 //! one that has sent nothing for `idle_timeout_ms` of processing time stops holding it back
-//! (when every partition is idle, the most advanced one sets it). It never moves back: a
+//! (when every partition is idle, the most advanced one sets it) — unless its source still
+//! holds records of it ([`Watermarks::set_backlog`]): a partition behind a backlog is slow,
+//! not idle, and releasing it would make its events late. Under backpressure a consumer
+//! catching up reads one partition's data for long stretches while another's waits in its
+//! fetch queue; only silence with nothing pending is idleness. It never moves back: a
 //! partition that resumes behind it sends late events. Partitions that never sent anything
 //! are not known and do not hold it back — except at the start of a live run
 //! ([`Watermarks::hold_for_discovery`]): a consumer catching up on a backlog hears from its
@@ -51,6 +55,9 @@ struct StreamTime {
     held_until_ms: Option<i64>,
     /// The latest processing time seen by a batch or tick.
     last_now_ms: i64,
+    /// Partitions whose source holds records not delivered yet (sorted): never idle, and,
+    /// when not heard from yet, waited for like partitions in the discovery hold.
+    backlogged: Vec<i32>,
 }
 
 /// The watermark of every stream of a configuration.
@@ -84,6 +91,7 @@ impl Watermarks {
                 watermark_ms: i64::MIN,
                 held_until_ms: None,
                 last_now_ms: i64::MIN,
+                backlogged: Vec::new(),
             })
             .collect();
         Watermarks {
@@ -100,6 +108,7 @@ impl Watermarks {
         lane.watermark_ms = i64::MIN;
         lane.held_until_ms = None;
         lane.last_now_ms = i64::MIN;
+        lane.backlogged.clear();
         self.streams.push(lane);
         self.streams.len() - 1
     }
@@ -171,6 +180,19 @@ impl Watermarks {
             }
         }
         s.recompute(now_ms)
+    }
+
+    /// Tells which partitions of `stream` its source holds undelivered records of (the live
+    /// Kafka source's fetch queues and unfetched ranges; see [`crate::source::Backlog`]).
+    /// They are not idle however long they have been silent, and those not heard from yet
+    /// hold the watermark back as if in the discovery hold. Takes effect at the next batch
+    /// or [`Watermarks::refresh`].
+    pub fn set_backlog(&mut self, stream: usize, partitions: &[i32]) {
+        let s = &mut self.streams[stream];
+        s.backlogged.clear();
+        s.backlogged.extend_from_slice(partitions);
+        s.backlogged.sort_unstable();
+        s.backlogged.dedup();
     }
 
     /// Re-evaluates which partitions are idle at processing time `now_ms` (a tick with no
@@ -299,6 +321,16 @@ impl StreamTime {
     fn holding(&self) -> bool {
         self.held_until_ms
             .is_some_and(|until| self.last_now_ms < until)
+            || self
+                .backlogged
+                .iter()
+                .any(|b| !self.partitions.iter().any(|p| p.partition == *b))
+    }
+
+    /// Whether `p` holds the watermark back at processing time `now_ms`.
+    fn is_active(&self, p: &PartitionTime, now_ms: i64) -> bool {
+        now_ms.saturating_sub(p.last_seen_ms) < self.idle_ms
+            || self.backlogged.binary_search(&p.partition).is_ok()
     }
 
     fn recompute(&mut self, now_ms: i64) -> bool {
@@ -306,13 +338,13 @@ impl StreamTime {
         if self.holding() {
             return false;
         }
-        for p in &mut self.partitions {
-            p.active = now_ms.saturating_sub(p.last_seen_ms) < self.idle_ms;
+        for i in 0..self.partitions.len() {
+            self.partitions[i].active = self.is_active(&self.partitions[i], now_ms);
         }
         let active = self
             .partitions
             .iter()
-            .filter(|p| now_ms.saturating_sub(p.last_seen_ms) < self.idle_ms)
+            .filter(|p| p.active)
             .map(|p| p.max_event_ms)
             .min();
         let Some(progress) =
@@ -397,6 +429,52 @@ late_events = "{policy}"
         // Partition 1 resumes behind: it does not pull the watermark back.
         w.observe(0, 1, Some(11_000), 61_000);
         assert_eq!(w.watermark(0), 13_000);
+    }
+
+    #[test]
+    fn a_partition_behind_a_backlog_is_slow_not_idle() {
+        let mut w = Watermarks::new(&config("dead_letter"));
+        w.observe(0, 0, Some(10_000), 0);
+        w.observe(0, 1, Some(10_000), 0);
+        // Partition 1's records wait in the source (behind partition 0's, say) while
+        // partition 0 moves on: past the idle timeout, partition 1 still holds.
+        w.set_backlog(0, &[1]);
+        for t in 1..=20 {
+            w.observe(0, 0, Some(10_000 + t * 1000), t * 1000);
+        }
+        assert!(!w.refresh(0, 60_000));
+        assert_eq!(w.watermark(0), 9_000, "partition 1 is behind a backlog");
+        // Its records arrive: on time, not late.
+        let (raw, mut decoded) = raw_and_decoded(&[r#"{"ts":"1970-01-01T00:00:11Z","host":"p1"}"#]);
+        let raw = RawBatch {
+            partition: 1,
+            ..raw
+        };
+        assert_eq!(w.split_late(0, &raw, &mut decoded, 0), LateRows::default());
+        w.observe(0, 1, Some(11_000), 61_000);
+        assert_eq!(w.watermark(0), 10_000);
+        // Caught up and silent for the idle timeout: now it is idle.
+        w.set_backlog(0, &[]);
+        assert!(!w.refresh(0, 65_000), "silent for 4 s only");
+        assert!(w.refresh(0, 66_000));
+        assert_eq!(w.watermark(0), 29_000);
+    }
+
+    #[test]
+    fn a_partition_not_heard_from_holds_while_its_source_has_records_of_it() {
+        let mut w = Watermarks::new(&config("dead_letter")).hold_for_discovery();
+        w.set_backlog(0, &[1]);
+        w.observe(0, 0, Some(60_000), 0);
+        // Far past the discovery hold (5 s): partition 1 has records on the way.
+        assert!(!w.refresh(0, 30_000));
+        assert_eq!(w.watermark(0), i64::MIN);
+        w.observe(0, 1, Some(20_000), 31_000);
+        assert_eq!(w.watermark(0), 19_000, "the slowest partition sets it");
+        // Without a backlog the hold ends with the idle timeout, as before.
+        let mut plain = Watermarks::new(&config("dead_letter")).hold_for_discovery();
+        plain.observe(0, 0, Some(60_000), 0);
+        assert!(plain.refresh(0, 30_000));
+        assert_eq!(plain.watermark(0), 59_000);
     }
 
     #[test]

@@ -415,6 +415,7 @@ impl<'a> Compiler<'a> {
         });
         Ok(SqlDetector {
             reset_per_batch: has_join,
+            runs_since_reset: 0,
             stream: stream_idx,
             rule: RuleRef::of(&meta),
             meta: [meta],
@@ -623,7 +624,15 @@ pub struct SqlDetector {
     text: String,
     /// The plan holds a join, whose cached build side must not outlive a batch.
     reset_per_batch: bool,
+    /// Executions since the plan's nodes were last rebuilt (see [`SqlDetector::run`]).
+    runs_since_reset: u32,
 }
+
+/// Executions after which a plan's nodes are rebuilt: each execution registers new metrics
+/// in every node's metrics set, which DataFusion never clears, so a plan executed for every
+/// batch of a long run would grow without bound. Rebuilding the nodes (not re-planning:
+/// `reset_plan_states`) costs about as much as one small batch, once per this many.
+const RESET_PLAN_EVERY: u32 = 1024;
 
 impl SqlDetector {
     /// Emits the windows the watermark closed (nothing for a per-batch rule).
@@ -649,16 +658,31 @@ impl SqlDetector {
     }
 
     /// Executes the plan over `batch` and returns the rows it selects.
-    pub fn run(&self, batch: &RecordBatch) -> DfResult<Vec<RecordBatch>> {
+    pub fn run(&mut self, batch: &RecordBatch) -> DfResult<Vec<RecordBatch>> {
+        self.runs_since_reset += 1;
+        if self.runs_since_reset >= RESET_PLAN_EVERY {
+            self.runs_since_reset = 0;
+            self.plan = datafusion::physical_plan::execution_plan::reset_plan_states(Arc::clone(
+                &self.plan,
+            ))?;
+        }
         self.slot.set(Some(batch.clone()));
         let plan = if self.reset_per_batch {
             datafusion::physical_plan::execution_plan::reset_plan_states(Arc::clone(&self.plan))?
         } else {
             Arc::clone(&self.plan)
         };
+        // Unconstrained: DataFusion's streams take from tokio's cooperative budget when run
+        // inside a tokio task, and a spent budget parks them until the task yields, which a
+        // blocking poll never does (a caller on a runtime thread would hang after a hundred
+        // or so batches). The compute thread has no runtime; callers in tests do.
         let result = plan
             .execute(0, Arc::clone(&self.task_ctx))
-            .and_then(|stream| futures::executor::block_on(stream.try_collect::<Vec<_>>()));
+            .and_then(|stream| {
+                futures::executor::block_on(tokio::task::unconstrained(
+                    stream.try_collect::<Vec<_>>(),
+                ))
+            });
         self.slot.set(None);
         result
     }
@@ -1067,6 +1091,51 @@ operator = "pseudonymise"
             e.message.starts_with("unknown header key `titel`"),
             "{}",
             e.message
+        );
+    }
+
+    /// Metrics entries held by every node of the detector's plan.
+    fn metric_entries(det: &SqlDetector) -> usize {
+        let mut n = 0;
+        let _ = det.plan.apply(|node| {
+            n += node.metrics().map_or(0, |m| m.iter().count());
+            Ok(TreeNodeRecursion::Continue)
+        });
+        n
+    }
+
+    #[tokio::test]
+    async fn a_plan_run_for_every_batch_holds_bounded_metrics_and_still_answers() {
+        let config = config();
+        let mut det = compile(
+            "SELECT host, count(*) AS n, max(ts) AS event_time FROM scada GROUP BY host HAVING count(*) >= 2",
+        )
+        .await
+        .unwrap();
+        let b = batch(
+            &config,
+            r#"{"ts":"2026-01-05T02:30:00Z","host":"h1"}
+{"ts":"2026-01-05T02:30:05Z","host":"h1"}"#,
+        );
+        let mut out = Vec::new();
+        det.evaluate(0, &b, &ctx(), &mut out).unwrap();
+        let per_run = metric_entries(&det);
+        assert!(per_run > 0, "the plan's nodes keep metrics");
+        let runs = 2 * RESET_PLAN_EVERY as usize + 7;
+        let mut most = 0;
+        for _ in 1..runs {
+            det.evaluate(0, &b, &ctx(), &mut out).unwrap();
+            most = most.max(metric_entries(&det));
+        }
+        // DataFusion adds entries at every execution; the rebuilt nodes start empty.
+        assert!(
+            most <= per_run * RESET_PLAN_EVERY as usize,
+            "{most} entries after {runs} runs ({per_run} per run)"
+        );
+        assert_eq!(
+            out.len(),
+            runs,
+            "one alert per batch, before and after each rebuild"
         );
     }
 

@@ -268,6 +268,7 @@ pub async fn city(
         alerting: None,
         checkpoints: None,
         routes: Vec::new(),
+        backlog: None,
     };
     pipeline
         .run(rx)

@@ -21,7 +21,7 @@ use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, watch};
 
-use super::{Batcher, Origin, Position, RawBatch};
+use super::{Backlog, Batcher, Origin, Position, RawBatch};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::pipeline::{Committer, ENDING_REBALANCE, ENDING_SHUTDOWN};
@@ -49,6 +49,8 @@ pub struct SourceContext {
     /// Bumped at every rebalance (assignment or revocation): a run of the pipeline that
     /// keeps state ends when it changes (see [`run_until_rebalance`]).
     rebalances: std::sync::atomic::AtomicU64,
+    /// Assigned partitions with records not delivered yet, from the statistics.
+    backlog: Arc<Backlog>,
 }
 
 impl SourceContext {
@@ -56,22 +58,45 @@ impl SourceContext {
     pub fn rebalances(&self) -> u64 {
         self.rebalances.load(Ordering::SeqCst)
     }
+
+    /// The partitions this consumer holds undelivered records of (see [`Backlog`]).
+    pub fn backlog(&self) -> Arc<Backlog> {
+        Arc::clone(&self.backlog)
+    }
 }
 
 impl ClientContext for SourceContext {
     fn stats(&self, stats: Statistics) {
+        let mut pending = Vec::new();
         for (topic, t) in &stats.topics {
             for (partition, p) in &t.partitions {
-                // -1 is librdkafka's internal unassigned partition; negative lag is "unknown".
-                if *partition < 0 || p.consumer_lag < 0 {
+                // -1 is librdkafka's internal unassigned partition.
+                if *partition < 0 {
                     continue;
                 }
-                self.metrics
-                    .consumer_lag
-                    .with_label_values(&[topic.as_str(), &partition.to_string()])
-                    .set(p.consumer_lag);
+                // Records fetched but not yet handed to palisade, or not yet fetched below
+                // the readable end (the last stable offset, as the consumer reads
+                // committed records).
+                let end = if p.ls_offset >= 0 {
+                    p.ls_offset
+                } else {
+                    p.hi_offset
+                };
+                if p.fetch_state == "active"
+                    && (p.fetchq_cnt > 0 || (p.next_offset >= 0 && end > p.next_offset))
+                {
+                    pending.push((topic.clone(), *partition));
+                }
+                // Negative lag is "unknown".
+                if p.consumer_lag >= 0 {
+                    self.metrics
+                        .consumer_lag
+                        .with_label_values(&[topic.as_str(), &partition.to_string()])
+                        .set(p.consumer_lag);
+                }
             }
         }
+        self.backlog.publish(pending);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
@@ -145,6 +170,7 @@ pub fn consumer_with(
         metrics,
         health,
         rebalances: std::sync::atomic::AtomicU64::new(0),
+        backlog: Arc::default(),
     })?;
     let mut topics = config.input_topics();
     topics.extend(internal.iter().cloned());

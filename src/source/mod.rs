@@ -16,7 +16,46 @@ pub mod files;
 pub mod group;
 pub mod kafka;
 
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
+
+/// The partitions a source holds records of that it has not delivered yet: fetched and
+/// queued, or not yet fetched below the partition's end. Such a partition is slow, not idle
+/// (see [`crate::watermark`]). The live Kafka source publishes it from librdkafka's
+/// statistics (every `statistics.interval.ms`); the compute stage reads it when it changes.
+#[derive(Debug, Default)]
+pub struct Backlog {
+    /// Bumped at every change of `pending`.
+    generation: AtomicU64,
+    /// (topic, partition), sorted.
+    pending: Mutex<Vec<(String, i32)>>,
+}
+
+impl Backlog {
+    /// Replaces the set of partitions with undelivered records.
+    pub fn publish(&self, mut pending: Vec<(String, i32)>) {
+        pending.sort_unstable();
+        let mut current = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if *current != pending {
+            *current = pending;
+            self.generation.fetch_add(1, Ordering::Release);
+        }
+    }
+
+    /// Changes so far: read it before [`Backlog::pending`] to notice the next one.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// The partitions with undelivered records, as (topic, partition), sorted.
+    pub fn pending(&self) -> Vec<(String, i32)> {
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
 
 /// Where one record came from: a Kafka position, or a file and line in replay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -245,6 +245,7 @@ async fn offsets_wait_for_alert_acknowledgement_so_a_crash_loses_nothing_body() 
         alerting: None,
         checkpoints: None,
         routes: Vec::new(),
+        backlog: None,
     };
     let run = tokio::spawn(pipeline.run(raw_rx));
     // Wait until the sink holds a batch with alerts (the rest queue up behind it).

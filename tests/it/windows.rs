@@ -211,6 +211,7 @@ async fn an_idle_partition_stops_holding_back_the_window() {
         alerting: None,
         checkpoints: None,
         routes: Vec::new(),
+        backlog: None,
     };
     let (raw_tx, raw_rx) = tokio::sync::mpsc::channel(4);
     let running = tokio::spawn(pipeline.run(raw_rx));
