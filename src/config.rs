@@ -1104,7 +1104,7 @@ src = "string"
     #[test]
     fn builtin_config_is_valid() {
         let config = Config::builtin();
-        assert_eq!(config.streams.len(), 5);
+        assert_eq!(config.streams.len(), 6);
         assert_eq!(
             config.stream_of_topic("city.scada"),
             config.stream_index("scada")

@@ -46,4 +46,4 @@ cargo clippy --all-targets --locked -- -D warnings
 
 log "tests"
 # Benches are compiled by clippy above but not run here: they are timed runs, in release.
-cargo test --locked --lib --bins --tests -- --test-threads 2
+cargo test --locked --no-fail-fast --lib --bins --tests -- --test-threads 2

@@ -515,7 +515,7 @@ tests:
         ],
         "
 error: DIR/bad.tests.yml:1:24: unknown rule `nope`: the rules in DIR are `revoked_badge`, `scada-write`
-error: DIR/bad.tests.yml:4:13: unknown stream `bus`; the configuration has `netflow`, `auth`, `badge`, `scada`, `sensors`
+error: DIR/bad.tests.yml:4:13: unknown stream `bus`; the configuration has `netflow`, `auth`, `badge`, `scada`, `sensors`, `pumps`
 error: DIR/bad.tests.yml:6:21: rule `scada-write` is not compared in this file: add it to `rules:` at the top
 error: DIR/bad.tests.yml:6:42: unknown rule `nope`: the rules in DIR are `revoked_badge`, `scada-write`
 
