@@ -9,6 +9,10 @@
 //! process, network, file, registry and image-load events with realistic fields, one in a
 //! thousand a real attack event from the corpus's regression cases), so only the pipeline is
 //! timed.
+//!
+//! `BENCH_PROFILE=1000` (or `all`) prints instead where evaluating that many rules spends its
+//! time: decoding, then every column matcher and every step of the plan in µs per event, the
+//! costliest first, and the rules that select the most events.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -16,6 +20,8 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use palisade::config::Config;
 use palisade::decode::project::ProjectingDecoder;
+use palisade::detect::sigma::engine::SigmaEngine;
+use palisade::detect::sigma::plan::PlanProfile;
 use palisade::detect::{DetectorSet, EvalContext};
 use palisade::privacy::Pseudonymiser;
 use palisade::source::{Origin, RawBatch};
@@ -82,14 +88,19 @@ fn system(rng: &mut Rng, id: u32, ts: &str) -> String {
     )
 }
 
-fn event(rng: &mut Rng, i: usize) -> String {
-    let ts = format!(
+/// The time of event `i`: a millisecond apart, in order.
+fn time_of(i: usize) -> String {
+    format!(
         "2026-01-05T{:02}:{:02}:{:02}.{:06}Z",
         2 + i / 3_600_000 % 20,
         i / 60_000 % 60,
         i / 1000 % 60,
         (i % 1000) * 1000
-    );
+    )
+}
+
+fn event(rng: &mut Rng, i: usize) -> String {
+    let ts = time_of(i);
     let image = rng.pick(IMAGES);
     let user = rng.pick(USERS);
     let guid = format!(
@@ -178,18 +189,31 @@ fn event(rng: &mut Rng, i: usize) -> String {
     )
 }
 
-/// Every regression event of the corpus, compacted to one line, its time rewritten.
-fn attacks() -> Vec<String> {
+/// Every regression event of the corpus (as written; [`at_time`] puts it among the generated
+/// ones).
+fn attacks() -> Vec<serde_json::Value> {
     let mut files = Vec::new();
     walk(&Path::new(DATA).join("regression"), "json", &mut files);
     let mut out = Vec::new();
     for f in files {
         let text = std::fs::read_to_string(&f).unwrap();
         for doc in serde_json::Deserializer::from_str(&text).into_iter::<serde_json::Value>() {
-            out.push(doc.unwrap().to_string());
+            out.push(doc.unwrap());
         }
     }
     out
+}
+
+/// `event` compacted to one line, its time (the preset's event-time path) rewritten to
+/// `time`: as written, the regression events' own times (months apart) would take a replay's
+/// watermark past the generated events, which would then be dead-lettered as late.
+fn at_time(event: &serde_json::Value, time: &str) -> String {
+    let mut event = event.clone();
+    let at = event
+        .pointer_mut("/Event/System/TimeCreated/#attributes/SystemTime")
+        .expect("regression events are evtx-dump JSON");
+    *at = serde_json::Value::String(time.to_string());
+    event.to_string()
 }
 
 fn walk(dir: &Path, ext: &str, out: &mut Vec<PathBuf>) {
@@ -307,6 +331,68 @@ fn cpu_time() -> Duration {
     Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
 
+/// Decodes every batch, then evaluates the rules of `files` on each, timing every part of the
+/// plan: prints the parts in µs per event, the costliest first.
+fn profile(config: &Config, files: &[PathBuf], raws: &[RawBatch]) {
+    let loaded = SigmaEngine::load(config, files);
+    let mut engine = loaded.engine.expect("rules load");
+    let projection = engine.projection(0);
+    let mut decoder = ProjectingDecoder::new(
+        projection.paths.clone(),
+        config.streams[0].event_time.get_ref(),
+        BATCH,
+    )
+    .expect("decoder")
+    .with_keywords(projection.keywords);
+    let t = Instant::now();
+    let decoded: Vec<_> = raws.iter().map(|r| decoder.decode(r).batch).collect();
+    let decode = t.elapsed();
+    let events: usize = raws.iter().map(RawBatch::len).sum();
+    let per_event = |d: Duration| d.as_secs_f64() * 1e6 / events as f64;
+    let mut profile = PlanProfile::default();
+    let mut selected = std::collections::HashMap::<String, usize>::new();
+    let t = Instant::now();
+    for batch in &decoded {
+        for (rule, n) in engine.profile(0, batch, &mut profile).expect("evaluates") {
+            *selected.entry(rule.to_string()).or_default() += n;
+        }
+    }
+    let total = t.elapsed();
+    println!(
+        "{} rules, {} columns{}: decode {:.2} µs/event, evaluate {:.2} µs/event; by part:",
+        files.len(),
+        projection.paths.len(),
+        if projection.keywords {
+            " + keywords"
+        } else {
+            ""
+        },
+        per_event(decode),
+        per_event(total),
+    );
+    let parts = profile.parts();
+    for (name, d) in parts.iter().take(30) {
+        println!(
+            "  {:>7.3} µs/event {:>5.1} %  {name}",
+            per_event(*d),
+            d.as_secs_f64() / total.as_secs_f64() * 100.0
+        );
+    }
+    let rest: Duration = parts.iter().skip(30).map(|(_, d)| *d).sum();
+    println!(
+        "  {:>7.3} µs/event {:>5.1} %  the other {} parts",
+        per_event(rest),
+        rest.as_secs_f64() / total.as_secs_f64() * 100.0,
+        parts.len().saturating_sub(30)
+    );
+    let mut selected: Vec<(String, usize)> = selected.into_iter().collect();
+    selected.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    println!("rules selecting the most events:");
+    for (rule, n) in selected.iter().take(10) {
+        println!("  {n:>7}  {rule}");
+    }
+}
+
 fn report(label: &str, r: &Run) {
     let secs = r.elapsed.as_secs_f64();
     println!(
@@ -352,7 +438,7 @@ fn main() {
     let events: Vec<String> = (0..EVENTS)
         .map(|i| {
             if i % 1000 == 999 {
-                attacks[(i / 1000) % attacks.len()].clone()
+                at_time(&attacks[(i / 1000) % attacks.len()], &time_of(i))
             } else {
                 event(&mut rng, i)
             }
@@ -377,6 +463,17 @@ fn main() {
     walk(&Path::new(DATA).join("rules/windows"), "yml", &mut windows);
     windows.sort();
     let total = windows.len();
+    // `BENCH_PROFILE=1000` (or `all`): where evaluating that many rules spends its time, per
+    // column matcher and per part of the plan, and stop.
+    if let Ok(n) = std::env::var("BENCH_PROFILE") {
+        let n = if n.trim() == "all" {
+            total
+        } else {
+            n.trim().parse().expect("BENCH_PROFILE: a rule count")
+        };
+        profile(&config, &windows[..n.min(total)], &raws);
+        return;
+    }
     // `BENCH_RULES=1000` (or `10,1000`): only these rule counts (`all` for every rule).
     let counts: Vec<usize> = match std::env::var("BENCH_RULES") {
         Ok(v) => v

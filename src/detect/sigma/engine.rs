@@ -35,7 +35,7 @@ use super::correlate::{
     Source,
 };
 use super::error::SigmaError;
-use super::plan::{PlanBuilder, SigmaPlan};
+use super::plan::{PlanBuilder, PlanProfile, SigmaPlan};
 use super::rule::{
     CorrelationRule, FilterRule, Level, LogSource, Metadata, Selection, SelectionKind,
     SigmaDocument, SigmaRule,
@@ -404,6 +404,38 @@ impl SigmaEngine {
             warnings,
             summary,
         }
+    }
+
+    /// The matching part of [`Detector::evaluate`] on `batch` of stream `stream`, timed per
+    /// part of the stream's plan into `profile`: no alert is rendered and no correlation
+    /// state changes. Returns the rules that selected rows, by id, with how many. For
+    /// benchmarks looking for what costs most.
+    pub fn profile(
+        &mut self,
+        stream: usize,
+        batch: &RecordBatch,
+        profile: &mut PlanProfile,
+    ) -> Result<Vec<(&str, usize)>, DetectError> {
+        let Some(sp) = self.streams.get_mut(stream).and_then(Option::as_mut) else {
+            return Ok(Vec::new());
+        };
+        let fail = |message: String| DetectError {
+            detector: "sigma".into(),
+            message,
+        };
+        let view = sp.view(batch).map_err(fail)?;
+        let bits = sp
+            .plan
+            .evaluate_profiled(&view, profile)
+            .map_err(|e| fail(e.to_string()))?;
+        Ok(bits
+            .iter()
+            .enumerate()
+            .filter_map(|(k, b)| {
+                let n = b.count_set_bits();
+                (n > 0).then(|| (self.rules[sp.rules[k]].id.as_str(), n))
+            })
+            .collect())
     }
 
     /// What projected stream `stream` must decode for these rules.

@@ -5,9 +5,9 @@
 //! [`ColumnMatcherBuilder`]; values registered on the same slot are alternatives (ORed), which
 //! is how the variants of one [`super::MatchValue`] share a result. Per batch, one Arrow array:
 //! `Utf8`, `LargeUtf8`, `Utf8View`, `Boolean`, `Int8..Int64`, `UInt8..UInt64`, `Float32/64`.
-//! Out: one [`BooleanBuffer`] per slot, bit `i` set when row `i` matches. A null row matches
-//! only `null` and `exists: false`; every other value is false on it, so a negation built on
-//! top (`neq`, `not`) is true on it.
+//! Out: one [`BooleanBuffer`] per slot, bit `i` set when row `i` matches, and whether the slot
+//! holds any row ([`SlotBits`]). A null row matches only `null` and `exists: false`; every
+//! other value is false on it, so a negation built on top (`neq`, `not`) is true on it.
 //!
 //! How the work is shared: every string literal of every pattern registered on the column is
 //! deduplicated (ASCII-case-folded) and goes where its anchoring says. Literals that must sit
@@ -17,10 +17,16 @@
 //! bytes, however many literals there are. Only `contains` literals and prefilters need a scan
 //! of the whole value: one Aho-Corasick automaton of their first `SCAN_PREFIX` bytes, run
 //! once per row with overlapping matches, and where such a start occurs a trie walk checks
-//! the rest of the longer literals. Patterns with an inner `*` or a `?` use their longest
-//! literal as a prefilter and are verified by a wildcard matcher only on rows where it
-//! occurred. Regexes are compiled once at build time. Only the non-null rows the caller
-//! selects are visited; `null`, `exists` and `*` are set from the null bitmap, word by word.
+//! the rest of the longer literals. When there are few such starts (at most
+//! `MAX_PACKED_LITERALS`, as on most columns and on the keywords), a SIMD search (Teddy) over
+//! the row's lower-cased bytes first finds the earliest one, and the automaton runs from there
+//! only: a row without any costs a fraction of a byte-by-byte scan. Patterns with an inner `*`
+//! or a `?` use their longest literal as a prefilter and are verified by a wildcard matcher
+//! only on rows where it occurred. Regexes are compiled once at build time. Only the non-null
+//! rows the caller selects are visited; `null`, `exists` and `*` are set from the null bitmap,
+//! word by word. A value repeated in the batch (an image, a user, a channel) is matched once:
+//! its later rows copy the slots it set (`Distinct`, which gives up on a column whose first
+//! values are mostly distinct).
 //!
 //! Value kinds on a string column: patterns as above; numbers by the text the rule wrote
 //! (`EventID: 4688` matches "4688", `0x17` matches "0x17"); comparisons on the value parsed as
@@ -37,24 +43,26 @@
 //! modifiers' numbers and comparisons against.
 //!
 //! Guarantees: no allocation per row (scratch space is per batch, every slot's bits in one
-//! buffer; [`compare_columns`]
-//! lower-cases the rare pairs outside ASCII); a value that cannot be evaluated on one column
+//! buffer; [`compare_columns`] lower-cases the rare pairs outside ASCII); a value that cannot be evaluated on one column
 //! (`%placeholder%`s not yet expanded, `fieldref`: [`super::plan`] deals with both before
 //! registering values here) is an [`Unsupported`] error from the builder, never a silent
 //! non-match; an array type not listed above is an [`EvalError`], never a silent non-match.
 //! Strings match case-insensitively (unless `cased`) in the Unicode sense, as the specification
 //! treats values as "case-insensitive strings": the automaton folds ASCII letters only, so a
-//! pattern with a letter outside ASCII that has a case (`arrêté`) is matched by a
-//! case-insensitive regex instead (Unicode simple case folding: it matches `ARRÊTÉ`); such
-//! patterns are rare. `fieldref` compares such values by their lower case. An ASCII letter in a
-//! pattern still matches only ASCII letters (not the Kelvin sign `K`).
+//! pattern with a letter outside ASCII that has a case (`arrêté`) is registered as each of its
+//! case variants, every such letter replaced by each letter of its class under Unicode simple
+//! case folding (`arrêté`, `arrÊté`, `arrêtÉ`, `arrÊtÉ`: it matches `ARRÊTÉ`); beyond
+//! [`MAX_CASE_VARIANTS`] variants, by a case-insensitive regex instead. `fieldref` compares such
+//! values by their lower case. An ASCII letter in a pattern matches only ASCII letters (not the
+//! Kelvin sign `K`), except in the rare patterns left to a regex.
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 use std::io::Write as _;
 use std::net::IpAddr;
 
-use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickKind, Input, MatchKind};
 use chrono::{
     DateTime, Datelike as _, NaiveDate, NaiveDateTime, NaiveTime, TimeDelta, Timelike as _, Utc,
 };
@@ -82,6 +90,17 @@ const MAX_DFA_LITERALS: usize = 20_000;
 /// transition misses the cache; their starts make a small one. Tests cut at 2 bytes, so that
 /// their short literals go through both paths.
 const SCAN_PREFIX: usize = if cfg!(test) { 2 } else { 8 };
+
+/// At most this many distinct literal starts, none shorter than [`MIN_PACKED_LEN`], and a
+/// column's scan first looks for the earliest of them with a SIMD searcher (Teddy, from the
+/// aho-corasick crate's `packed` module) over the row's ASCII-lower-cased bytes: the
+/// automaton runs from there, and not at all on the rows where none occurs. Teddy takes up to
+/// 64 literals; the automaton itself (overlapping, case-folded) has no SIMD prefilter.
+const MAX_PACKED_LITERALS: usize = 64;
+
+/// Shorter literal starts occur too often for the SIMD search to skip much. Tests take every
+/// length, so that their short literals go through the prefiltered scan too.
+const MIN_PACKED_LEN: usize = if cfg!(test) { 1 } else { 3 };
 
 /// A value the evaluator cannot match, found when building: the rule has to be left out (or
 /// the feature implemented), never run with a matcher that silently never fires.
@@ -297,10 +316,17 @@ impl ColumnMatcherBuilder {
     }
 
     fn add_pattern(&mut self, slot: usize, p: &Pattern) {
-        use Part::{AnyChars as Any, Literal as Lit};
         if !p.case_sensitive && has_non_ascii_case(p) {
-            // The automaton would take `É` and `é` for different letters: the regex engine
-            // folds every case. Anchored, `*` and `?` as `.*` and `.` over any character.
+            // The automaton would take `É` and `é` for different letters: each case variant
+            // of the pattern is registered instead, all on the slot.
+            if let Some(variants) = case_variants(p) {
+                for v in &variants {
+                    self.add_folded_pattern(slot, v);
+                }
+                return;
+            }
+            // Too many variants: the regex engine folds every case. Anchored, `*` and `?` as
+            // `.*` and `.` over any character.
             let r = super::value::Regex {
                 pattern: glob_regex(p),
                 case_insensitive: true,
@@ -311,6 +337,13 @@ impl ColumnMatcherBuilder {
                 .expect("an escaped pattern is a valid regex");
             return;
         }
+        self.add_folded_pattern(slot, p);
+    }
+
+    /// A pattern whose letters the automaton folds well enough: ASCII letters are folded,
+    /// and any other letter is matched as written (a case variant).
+    fn add_folded_pattern(&mut self, slot: usize, p: &Pattern) {
+        use Part::{AnyChars as Any, Literal as Lit};
         let simple = match p.parts.as_slice() {
             [] => {
                 self.empty.push(slot);
@@ -432,6 +465,21 @@ impl ColumnMatcherBuilder {
                 })?;
             Some(ac)
         };
+        let packed = if starts.len() <= MAX_PACKED_LITERALS
+            && starts.iter().all(|s| s.len() >= MIN_PACKED_LEN)
+        {
+            // The starts are folded already; the rows will be folded the same way (ASCII
+            // letters only), so a case-sensitive search finds what the case-insensitive
+            // automaton would.
+            let mut b = aho_corasick::packed::Config::new()
+                .match_kind(aho_corasick::packed::MatchKind::LeftmostFirst)
+                .builder();
+            b.extend(&starts);
+            // `None` when Teddy does not apply (no SIMD, or too many one-byte literals).
+            b.build()
+        } else {
+            None
+        };
         // Numbers, comparisons and booleans are decided on a numeric value itself; its text
         // matters only to patterns (a number's own literal would say nothing new), regexes and
         // networks.
@@ -444,6 +492,7 @@ impl ColumnMatcherBuilder {
             front: (!front.is_empty()).then(|| front.build()),
             back: (!back.is_empty()).then(|| back.build()),
             automaton,
+            packed,
             groups,
             tails,
             complex: self.complex,
@@ -468,6 +517,78 @@ fn has_non_ascii_case(p: &Pattern) -> bool {
         matches!(part, Part::Literal(s)
             if s.chars().any(|c| !c.is_ascii() && (c.is_lowercase() || c.is_uppercase())))
     })
+}
+
+/// Most case variants [`case_variants`] gives for one pattern: beyond, the pattern is matched
+/// by a case-insensitive regex (thousands of variants would bloat the automaton).
+const MAX_CASE_VARIANTS: usize = 64;
+
+/// The case variants of `p` (case-insensitive, with letters outside ASCII that have a case):
+/// every such letter replaced by each letter of its class under Unicode simple case folding
+/// (`é`, `É`; `σ`, `ς`, `Σ`), in every combination, so that the ASCII-folding automaton
+/// matches any of them case-insensitively; ASCII letters are left to the automaton's folding.
+/// `None` beyond [`MAX_CASE_VARIANTS`].
+fn case_variants(p: &Pattern) -> Option<Vec<Pattern>> {
+    let mut variants: Vec<Vec<Part>> = vec![Vec::new()];
+    for part in &p.parts {
+        let Part::Literal(s) = part else {
+            variants.iter_mut().for_each(|v| v.push(part.clone()));
+            continue;
+        };
+        let mut literals = vec![String::new()];
+        for c in s.chars() {
+            let class = case_class(c);
+            if literals.len() * class.len() * variants.len() > MAX_CASE_VARIANTS {
+                return None;
+            }
+            literals = literals
+                .iter()
+                .flat_map(|l| {
+                    class.iter().map(move |&d| {
+                        let mut l = l.clone();
+                        l.push(d);
+                        l
+                    })
+                })
+                .collect();
+        }
+        variants = variants
+            .iter()
+            .flat_map(|v| {
+                literals.iter().map(move |l| {
+                    let mut v = v.clone();
+                    v.push(Part::Literal(l.clone()));
+                    v
+                })
+            })
+            .collect();
+    }
+    Some(
+        variants
+            .into_iter()
+            .map(|parts| Pattern {
+                parts,
+                case_sensitive: false,
+            })
+            .collect(),
+    )
+}
+
+/// `c` and the letters it equals under Unicode simple case folding; `c` alone for ASCII
+/// (the automaton folds ASCII letters itself) and for characters without case.
+fn case_class(c: char) -> Vec<char> {
+    use regex_syntax::hir::{ClassUnicode, ClassUnicodeRange};
+    if c.is_ascii() {
+        return vec![c];
+    }
+    let mut class = ClassUnicode::new([ClassUnicodeRange::new(c, c)]);
+    class.case_fold_simple();
+    class
+        .iter()
+        .flat_map(|r| r.start()..=r.end())
+        // An ASCII letter in the class (`s` for `ſ`) once: the automaton folds its case.
+        .filter(|d| !d.is_ascii_uppercase())
+        .collect()
 }
 
 /// `p` as an anchored regex: literals escaped, `*` as `.*`, `?` as `.`.
@@ -580,6 +701,9 @@ pub struct ColumnMatcher {
     back: Option<AnchoredTrie<Hook>>,
     /// The starts of the `contains` and prefilter literals, scanned over the whole value.
     automaton: Option<AhoCorasick>,
+    /// The same starts, searched for the earliest one in a row's folded bytes: the automaton
+    /// starts there (see [`MAX_PACKED_LITERALS`]).
+    packed: Option<aho_corasick::packed::Searcher>,
     /// Per automaton pattern, the literals it starts.
     groups: Vec<ScanGroup>,
     /// The rest of the literals longer than [`SCAN_PREFIX`], from each group's own root.
@@ -608,6 +732,91 @@ struct ScanGroup {
     whole: Vec<Hook>,
     /// The root, in the matcher's `tails` trie, of the longer literals' remainders.
     tails: Option<usize>,
+}
+
+/// The distinct values of one column in one batch and the slots each set, so that a value
+/// repeated in the batch (an image, a user, a channel: most of a Sysmon event's short fields)
+/// is matched once and its later rows only copy its slots. Values are borrowed from the array,
+/// hashed with [`FxHasher`]. When the first [`Distinct::PROBE`] values are mostly distinct
+/// (command lines, hashes, GUIDs) it switches itself off for the rest of the batch, so such
+/// a column pays for a few hundred hash insertions per batch and nothing per row after.
+#[derive(Default)]
+struct Distinct<'a> {
+    /// Value -> its range in `slots`.
+    seen: HashMap<&'a str, (u32, u32), BuildHasherDefault<FxHasher>>,
+    /// The slots of every value seen, back to back.
+    slots: Vec<u32>,
+    /// Values looked up so far.
+    looked_up: usize,
+    off: bool,
+}
+
+impl<'a> Distinct<'a> {
+    /// Values looked up before deciding whether the column repeats enough.
+    const PROBE: usize = 256;
+    /// At most this many distinct values among the first `PROBE`, or it switches off.
+    const MAX_DISTINCT_IN_PROBE: usize = Distinct::PROBE / 2;
+    /// Beyond this many distinct values it stops remembering new ones.
+    const MAX_VALUES: usize = 4096;
+
+    /// The slots `text` set when it was matched earlier in the batch.
+    #[inline]
+    fn get(&mut self, text: &str) -> Option<&[u32]> {
+        if self.off {
+            return None;
+        }
+        self.looked_up += 1;
+        if self.looked_up == Distinct::PROBE && self.seen.len() > Distinct::MAX_DISTINCT_IN_PROBE {
+            self.off = true;
+            self.seen = HashMap::default();
+            self.slots = Vec::new();
+            return None;
+        }
+        let &(from, to) = self.seen.get(text)?;
+        Some(&self.slots[from as usize..to as usize])
+    }
+
+    /// Remembers that `text` sets `slots`.
+    fn insert(&mut self, text: &'a str, slots: &[u32]) {
+        if self.off || self.seen.len() >= Distinct::MAX_VALUES {
+            return;
+        }
+        let from = self.slots.len() as u32;
+        self.slots.extend_from_slice(slots);
+        self.seen.insert(text, (from, self.slots.len() as u32));
+    }
+}
+
+/// A fast non-cryptographic hash (rustc's Fx): the values hashed are a batch's own, so
+/// flooding is not a concern, and SipHash would cost more than matching a short value.
+#[derive(Default)]
+struct FxHasher(u64);
+
+impl std::hash::Hasher for FxHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x517c_c1b7_2722_0a95;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let word = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+            self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(K);
+        }
+        let mut last = [0u8; 8];
+        let rest = chunks.remainder();
+        last[..rest.len()].copy_from_slice(rest);
+        self.0 =
+            (self.0.rotate_left(5) ^ u64::from_le_bytes(last) ^ rest.len() as u64).wrapping_mul(K);
+    }
+
+    #[inline]
+    fn write_u8(&mut self, i: u8) {
+        self.0 = (self.0.rotate_left(5) ^ u64::from(i)).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 /// A non-null value of a numeric or boolean column.
@@ -666,24 +875,73 @@ struct Out {
     /// Row + 1 at which each complex pattern, then each regex, was last queued (0 = never).
     queued_at: Vec<usize>,
     queue: Vec<Verify>,
+    /// The current row, ASCII-lower-cased, for the packed search.
+    folded: Vec<u8>,
+    /// The slots set on the current row (cleared before each row), for [`Distinct`].
+    row_slots: Vec<u32>,
+    /// Per slot: whether any row is set.
+    set: Vec<bool>,
+    /// Rows matched (the others copied a repeated value's slots).
+    values_matched: usize,
 }
 
 impl Out {
+    /// Sets `slot` on `row`, and notes it among the row's slots.
     #[inline]
     fn set(&mut self, slot: usize, row: usize) {
         self.bits[slot * self.words + (row >> 6)] |= 1 << (row & 63);
+        self.set[slot] = true;
+        self.row_slots.push(slot as u32);
+    }
+
+    /// Sets `slots` on `row`: those an earlier row with the same value set.
+    #[inline]
+    fn copy(&mut self, slots: &[u32], row: usize) {
+        for &slot in slots {
+            self.bits[slot as usize * self.words + (row >> 6)] |= 1 << (row & 63);
+        }
     }
 
     /// ORs `rows` into slot `slot`.
     fn or(&mut self, slot: usize, rows: &BooleanBuffer) {
         let at = slot * self.words;
         let chunks = rows.bit_chunks();
+        let mut any = 0;
         for (w, chunk) in self.bits[at..at + self.words]
             .iter_mut()
             .zip(chunks.iter_padded())
         {
             *w |= chunk;
+            any |= chunk;
         }
+        self.set[slot] |= any != 0;
+    }
+}
+
+/// A column matcher's result for one batch: per slot, its bitmap and whether it holds any
+/// row, so that combining the slots of a rule skips the (many) empty ones without reading
+/// them.
+#[derive(Debug, Clone, Default)]
+pub struct SlotBits {
+    /// Per slot: bit `i` set when row `i` matches the slot's values.
+    pub bits: Vec<BooleanBuffer>,
+    /// Per slot: whether any bit of `bits` is set.
+    pub set: Vec<bool>,
+}
+
+impl SlotBits {
+    /// `slots` slots of `len` rows, none set (one shared buffer).
+    pub fn none(len: usize, slots: usize) -> SlotBits {
+        SlotBits {
+            bits: vec![BooleanBuffer::new_unset(len); slots],
+            set: vec![false; slots],
+        }
+    }
+
+    /// `bits`, each slot's `set` counted.
+    pub fn counted(bits: Vec<BooleanBuffer>) -> SlotBits {
+        let set = bits.iter().map(|b| b.count_set_bits() > 0).collect();
+        SlotBits { bits, set }
     }
 }
 
@@ -697,12 +955,17 @@ impl ColumnMatcher {
     pub(super) fn describe(&self) -> String {
         let hooks = |t: &Option<AnchoredTrie<Hook>>| t.as_ref().map_or(0, AnchoredTrie::nodes);
         format!(
-            "{} slots, {} prefix/exact trie nodes, {} suffix trie nodes, {} scanned literals, \
+            "{} slots, {} prefix/exact trie nodes, {} suffix trie nodes, {} scanned literals{}, \
              {} scan hooks, {} complex, {} regexes, {} checks run on every row",
             self.slots,
             hooks(&self.front),
             hooks(&self.back),
             self.automaton.as_ref().map_or(0, |a| a.patterns_len()),
+            if self.packed.is_some() {
+                " (packed search first)"
+            } else {
+                ""
+            },
             self.groups.iter().map(|g| g.whole.len()).sum::<usize>() + hooks(&self.tails),
             self.complex.len(),
             self.regexes.len(),
@@ -742,7 +1005,7 @@ impl ColumnMatcher {
 
     /// The slots for a batch of `len` rows where the column is absent: only `null` and
     /// `exists: false` hold.
-    pub fn evaluate_absent(&self, len: usize) -> Vec<BooleanBuffer> {
+    pub fn evaluate_absent(&self, len: usize) -> SlotBits {
         let mut out = self.out(len);
         self.presence(
             &BooleanBuffer::new_unset(len),
@@ -755,7 +1018,7 @@ impl ColumnMatcher {
     /// One pass over `array`: bit `i` of slot `s` is set when row `i` matches a value
     /// registered on `s`.
     pub fn evaluate(&self, array: &dyn Array) -> Result<Vec<BooleanBuffer>, EvalError> {
-        self.evaluate_masked(array, None)
+        Ok(self.evaluate_masked(array, None)?.bits)
     }
 
     /// [`ColumnMatcher::evaluate`] on the rows set in `mask` only: the others are false in
@@ -768,7 +1031,24 @@ impl ColumnMatcher {
         &self,
         array: &dyn Array,
         mask: Option<&BooleanBuffer>,
-    ) -> Result<Vec<BooleanBuffer>, EvalError> {
+    ) -> Result<SlotBits, EvalError> {
+        let out = self.evaluate_into(array, mask)?;
+        Ok(self.finish(out, array.len()))
+    }
+
+    /// How many values of `array` were matched (rather than copied from an equal value).
+    #[cfg(test)]
+    pub(super) fn values_matched(&self, array: &dyn Array) -> usize {
+        self.evaluate_into(array, None)
+            .expect("supported array")
+            .values_matched
+    }
+
+    fn evaluate_into(
+        &self,
+        array: &dyn Array,
+        mask: Option<&BooleanBuffer>,
+    ) -> Result<Out, EvalError> {
         if !ColumnMatcher::supports(array.data_type()) {
             return Err(EvalError {
                 data_type: array.data_type().clone(),
@@ -789,8 +1069,16 @@ impl ColumnMatcher {
         macro_rules! strings {
             ($a:expr) => {{
                 let a = $a;
+                let mut distinct = Distinct::default();
                 for row in present.set_indices() {
-                    self.text_row(row, a.value(row), &mut out);
+                    let text = a.value(row);
+                    match distinct.get(text) {
+                        Some(slots) => out.copy(slots, row),
+                        None => {
+                            self.text_row(row, text, &mut out);
+                            distinct.insert(text, &out.row_slots);
+                        }
+                    }
                 }
             }};
         }
@@ -824,7 +1112,7 @@ impl ColumnMatcher {
             DataType::Float64 => numbers!(Float64Type, Scalar::Float),
             _ => unreachable!("checked by supports"),
         }
-        Ok(self.finish(out, len))
+        Ok(out)
     }
 
     fn out(&self, len: usize) -> Out {
@@ -834,6 +1122,10 @@ impl ColumnMatcher {
             bits: vec![0u64; words * self.slots],
             queued_at: vec![0; self.complex.len() + self.regexes.len()],
             queue: Vec::with_capacity(self.complex.len() + self.regexes.len()),
+            folded: Vec::new(),
+            row_slots: Vec::new(),
+            set: vec![false; self.slots],
+            values_matched: 0,
         }
     }
 
@@ -852,17 +1144,20 @@ impl ColumnMatcher {
     }
 
     /// Every slot's bitmap, each a slice of the one buffer.
-    fn finish(&self, out: Out, len: usize) -> Vec<BooleanBuffer> {
+    fn finish(&self, out: Out, len: usize) -> SlotBits {
         let bytes = out.words * 8;
         let buffer = Buffer::from_vec(out.bits);
-        (0..self.slots)
+        let bits = (0..self.slots)
             .map(|s| BooleanBuffer::new(buffer.slice_with_length(s * bytes, bytes), 0, len))
-            .collect()
+            .collect();
+        SlotBits { bits, set: out.set }
     }
 
     /// A numeric or boolean value: compared as such, and, for the string patterns, as its
     /// text (formatted on the stack: a rule's `'4688'` matches an integer column's 4688).
     fn scalar_row(&self, row: usize, v: Scalar, out: &mut Out) {
+        out.row_slots.clear();
+        out.values_matched += 1;
         if let Scalar::Bool(b) = v {
             for &(s, want) in &self.bools {
                 if b == want {
@@ -894,6 +1189,8 @@ impl ColumnMatcher {
 
     /// A string value: every string test, then numbers, comparisons and booleans on its text.
     fn text_row(&self, row: usize, text: &str, out: &mut Out) {
+        out.row_slots.clear();
+        out.values_matched += 1;
         self.string_tests(row, text, out);
         if !self.compares.is_empty()
             && let Some(n) = Num::parse(text)
@@ -946,7 +1243,16 @@ impl ColumnMatcher {
                 }
             });
         }
-        if let Some(ac) = &self.automaton {
+        // Where the first literal start occurs: no occurrence of any begins before it.
+        let from = match &self.packed {
+            Some(packed) => {
+                out.folded.clear();
+                out.folded.extend(hay.iter().map(u8::to_ascii_lowercase));
+                packed.find(&out.folded).map(|m| m.start())
+            }
+            None => Some(0),
+        };
+        if let (Some(ac), Some(from)) = (&self.automaton, from) {
             // Every occurrence of a literal begins with an occurrence of its start: the
             // literal is there when the tail walk from that start's end reaches its node.
             let found = |hook: &Hook, start: usize, end: usize, out: &mut Out| {
@@ -963,7 +1269,7 @@ impl ColumnMatcher {
                     out.set(hook.slot, row);
                 }
             };
-            for m in ac.find_overlapping_iter(hay) {
+            for m in ac.find_overlapping_iter(Input::new(hay).span(from..hay.len())) {
                 let (start, end) = (m.start(), m.end());
                 let group = &self.groups[m.pattern().as_usize()];
                 for hook in &group.whole {

@@ -283,7 +283,7 @@ fn nulls_exists_and_absent_columns() {
     );
     let m = build(&entries);
     assert_eq!(
-        to_rows(&m.evaluate_absent(2)),
+        to_rows(&m.evaluate_absent(2).bits),
         [vec![T, T], vec![F, F], vec![T, T], vec![F, F], vec![F, F]]
     );
 }
@@ -735,6 +735,117 @@ fn glob_backtracks_only_as_needed() {
     assert!(!glob_match(&parts("*a*a*a*a*b"), &text, false));
 }
 
+/// Letters outside ASCII: each case variant is a literal of the automaton (or tries), not a
+/// regex run on every row; past [`MAX_CASE_VARIANTS`] variants, a regex still matches.
+#[test]
+fn letters_outside_ascii_are_matched_by_their_case_variants() {
+    // Cyrillic homoglyphs (as SigmaHQ's homoglyph rule writes them) and a word.
+    let entries = [("F|contains", "['А', 'В']"), ("F", "'arrêté'")];
+    let m = build(&entries);
+    assert!(m.describe().contains(" 0 regexes"), "{}", m.describe());
+    // `А` (U+0410) and its lower case `а` (U+0430), Cyrillic, not the ASCII `A`.
+    let rows = strings(&[
+        Some("\u{410}pple"),
+        Some("x\u{430}y"),
+        Some("Apple"),
+        Some("ARRÊTÉ"),
+        Some("arrete"),
+        Some("в"),
+    ]);
+    let got = hits(&entries, &rows);
+    assert_eq!(got, [[T, T, F, F, F, T], [F, F, F, T, F, F]]);
+    // Σ has three forms, Μ three (with the micro sign): 72 variants, a regex.
+    let m = build(&[("F", "'ΣΊΓΜΑ'")]);
+    assert!(m.describe().contains(" 1 regexes"), "{}", m.describe());
+    assert_eq!(
+        hits(
+            &[("F", "'ΣΊΓΜΑ'")],
+            &strings(&[Some("σίγμα"), Some("sigma")])
+        ),
+        [[T, F]]
+    );
+}
+
+/// A column with few scanned literals finds the first of them with a packed (SIMD) search
+/// over the row's folded bytes and runs the automaton from there; with more than
+/// [`MAX_PACKED_LITERALS`] starts, the automaton scans every row.
+#[test]
+fn a_few_scanned_literals_are_found_by_a_packed_search_first() {
+    let few = [
+        ("F|contains", "['mimikatz', 'sekurlsa::', 'lsadump']"),
+        // Values on one slot are alternatives (the plan links `|all` ones).
+        ("F|contains", "['lsa', 'dump']"),
+    ];
+    assert!(build(&few).describe().contains("(packed search first)"));
+    // Rows longer than the SIMD search's minimum (shorter ones take its scalar path), with
+    // the literals at the start, the end, overlapping, in another case, and absent.
+    let filler = "x".repeat(80);
+    let rows = [
+        format!("MIMIKATZ {filler}"),
+        format!("{filler} sekurlsa::"),
+        format!("{filler}lsadumpx"),
+        format!("{filler}lsa{filler}DUMP"),
+        filler.clone(),
+        "lsa".to_string(),
+    ];
+    let array = StringArray::from(rows.iter().map(|r| Some(r.as_str())).collect::<Vec<_>>());
+    assert_eq!(hits(&few, &array), [[T, T, T, F, F, F], [F, T, T, T, F, T]]);
+    // 65 literals with distinct starts (tests cut starts at two bytes).
+    let many: Vec<String> = (0..65u8)
+        .map(|i| {
+            format!(
+                "'{}{}z'",
+                char::from(b'a' + i / 26),
+                char::from(b'a' + i % 26)
+            )
+        })
+        .collect();
+    let many = format!("[{}]", many.join(", "));
+    let m = build(&[("F|contains", many.as_str())]);
+    assert!(!m.describe().contains("packed"), "{}", m.describe());
+}
+
+/// A value repeated in a batch is matched once; the other rows copy its slots. A column of
+/// mostly distinct values stops looking values up after a probe, and every row is matched.
+#[test]
+fn a_value_repeated_in_the_batch_is_matched_once() {
+    let entries = [
+        ("F|endswith", "'.exe'"),
+        ("F|contains", "'cmd'"),
+        ("F", "'x'"),
+        ("F|re", "'^C:'"),
+    ];
+    let m = build(&entries);
+    let values = [Some(r"C:\cmd.exe"), Some("x"), None, Some("other")];
+    let rows: Vec<Option<&str>> = (0..1000).map(|i| values[i % 4]).collect();
+    let array = strings(&rows);
+    assert_eq!(m.values_matched(&array), 3);
+    let one_by_one: Vec<Vec<bool>> = (0..entries.len())
+        .map(|slot| {
+            rows.iter()
+                .map(|r| hits(&entries, &strings(&[*r]))[slot][0])
+                .collect()
+        })
+        .collect();
+    assert_eq!(hits(&entries, &array), one_by_one);
+
+    // 300 distinct values, then repeats: past the probe, nothing is remembered any more.
+    let distinct: Vec<String> = (0..1000)
+        .map(|i| format!(r"C:\dir{}\cmd.exe", i % 300))
+        .collect();
+    let array = StringArray::from(
+        distinct
+            .iter()
+            .map(|s| Some(s.as_str()))
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(m.values_matched(&array), 1000);
+    assert_eq!(
+        hits(&entries, &array),
+        [vec![T; 1000], vec![T; 1000], vec![F; 1000], vec![T; 1000]]
+    );
+}
+
 // ---- differential property test ----
 
 /// A pattern piece as generated: small alphabets so that literals collide often.
@@ -793,6 +904,38 @@ proptest! {
                 .map(|r| r.as_deref().is_some_and(|s| re.is_match(s)))
                 .collect();
             prop_assert_eq!(&got[slot], &want, "pattern {} ({:?})", p, p);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(crate::proptest_config(256))]
+
+    /// Long rows (the packed search's SIMD path, not only its scalar one for short rows):
+    /// `contains` and other patterns agree with the regex reference, and a slot is reported
+    /// set exactly when one of its rows is.
+    #[test]
+    fn long_rows_agree_with_a_regex_per_row(
+        patterns in prop::collection::vec(pattern(), 1..8),
+        rows in prop::collection::vec(
+            prop::option::weighted(0.9, "[aAbB.\\\\\u{e9}\u{c9}xyz ]{0,120}"), 0..40),
+    ) {
+        let mut b = ColumnMatcherBuilder::new();
+        for (slot, p) in patterns.iter().enumerate() {
+            b.add(slot, &Value::Pattern(p.clone())).unwrap();
+        }
+        let m = b.build().unwrap();
+        let array = StringArray::from(rows.clone());
+        let slots = m.evaluate_masked(&array, None).unwrap();
+        for (slot, p) in patterns.iter().enumerate() {
+            let re = reference(p);
+            let want: Vec<bool> = rows
+                .iter()
+                .map(|r| r.as_deref().is_some_and(|s| re.is_match(s)))
+                .collect();
+            let got: Vec<bool> = slots.bits[slot].iter().collect();
+            prop_assert_eq!(&got, &want, "pattern {} ({:?})", p, p);
+            prop_assert_eq!(slots.set[slot], want.contains(&true));
         }
     }
 }

@@ -37,30 +37,43 @@
 //! Fields are looked up by exact top-level column name; a field missing from the batch is an
 //! absent field (it matches only `null` and `exists: false`). Keywords (selections without a
 //! field) search every string column of the batch (`Utf8`, `LargeUtf8`, `Utf8View`): a keyword
-//! matches a row when any of those columns contains it.
+//! matches a row when any of those columns contains it. A batch with a `_keywords` column (the
+//! projecting decoder's: every string and number of the event, one per line) is searched in
+//! that column alone, which holds every other column's value, unless a keyword is a regex
+//! (whose `^` and `$` anchor at a value's ends). Keywords are grouped by the guard of the rules
+//! searching them, and a row is searched only for the groups whose guard selects it.
+//!
+//! Combining: a rule whose guard selects no row of the batch is not combined at all; an AND
+//! stops at its first operand without rows (the filters of a rule whose selection matched
+//! nothing are never computed), and the many slots without rows are skipped without being
+//! read. [`SigmaPlan::evaluate_profiled`] times every column and step ([`PlanProfile`]).
 //!
 //! Guarantees: everything is compiled by [`PlanBuilder::build`]; evaluating a batch reads each
 //! column, compares each pair of fields and extracts each time part once, then only combines
 //! bitmaps, without allocating per row.
 
 use std::borrow::Cow;
+use std::cell::OnceCell;
 use std::collections::BTreeSet;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::time::{Duration, Instant};
 
-use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::buffer::BooleanBuffer;
+use datafusion::arrow::array::{ArrayRef, RecordBatch};
+use datafusion::arrow::buffer::{BooleanBuffer, Buffer};
 use datafusion::arrow::datatypes::DataType;
 
 use super::condition::{Condition, Quantifier};
 use super::error::{ErrorKind, SigmaError};
 use super::matcher::{
-    ColumnMatcher, ColumnMatcherBuilder, EvalError, Unsupported, compare_columns, time_parts,
+    ColumnMatcher, ColumnMatcherBuilder, EvalError, SlotBits, Unsupported, compare_columns,
+    time_parts,
 };
 use super::modifier::{Modifier, placeholder_value};
 use super::rule::{SelectionKind, SigmaRule};
 use super::value::{FieldMatcher, Link, Part, Pattern, TimePart, Value};
 use super::yaml::Pos;
+use crate::decode::project::KEYWORDS_COLUMN;
 
 /// The most patterns one written value may become once its placeholders are expanded: beyond,
 /// the rule is refused rather than the column's automaton flooded.
@@ -108,8 +121,8 @@ pub struct BuildError {
 enum Source {
     /// The column matcher at this index.
     Column(usize),
-    /// The keyword matcher, over every string column.
-    Keywords,
+    /// The keyword matcher of this group (see [`SigmaPlan::keywords`]).
+    Keywords(usize),
     /// The field comparisons: a slot is an index into the plan's [`FieldPair`]s.
     FieldRefs,
 }
@@ -170,8 +183,14 @@ pub struct PlanBuilder {
     column_ids: HashMap<ColumnKey, usize>,
     /// Per column matcher: what it reads, its builder, its next free slot.
     columns: Vec<(ColumnKey, ColumnMatcherBuilder, usize)>,
-    keywords: ColumnMatcherBuilder,
-    keyword_slots: usize,
+    /// Keyword matchers, one per guard of the rules that search keywords (`None`: rules
+    /// without a guard, and guards): its builder and its next free slot.
+    keywords: Vec<(Option<usize>, ColumnMatcherBuilder, usize)>,
+    /// Guard -> its index in `keywords`.
+    keyword_ids: HashMap<Option<usize>, usize>,
+    /// Whether every keyword is a pattern (a substring search), which the `_keywords` column
+    /// alone answers; a regex keyword (`^` anchors at a value's start) needs every column.
+    keywords_are_patterns: bool,
     /// Every pair of fields some `fieldref` compares, once; the slot of such a value.
     pairs: Vec<FieldPair>,
     /// Pair -> its index in `pairs`.
@@ -186,8 +205,6 @@ pub struct PlanBuilder {
     /// Per column: the guards of the rules reading it (`None`: some reader is unguarded, or
     /// a guard reads it, so every row is scanned).
     column_guards: Vec<Option<BTreeSet<usize>>>,
-    /// The same for the keyword matcher.
-    keyword_guards: Option<BTreeSet<usize>>,
     /// What is being registered: a guard, or a rule under this guard.
     registering: Option<Option<usize>>,
 }
@@ -196,7 +213,7 @@ impl PlanBuilder {
     /// An empty plan.
     pub fn new() -> PlanBuilder {
         PlanBuilder {
-            keyword_guards: Some(BTreeSet::new()),
+            keywords_are_patterns: true,
             ..PlanBuilder::default()
         }
     }
@@ -480,18 +497,26 @@ impl PlanBuilder {
                 Source::Column(id)
             }
             None => {
-                PlanBuilder::note_reader(self.registering, &mut self.keyword_guards);
+                // Keywords are searched per guard: a row is searched for the keywords of the
+                // rules whose guard selects it (and of unguarded rules), not for every rule's.
+                let guard = self.registering.flatten();
+                let id = *self.keyword_ids.entry(guard).or_insert_with(|| {
+                    self.keywords.push((guard, ColumnMatcherBuilder::new(), 0));
+                    self.keywords.len() - 1
+                });
+                let (_, builder, next) = &mut self.keywords[id];
                 for variants in &values {
-                    let slot = self.keyword_slots;
-                    self.keyword_slots += 1;
+                    let slot = *next;
+                    *next += 1;
                     for variant in variants {
-                        self.keywords
+                        self.keywords_are_patterns &= matches!(variant.as_ref(), Value::Pattern(_));
+                        builder
                             .add_keyword(slot, variant)
                             .expect("checked by lower");
                     }
                     slots.push(slot);
                 }
-                Source::Keywords
+                Source::Keywords(id)
             }
         };
         MatcherPlan {
@@ -512,12 +537,18 @@ impl PlanBuilder {
             })?;
             columns.push((key, matcher));
         }
-        Ok(SigmaPlan {
-            columns,
-            keywords: self.keywords.build().map_err(|source| BuildError {
+        let mut keywords = Vec::with_capacity(self.keywords.len());
+        for (guard, b, _) in self.keywords {
+            let matcher = b.build().map_err(|source| BuildError {
                 column: None,
                 source,
-            })?,
+            })?;
+            keywords.push((guard, matcher));
+        }
+        Ok(SigmaPlan {
+            columns,
+            keywords,
+            keywords_are_patterns: self.keywords_are_patterns,
             pairs: self.pairs,
             rules: self.rules,
             rule_guards: self.rule_guards,
@@ -527,7 +558,6 @@ impl PlanBuilder {
                 .into_iter()
                 .map(|g| g.map(|s| s.into_iter().collect()))
                 .collect(),
-            keyword_guards: self.keyword_guards.map(|s| s.into_iter().collect()),
         })
     }
 }
@@ -546,7 +576,10 @@ fn too_many_variants(p: &Pattern) -> Unsupported {
 #[derive(Debug)]
 pub struct SigmaPlan {
     columns: Vec<(ColumnKey, ColumnMatcher)>,
-    keywords: ColumnMatcher,
+    /// Keyword matchers: each searches the rows its guard selects (`None`: every row).
+    keywords: Vec<(Option<usize>, ColumnMatcher)>,
+    /// Every keyword is a pattern: a batch's `_keywords` column, when it has one, answers them.
+    keywords_are_patterns: bool,
     /// The `fieldref` comparisons; the slots of [`Source::FieldRefs`].
     pairs: Vec<FieldPair>,
     rules: Vec<RulePlan>,
@@ -554,7 +587,41 @@ pub struct SigmaPlan {
     guards: Vec<RulePlan>,
     /// Per column: scan only the rows these guards select (`None`: every row).
     column_guards: Vec<Option<Vec<usize>>>,
-    keyword_guards: Option<Vec<usize>>,
+}
+
+/// Where [`SigmaPlan::evaluate_profiled`] spent its time, summed over the batches profiled:
+/// per column matcher (by column name), and the parts that are not one column's — guards
+/// `(guards)`, field comparisons `(fieldref)`, keyword search `(keywords)`, combining the
+/// bitmaps per rule `(combine per rule)`. For finding what to optimise (`benches/sigma.rs`,
+/// `BENCH_PROFILE`), not for production metrics.
+#[derive(Debug, Default, Clone)]
+pub struct PlanProfile {
+    /// Part -> its index in `parts`.
+    index: HashMap<String, usize>,
+    /// Each part's name and total time, in the order first seen.
+    parts: Vec<(String, Duration)>,
+}
+
+impl PlanProfile {
+    /// Adds the time since `start` to the part `name` names (when profiling at all).
+    fn add(profile: &mut Option<&mut PlanProfile>, name: impl FnOnce() -> String, start: Instant) {
+        let Some(p) = profile else { return };
+        let elapsed = start.elapsed();
+        let name = name();
+        let i = *p.index.entry(name.clone()).or_insert_with(|| {
+            p.parts.push((name, Duration::ZERO));
+            p.parts.len() - 1
+        });
+        p.parts[i].1 += elapsed;
+    }
+
+    /// Every part and its total time, the costliest first.
+    pub fn parts(&self) -> Vec<(&str, Duration)> {
+        let mut out: Vec<(&str, Duration)> =
+            self.parts.iter().map(|(n, d)| (n.as_str(), *d)).collect();
+        out.sort_by_key(|p| std::cmp::Reverse(p.1));
+        out
+    }
 }
 
 /// Where a column the plan reads has a type it cannot read for the values tested on it.
@@ -580,19 +647,43 @@ impl SigmaPlan {
     /// guards are combined; then every other column only on the rows its readers' guards
     /// select (nothing at all when they select none).
     pub fn evaluate(&self, batch: &RecordBatch) -> Result<Vec<BooleanBuffer>, PlanEvalError> {
+        self.evaluate_inner(batch, &mut None)
+    }
+
+    /// [`SigmaPlan::evaluate`], adding to `profile` the time each part took: every column's
+    /// scan, the keywords, the guards, the field comparisons and the combination per rule.
+    /// The result is the same; the cost of the timing itself is two clock reads per part.
+    pub fn evaluate_profiled(
+        &self,
+        batch: &RecordBatch,
+        profile: &mut PlanProfile,
+    ) -> Result<Vec<BooleanBuffer>, PlanEvalError> {
+        self.evaluate_inner(batch, &mut Some(profile))
+    }
+
+    fn evaluate_inner(
+        &self,
+        batch: &RecordBatch,
+        profile: &mut Option<&mut PlanProfile>,
+    ) -> Result<Vec<BooleanBuffer>, PlanEvalError> {
         let len = batch.num_rows();
-        let mut slots: Vec<Vec<BooleanBuffer>> = vec![Vec::new(); self.columns.len()];
+        let zero = BooleanBuffer::new_unset(len);
+        let mut slots: Vec<SlotBits> = vec![SlotBits::default(); self.columns.len()];
         for (i, guards) in self.column_guards.iter().enumerate() {
             if guards.is_none() {
+                let t = Instant::now();
                 slots[i] = self.scan(i, batch, None)?;
+                PlanProfile::add(profile, || self.part_name(i), t);
             }
         }
+        let t = Instant::now();
         let guard_bits: Vec<BooleanBuffer> = {
             let cx = Bits {
                 len,
+                zero: &zero,
                 columns: &slots,
                 keywords: &[],
-                pairs: &[],
+                pairs: &SlotBits::default(),
             };
             self.guards.iter().map(|g| cx.rule(g)).collect()
         };
@@ -603,16 +694,20 @@ impl SigmaPlan {
             }
             mask
         };
+        PlanProfile::add(profile, || "(guards)".to_string(), t);
         for (i, guards) in self.column_guards.iter().enumerate() {
             if let Some(guards) = guards {
+                let t = Instant::now();
                 let mask = mask_of(guards);
                 slots[i] = if mask.count_set_bits() == 0 {
-                    vec![BooleanBuffer::new_unset(len); self.columns[i].1.slots()]
+                    SlotBits::none(len, self.columns[i].1.slots())
                 } else {
                     self.scan(i, batch, Some(&mask))?
                 };
+                PlanProfile::add(profile, || self.part_name(i), t);
             }
         }
+        let t = Instant::now();
         let mut pairs = Vec::with_capacity(self.pairs.len());
         for pair in &self.pairs {
             let bits = match (
@@ -637,39 +732,94 @@ impl SigmaPlan {
             };
             pairs.push(bits);
         }
-        let mut keywords = vec![BooleanBuffer::new_unset(len); self.keywords.slots()];
-        let keyword_mask = self.keyword_guards.as_deref().map(mask_of);
-        if !keywords.is_empty() && keyword_mask.as_ref().is_none_or(|m| m.count_set_bits() > 0) {
-            for (field, array) in batch.schema().fields().iter().zip(batch.columns()) {
-                if matches!(
-                    field.data_type(),
-                    DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
-                ) {
-                    let bits = self
-                        .keywords
-                        .evaluate_masked(array, keyword_mask.as_ref())
+        let pairs = SlotBits::counted(pairs);
+        PlanProfile::add(profile, || "(fieldref)".to_string(), t);
+        let t = Instant::now();
+        let keyword_columns = self.keyword_columns(batch);
+        let mut keywords = Vec::with_capacity(self.keywords.len());
+        for (guard, matcher) in &self.keywords {
+            let mask = guard.map(|g| &guard_bits[g]);
+            let mut bits = SlotBits::none(len, matcher.slots());
+            if mask.is_none_or(|m| m.count_set_bits() > 0) {
+                for (i, array) in keyword_columns.iter().enumerate() {
+                    let found = matcher
+                        .evaluate_masked(array.as_ref(), mask)
                         .expect("string columns are supported");
-                    for (k, b) in keywords.iter_mut().zip(&bits) {
-                        *k = &*k | b;
+                    if i == 0 {
+                        bits = found;
+                    } else {
+                        for k in 0..bits.bits.len() {
+                            if found.set[k] {
+                                bits.bits[k] = &bits.bits[k] | &found.bits[k];
+                                bits.set[k] = true;
+                            }
+                        }
                     }
                 }
             }
+            keywords.push(bits);
         }
+        PlanProfile::add(profile, || "(keywords)".to_string(), t);
+        let t = Instant::now();
         let cx = Bits {
             len,
+            zero: &zero,
             columns: &slots,
             keywords: &keywords,
             pairs: &pairs,
         };
-        Ok(self
+        // A rule whose guard selects no row of the batch (its log source is not in it) selects
+        // none either: its condition is not computed. Its bitmap shares one empty buffer.
+        let guard_selects: Vec<bool> = guard_bits.iter().map(|b| b.count_set_bits() > 0).collect();
+        let rules = self
             .rules
             .iter()
             .zip(&self.rule_guards)
             .map(|(r, g)| match g {
                 None => cx.rule(r),
+                Some(g) if !guard_selects[*g] => zero.clone(),
                 Some(g) => &cx.rule(r) & &guard_bits[*g],
             })
-            .collect())
+            .collect();
+        PlanProfile::add(profile, || "(combine per rule)".to_string(), t);
+        Ok(rules)
+    }
+
+    /// The columns keywords search in `batch`: its `_keywords` column alone when it has one
+    /// (a projecting decoder's: every string and number of the event, so any other column's
+    /// value is in it too) and every keyword is a pattern; else every string column.
+    fn keyword_columns<'b>(&self, batch: &'b RecordBatch) -> Vec<&'b ArrayRef> {
+        if self.keywords_are_patterns
+            && let Some(all) = batch.column_by_name(KEYWORDS_COLUMN)
+            && matches!(
+                all.data_type(),
+                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+            )
+        {
+            return vec![all];
+        }
+        batch
+            .schema_ref()
+            .fields()
+            .iter()
+            .zip(batch.columns())
+            .filter(|(field, _)| {
+                matches!(
+                    field.data_type(),
+                    DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+                )
+            })
+            .map(|(_, array)| array)
+            .collect()
+    }
+
+    /// How [`PlanProfile`] names column matcher `i`.
+    fn part_name(&self, i: usize) -> String {
+        let key = &self.columns[i].0;
+        match key.part {
+            None => key.name.clone(),
+            Some(part) => format!("{}|{part:?}", key.name),
+        }
     }
 
     /// Column matcher `i` over `batch`, on the rows of `mask` only (others: all false).
@@ -678,7 +828,7 @@ impl SigmaPlan {
         i: usize,
         batch: &RecordBatch,
         mask: Option<&BooleanBuffer>,
-    ) -> Result<Vec<BooleanBuffer>, PlanEvalError> {
+    ) -> Result<SlotBits, PlanEvalError> {
         let (key, matcher) = &self.columns[i];
         let error = |source| PlanEvalError {
             column: key.name.clone(),
@@ -698,16 +848,52 @@ impl SigmaPlan {
 /// The slot bitmaps of one batch, and how to combine them.
 struct Bits<'a> {
     len: usize,
-    columns: &'a [Vec<BooleanBuffer>],
-    keywords: &'a [BooleanBuffer],
-    pairs: &'a [BooleanBuffer],
+    /// No row set: shared by every empty result.
+    zero: &'a BooleanBuffer,
+    columns: &'a [SlotBits],
+    keywords: &'a [SlotBits],
+    pairs: &'a SlotBits,
 }
 
 impl Bits<'_> {
+    /// The rule's bitmap. Its selections are computed only when a condition first needs
+    /// them, and an AND stops at its first operand that selects no row: the filters of a rule
+    /// whose main selection matched nothing in the batch (most rules, most batches) are
+    /// never combined.
     fn rule(&self, r: &RulePlan) -> BooleanBuffer {
-        let selections: Vec<BooleanBuffer> =
-            r.selections.iter().map(|s| self.selection(s)).collect();
-        self.any(r.conditions.iter().map(|c| condition(c, &selections)))
+        let memo: Vec<OnceCell<BooleanBuffer>> =
+            r.selections.iter().map(|_| OnceCell::new()).collect();
+        let selection = |i: usize| {
+            memo[i]
+                .get_or_init(|| self.selection(&r.selections[i]))
+                .clone()
+        };
+        self.any(r.conditions.iter().map(|c| self.condition(c, &selection)))
+    }
+
+    fn condition(
+        &self,
+        c: &Condition,
+        selection: &dyn Fn(usize) -> BooleanBuffer,
+    ) -> BooleanBuffer {
+        match c {
+            Condition::Selection(i) => selection(*i),
+            Condition::Of {
+                quantifier,
+                selections: which,
+                ..
+            } => {
+                let bits = which.iter().map(|&i| selection(i));
+                if *quantifier == Quantifier::All {
+                    self.all(bits)
+                } else {
+                    self.any(bits)
+                }
+            }
+            Condition::Not(inner) => !&self.condition(inner, selection),
+            Condition::And(cs) => self.all(cs.iter().map(|c| self.condition(c, selection))),
+            Condition::Or(cs) => self.any(cs.iter().map(|c| self.condition(c, selection))),
+        }
     }
 
     fn selection(&self, groups: &[Vec<MatcherPlan>]) -> BooleanBuffer {
@@ -721,48 +907,75 @@ impl Bits<'_> {
     fn matcher(&self, m: &MatcherPlan) -> BooleanBuffer {
         let slots = match m.source {
             Source::Column(c) => &self.columns[c],
-            Source::Keywords => self.keywords,
+            Source::Keywords(k) => &self.keywords[k],
             Source::FieldRefs => self.pairs,
         };
-        let values = m.slots.iter().map(|&s| slots[s].clone());
+        // Most slots hold no row of the batch: an OR skips them, an AND with one is empty.
         let combined = match m.link {
-            Link::Any => self.any(values),
-            Link::All => self.all(values),
+            Link::Any => self.any(
+                m.slots
+                    .iter()
+                    .filter(|&&s| slots.set[s])
+                    .map(|&s| slots.bits[s].clone()),
+            ),
+            Link::All if m.slots.iter().all(|&s| slots.set[s]) => {
+                self.all(m.slots.iter().map(|&s| slots.bits[s].clone()))
+            }
+            Link::All => self.zero.clone(),
         };
         if m.negated { !&combined } else { combined }
     }
 
+    /// The OR of `bits`, accumulated in one buffer (a single operand is returned as is).
     fn any(&self, bits: impl Iterator<Item = BooleanBuffer>) -> BooleanBuffer {
-        bits.reduce(|a, b| &a | &b)
-            .unwrap_or_else(|| BooleanBuffer::new_unset(self.len))
+        let mut bits = bits;
+        let Some(first) = bits.next() else {
+            return self.zero.clone();
+        };
+        let Some(second) = bits.next() else {
+            return first;
+        };
+        let mut words = words_of(&first);
+        for b in std::iter::once(second).chain(bits) {
+            for (w, c) in words.iter_mut().zip(b.bit_chunks().iter_padded()) {
+                *w |= c;
+            }
+        }
+        BooleanBuffer::new(Buffer::from_vec(words), 0, self.len)
     }
 
+    /// The AND of `bits`, accumulated in one buffer; stops (the rest of `bits` never
+    /// computed) once no row is left.
     fn all(&self, bits: impl Iterator<Item = BooleanBuffer>) -> BooleanBuffer {
-        bits.reduce(|a, b| &a & &b)
-            .unwrap_or_else(|| BooleanBuffer::new_set(self.len))
+        let mut bits = bits;
+        let Some(first) = bits.next() else {
+            return BooleanBuffer::new_set(self.len);
+        };
+        if first.count_set_bits() == 0 {
+            return first;
+        }
+        let mut words: Option<Vec<u64>> = None;
+        for b in bits {
+            let acc = words.get_or_insert_with(|| words_of(&first));
+            let mut any = 0;
+            for (w, c) in acc.iter_mut().zip(b.bit_chunks().iter_padded()) {
+                *w &= c;
+                any |= *w;
+            }
+            if any == 0 {
+                break;
+            }
+        }
+        match words {
+            None => first,
+            Some(words) => BooleanBuffer::new(Buffer::from_vec(words), 0, self.len),
+        }
     }
 }
 
-/// The condition's bitmap from its selections' bitmaps.
-fn condition(c: &Condition, selections: &[BooleanBuffer]) -> BooleanBuffer {
-    let fold = |items: &mut dyn Iterator<Item = BooleanBuffer>, and: bool| {
-        let first = items.next().expect("conditions combine at least one term");
-        items.fold(first, |a, b| if and { &a & &b } else { &a | &b })
-    };
-    match c {
-        Condition::Selection(i) => selections[*i].clone(),
-        Condition::Of {
-            quantifier,
-            selections: which,
-            ..
-        } => fold(
-            &mut which.iter().map(|&i| selections[i].clone()),
-            *quantifier == Quantifier::All,
-        ),
-        Condition::Not(inner) => !&condition(inner, selections),
-        Condition::And(cs) => fold(&mut cs.iter().map(|c| condition(c, selections)), true),
-        Condition::Or(cs) => fold(&mut cs.iter().map(|c| condition(c, selections)), false),
-    }
+/// The 64-bit words of `b`, bits past its length zero.
+fn words_of(b: &BooleanBuffer) -> Vec<u64> {
+    b.bit_chunks().iter_padded().collect()
 }
 
 #[cfg(test)]

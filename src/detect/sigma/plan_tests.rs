@@ -929,3 +929,130 @@ fn the_sigmahq_corpus_plans() {
         rules - plan.rules()
     );
 }
+
+const GUARDED_KEYWORDS: &str = r"title: channel a
+logsource:
+    category: test
+detection:
+    sel:
+        Channel: a
+    condition: sel
+---
+title: channel b
+logsource:
+    category: test
+detection:
+    sel:
+        Channel: b
+    condition: sel
+---
+title: anywhere
+logsource:
+    category: test
+detection:
+    keywords:
+        - 'mimikatz'
+    condition: keywords
+---
+title: evil
+logsource:
+    category: test
+detection:
+    keywords:
+        - 'evil'
+    condition: keywords
+---
+title: regex keyword
+logsource:
+    category: test
+detection:
+    keywords:
+        '|re': '^mimi'
+    condition: keywords
+";
+
+/// A projecting decoder's `_keywords` column holds every value of the event: keyword
+/// patterns search it alone (a value in another column only is not the event's), every string
+/// column when there is none or a keyword is a regex. Keywords are grouped by guard.
+#[test]
+fn keywords_search_the_keywords_column_alone_and_are_grouped_by_guard() {
+    let docs = parse(Path::new("k.yml"), GUARDED_KEYWORDS).unwrap();
+    let rule = |i: usize| match &docs[i] {
+        SigmaDocument::Rule(r) => r,
+        other => panic!("{other:?}"),
+    };
+    let mut b = PlanBuilder::new();
+    let on_a = b.add_guard(rule(0)).unwrap();
+    let on_b = b.add_guard(rule(1)).unwrap();
+    b.add_guarded_rule(rule(2), None).unwrap();
+    b.add_guarded_rule(rule(3), Some(on_b)).unwrap();
+    b.add_guarded_rule(rule(3), Some(on_a)).unwrap();
+    let plan = b.build().unwrap();
+    // Unguarded, under `b`, under `a`: a row is searched for the groups that apply to it.
+    assert_eq!(
+        plan.keywords.iter().map(|(g, _)| *g).collect::<Vec<_>>(),
+        [None, Some(on_b), Some(on_a)]
+    );
+    let channel = strings(&[Some("a"), Some("b"), Some("b"), Some("a")]);
+    let other = strings(&[Some("mimikatz"), Some("x"), Some("evil"), Some("evil")]);
+    let keywords = strings(&[
+        Some("a\nx"),
+        Some("b\nMIMIKATZ"),
+        Some("b\nevil"),
+        Some("a\nnot here"),
+    ]);
+    let projected = batch(vec![
+        ("Channel", Arc::clone(&channel)),
+        ("Other", Arc::clone(&other)),
+        (KEYWORDS_COLUMN, Arc::clone(&keywords)),
+    ]);
+    assert_eq!(selected(&plan, &projected), [vec![1], vec![2], vec![]]);
+    let plain = batch(vec![
+        ("Channel", Arc::clone(&channel)),
+        ("Other", Arc::clone(&other)),
+    ]);
+    assert_eq!(selected(&plan, &plain), [vec![0], vec![2], vec![3]]);
+
+    // A regex keyword (`^` anchors at a value's start): every column is searched.
+    let mut b = PlanBuilder::new();
+    b.add_rule(rule(2)).unwrap();
+    b.add_rule(rule(4)).unwrap();
+    let plan = b.build().unwrap();
+    assert_eq!(selected(&plan, &projected), [vec![0, 1], vec![0]]);
+}
+
+#[test]
+fn a_profiled_evaluation_gives_the_same_bitmaps_and_times_every_part() {
+    let docs = parse(Path::new("k.yml"), GUARDED_KEYWORDS).unwrap();
+    let rule = |i: usize| match &docs[i] {
+        SigmaDocument::Rule(r) => r,
+        other => panic!("{other:?}"),
+    };
+    let mut b = PlanBuilder::new();
+    let on_b = b.add_guard(rule(1)).unwrap();
+    b.add_guarded_rule(rule(3), Some(on_b)).unwrap();
+    b.add_rule(rule(0)).unwrap();
+    let plan = b.build().unwrap();
+    let batch = batch(vec![
+        ("Channel", strings(&[Some("a"), Some("b"), None])),
+        (
+            KEYWORDS_COLUMN,
+            strings(&[Some("evil"), Some("b\nevil"), Some("")]),
+        ),
+    ]);
+    let mut profile = PlanProfile::default();
+    let profiled = plan.evaluate_profiled(&batch, &mut profile).unwrap();
+    assert_eq!(profiled, plan.evaluate(&batch).unwrap());
+    let mut parts: Vec<&str> = profile.parts().into_iter().map(|(n, _)| n).collect();
+    parts.sort_unstable();
+    assert_eq!(
+        parts,
+        [
+            "(combine per rule)",
+            "(fieldref)",
+            "(guards)",
+            "(keywords)",
+            "Channel"
+        ]
+    );
+}
