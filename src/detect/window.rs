@@ -655,8 +655,9 @@ pub struct WindowState {
     fired: HashMap<i32, i64>,
     /// Fired windows of partitions first seen later start here.
     fired_all: i64,
-    /// Sessions: no session closes before this watermark (a lower bound).
-    next_close: i64,
+    /// Sessions: key hashes filed by a time at or before which one of the key's open sessions
+    /// may close (see [`Due`]).
+    due: Due,
     /// Partitions whose `fired` changed since the last checkpoint.
     fired_dirty: Vec<i32>,
     /// Keys removed since the last checkpoint that a checkpoint had written: tombstones.
@@ -740,6 +741,72 @@ impl FiredSet {
     }
 }
 
+/// Session windows: which keys a close must visit. A key is filed (by its hash) at a time at
+/// or before the first close of its open sessions — when a session is created that closes
+/// before the key's others, and again at each visit that leaves sessions open — so a close
+/// visits the keys filed up to the watermark instead of every key. A session extended since
+/// its key was filed is found not due at that visit and filed again; a key gone since is not
+/// found. Without it every batch whose watermark passed the earliest session end cost a pass
+/// over every key.
+#[derive(Default)]
+struct Due {
+    /// (time, key hash) by time bucket (`time >> DUE_BUCKET_BITS`): a tree of few nodes, so
+    /// filing does not miss the cache the way a tree keyed by the millisecond did.
+    by_bucket: std::collections::BTreeMap<i64, Vec<(i64, u64)>>,
+    /// Entries' capacity, for [`Due::bytes`].
+    capacity: usize,
+}
+
+/// Due entries are bucketed by 1,024 ms.
+const DUE_BUCKET_BITS: u32 = 10;
+
+impl Due {
+    fn file(&mut self, time: i64, hash: u64) {
+        let v = self.by_bucket.entry(time >> DUE_BUCKET_BITS).or_default();
+        let before = v.capacity();
+        v.push((time, hash));
+        self.capacity += v.capacity() - before;
+    }
+
+    /// The hashes filed at or before `time`, taken out (in `out`, cleared first).
+    fn take_until(&mut self, time: i64, out: &mut Vec<u64>) {
+        out.clear();
+        let bucket = time >> DUE_BUCKET_BITS;
+        let later = match bucket.checked_add(1) {
+            Some(b) => self.by_bucket.split_off(&b),
+            None => Default::default(),
+        };
+        let due = std::mem::replace(&mut self.by_bucket, later);
+        for (b, mut v) in due {
+            if b == bucket {
+                // The watermark's own bucket: what is filed after it stays.
+                out.extend(v.iter().filter(|e| e.0 <= time).map(|e| e.1));
+                v.retain(|e| e.0 > time);
+                if !v.is_empty() {
+                    self.by_bucket.insert(b, v);
+                    continue;
+                }
+            } else {
+                out.extend(v.iter().map(|e| e.1));
+            }
+            self.capacity -= v.capacity();
+        }
+    }
+
+    /// True when something is filed in a bucket the watermark `time` reached.
+    fn maybe_due(&self, time: i64) -> bool {
+        self.by_bucket
+            .keys()
+            .next()
+            .is_some_and(|&b| b <= time >> DUE_BUCKET_BITS)
+    }
+
+    /// Bytes held: the entries' vectors, and about 40 bytes of tree per bucket.
+    fn bytes(&self) -> usize {
+        self.capacity * 16 + self.by_bucket.len() * 40
+    }
+}
+
 /// A window close in progress (see [`WindowState::fire`]).
 struct Close {
     watermark_ms: i64,
@@ -749,12 +816,15 @@ struct Close {
     cur: Cursor,
     /// The partition of the previous key and its last fired window.
     last_partition: Option<(i32, i64)>,
-    /// Keys left without panes, removed at the end.
-    emptied: Vec<Ref>,
+    /// Keys left without panes in the current chunk (key hash, record), removed at its end.
+    emptied: Vec<(u64, Ref)>,
     /// Keys using under half their record, moved to a smaller one at the end.
     shrunk: Vec<Ref>,
-    /// Sessions: the earliest end of a session left open.
-    next_close: i64,
+    /// Sessions: the hashes of the keys to visit (those filed at or before the watermark),
+    /// how many were visited, and the records of the current one's hash.
+    due: Vec<u64>,
+    due_at: usize,
+    due_refs: Vec<Ref>,
 }
 
 /// Results of a close per chunk this many at a time: the buffers stay small and warm
@@ -833,7 +903,7 @@ impl WindowState {
             arena: Arena::default(),
             fired: HashMap::new(),
             fired_all: i64::MIN,
-            next_close: i64::MIN,
+            due: Due::default(),
             fired_dirty: Vec::new(),
             tombstones: Vec::new(),
             limits,
@@ -859,10 +929,10 @@ impl WindowState {
         self.store.len() == 0
     }
 
-    /// Bytes held: the key table, every page of records (free records included) and the
-    /// string arena.
+    /// Bytes held: the key table, every page of records (free records included), the string
+    /// arena and the sessions' due index.
     pub fn bytes(&self) -> usize {
-        self.store.bytes() + self.arena.bytes()
+        self.store.bytes() + self.arena.bytes() + self.due.bytes()
     }
 
     fn fired_of(&mut self, partition: i32) -> i64 {
@@ -969,9 +1039,15 @@ impl WindowState {
             let pos = match plan.spec {
                 WindowSpec::Hop { .. } => hop_record(plan, rec, at),
                 WindowSpec::Session { gap_ms } => {
-                    // The session `at` joins closes no earlier than `at + gap`.
-                    self.next_close = self.next_close.min(at.saturating_add(gap_ms));
-                    session_record(plan, &mut self.arena, rec, at, gap_ms)
+                    let (pos, new) = session_record(plan, &mut self.arena, rec, at, gap_ms);
+                    // A new session closes no earlier than `at + gap`; filed unless an
+                    // other session of the key may close before (then the key is filed
+                    // already, and visited again then).
+                    let close = at.saturating_add(gap_ms);
+                    if new && first_close(plan, rec, gap_ms, Some(pos)).is_none_or(|c| c > close) {
+                        self.due.file(close, hash);
+                    }
+                    pos
                 }
             };
             update(plan, &mut self.arena, rec, pos, row as usize, &args);
@@ -1003,12 +1079,19 @@ impl WindowState {
                 last
             }
             WindowSpec::Session { .. } => {
-                if watermark_ms < self.next_close {
+                if !self.due.maybe_due(watermark_ms) {
                     return None;
                 }
                 0
             }
         };
+        let mut due = Vec::new();
+        if let WindowSpec::Session { .. } = plan.spec {
+            self.due.take_until(watermark_ms, &mut due);
+            if due.is_empty() {
+                return None;
+            }
+        }
         Some(Close {
             watermark_ms,
             last,
@@ -1016,13 +1099,41 @@ impl WindowState {
             last_partition: None,
             emptied: Vec::new(),
             shrunk: Vec::new(),
-            next_close: i64::MAX,
+            due,
+            due_at: 0,
+            due_refs: Vec::new(),
         })
     }
 
-    /// Fires the windows `close` closes of the next keys, in memory order, into `out`, and
-    /// drops the panes no open window needs, until `out` holds at least `rows` results or
-    /// every key was visited (then returns true).
+    /// The next key a close visits: hop windows, every key in memory order; sessions, the
+    /// keys filed as due (their records asked for a few keys ahead).
+    fn next_visit(&self, plan: &WindowPlan, close: &mut Close) -> Option<Ref> {
+        if let WindowSpec::Hop { .. } = plan.spec {
+            return self.store.next_live(&mut close.cur);
+        }
+        loop {
+            if let Some(r) = close.due_refs.pop() {
+                return Some(r);
+            }
+            let &hash = close.due.get(close.due_at)?;
+            if let Some(&h) = close.due.get(close.due_at + 2 * AHEAD) {
+                self.store.prefetch_slot(h);
+            }
+            if let Some(&h) = close.due.get(close.due_at + AHEAD) {
+                self.store.prefetch_record(h);
+            }
+            close.due_at += 1;
+            // Every key of that hash (a key evicted or gone since has none).
+            self.store.tagged(hash, &mut close.due_refs);
+            close
+                .due_refs
+                .retain(|&r| key_hash(self.store.rec(r)) == hash);
+        }
+    }
+
+    /// Fires the windows `close` closes of the next keys into `out`, and drops the panes no
+    /// open window needs, until `out` holds at least `rows` results or every key to visit was
+    /// (then returns true).
     fn fire(
         &mut self,
         plan: &WindowPlan,
@@ -1033,9 +1144,12 @@ impl WindowState {
         let (watermark_ms, last) = (close.watermark_ms, close.last);
         let r = plan.record;
         let grow = plan.record + plan.distinct;
-        while out.rows.len() < rows {
-            let Some(at_ref) = self.store.next_live(&mut close.cur) else {
-                return true;
+        let done = loop {
+            if out.rows.len() >= rows {
+                break false;
+            }
+            let Some(at_ref) = self.next_visit(plan, close) else {
+                break true;
             };
             let capacity = self.store.capacity(at_ref);
             let rec = self.store.rec_mut(at_ref);
@@ -1117,7 +1231,6 @@ impl WindowState {
                         let (s, e, tag) = (rec[at] as i64, rec[at + 1] as i64, rec[at + 2]);
                         let end = e.saturating_add(gap_ms);
                         if end > watermark_ms {
-                            close.next_close = close.next_close.min(end);
                             i += 1;
                             continue;
                         }
@@ -1144,34 +1257,46 @@ impl WindowState {
                         Rec::retain_from(rec, from, |x| x & 0xFFFF != tag);
                         changed = true;
                     }
+                    // Its open sessions were extended since it was filed: filed again by the
+                    // first that may close.
+                    if let Some(t) = first_close(plan, rec, gap_ms, None) {
+                        self.due.file(t, key_hash(rec));
+                    }
                 }
             }
             if changed {
                 rec[0] |= DIRTY;
                 if Rec::pane_count(rec) == 0 {
-                    close.emptied.push(at_ref);
+                    // Removed at the end of the chunk (removal moves no other record, and
+                    // the pass skips freed ones), its tombstone and hash taken now, while
+                    // the record is in cache.
+                    if rec[0] & PERSISTED != 0 {
+                        let key = Rec::key(rec);
+                        self.tombstones
+                            .push((Rec::partition(rec), key[4..].to_vec()));
+                    }
+                    close.emptied.push((key_hash(rec), at_ref));
                 } else if (Rec::used(rec) + grow) * 2 < capacity {
                     close.shrunk.push(at_ref);
                 }
             }
-        }
-        false
-    }
-
-    /// Ends a close once [`WindowState::fire`] visited every key: removes the keys left
-    /// without panes, moves records that shrank a lot to smaller classes, gives back pages,
-    /// and records the windows fired.
-    fn close_end(&mut self, plan: &WindowPlan, close: Close) {
-        for at_ref in close.emptied {
-            let rec = self.store.rec(at_ref);
-            if rec[0] & PERSISTED != 0 {
-                let key = Rec::key(rec);
-                self.tombstones
-                    .push((Rec::partition(rec), key[4..].to_vec()));
+        };
+        // The keys left without panes, their table slots asked for a few keys ahead.
+        for i in 0..close.emptied.len() {
+            if let Some(&(h, _)) = close.emptied.get(i + AHEAD) {
+                self.store.prefetch_slot(h);
             }
-            let hash = key_hash(rec);
+            let (hash, at_ref) = close.emptied[i];
             self.store.remove(hash, at_ref);
         }
+        close.emptied.clear();
+        done
+    }
+
+    /// Ends a close once [`WindowState::fire`] visited every key: moves records that shrank a
+    /// lot to smaller classes (not during the pass: a hop close walking memory would meet
+    /// them again), gives back pages, and records the windows fired.
+    fn close_end(&mut self, plan: &WindowPlan, close: Close) {
         let grow = plan.record + plan.distinct;
         for at_ref in close.shrunk {
             let hash = key_hash(self.store.rec(at_ref));
@@ -1187,7 +1312,7 @@ impl WindowState {
                 self.fired_all = self.fired_all.max(last);
                 self.fired_dirty = self.fired.keys().copied().collect();
             }
-            WindowSpec::Session { .. } => self.next_close = close.next_close,
+            WindowSpec::Session { .. } => {}
         }
     }
 
@@ -1523,8 +1648,17 @@ impl WindowState {
                 _ => return Err(format!("unknown window state entry {:?}", e.key.first())),
             }
         }
-        // Restored sessions may close at any time: look at them on the next emit.
-        self.next_close = i64::MIN;
+        if let WindowSpec::Session { gap_ms } = plan.spec {
+            // Restored keys are filed by their first session's close.
+            self.due = Due::default();
+            let mut cur = Cursor::default();
+            while let Some(at_ref) = self.store.next_live(&mut cur) {
+                let rec = self.store.rec(at_ref);
+                if let Some(t) = first_close(plan, rec, gap_ms, None) {
+                    self.due.file(t, key_hash(rec));
+                }
+            }
+        }
         self.enforce_limits(plan);
         Ok(())
     }
@@ -1701,14 +1835,14 @@ fn hop_record(plan: &WindowPlan, rec: &mut [u64], pane: i64) -> usize {
 }
 
 /// Index of the session record `t` falls in, merging the sessions it bridges (sessions are
-/// kept sorted by start).
+/// kept sorted by start), and whether it is a new session.
 fn session_record(
     plan: &WindowPlan,
     arena: &mut Arena,
     rec: &mut [u64],
     t: i64,
     gap: i64,
-) -> usize {
+) -> (usize, bool) {
     let start = Rec::panes_start(rec);
     let r = plan.record;
     let hit = |rec: &[u64], i: usize| {
@@ -1724,7 +1858,7 @@ fn session_record(
         let at = (0..n).find(|&i| rec[start + i * r] as i64 > t).unwrap_or(n);
         let pos = start + at * r;
         insert_record(plan, rec, pos, &[t as u64, t as u64, tag]);
-        return pos;
+        return (pos, true);
     };
     let base = start + first * r;
     // Later sessions `t` also reaches merge into the first.
@@ -1748,7 +1882,18 @@ fn session_record(
     }
     rec[base] = (rec[base] as i64).min(t) as u64;
     rec[base + 1] = (rec[base + 1] as i64).max(t) as u64;
-    base
+    (base, false)
+}
+
+/// The earliest time one of the key's open sessions closes (end + gap), leaving out the one
+/// at `except`.
+fn first_close(plan: &WindowPlan, rec: &[u64], gap: i64, except: Option<usize>) -> Option<i64> {
+    let start = Rec::panes_start(rec);
+    (0..Rec::pane_count(rec))
+        .map(|i| start + i * plan.record)
+        .filter(|&at| Some(at) != except)
+        .map(|at| (rec[at + 1] as i64).saturating_add(gap))
+        .min()
 }
 
 /// Moves the distinct entries of session tag `from` to tag `to`, keeping them sorted and

@@ -390,6 +390,23 @@ impl Store {
         }
     }
 
+    /// Appends the records whose table slot carries `hash`'s tag (the key's, and keys that
+    /// share the hash's top 32 bits).
+    pub fn tagged(&self, hash: u64, out: &mut Vec<Ref>) {
+        let tag = hash >> 32;
+        let mut i = self.home(tag);
+        loop {
+            let s = self.slots[i];
+            if s == 0 {
+                return;
+            }
+            if s >> 32 == tag {
+                out.push((s as u32).wrapping_sub(1));
+            }
+            i = (i + 1) & self.mask();
+        }
+    }
+
     /// The slot holding `r`, whose key hashes to `hash`.
     fn slot_of(&self, hash: u64, r: Ref) -> usize {
         let want = (r as u64) + 1;
