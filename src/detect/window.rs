@@ -1036,6 +1036,15 @@ impl WindowState {
                 .grow(slot, r, used + grow)
                 .ok_or_else(|| too_large(&format!("a key of {used} words")))?;
             let rec = self.store.rec_mut(r);
+            if Rec::pane_count(rec) == Rec::MAX_PANES {
+                // Its meta word counts 16 bits of panes (a hop of 1 s with a day of lateness
+                // could get there).
+                return Err(DataFusionError::Execution(format!(
+                    "a window key holds at most {} panes or sessions; use a longer hop or gap, \
+                     or less allowed lateness",
+                    Rec::MAX_PANES
+                )));
+            }
             let pos = match plan.spec {
                 WindowSpec::Hop { .. } => hop_record(plan, rec, at),
                 WindowSpec::Session { gap_ms } => {

@@ -875,3 +875,77 @@ proptest! {
         prop_assert_eq!(got, want);
     }
 }
+
+#[tokio::test]
+async fn a_key_with_too_many_open_panes_is_an_error_not_a_corruption() {
+    // Tumbling 1 s windows with a day of lateness: one key can hold more panes than its
+    // record counts (65,535). The event that would add one more is refused with the reason;
+    // the state held so far stays readable.
+    let config = config(86_400_000, "dead_letter", "");
+    let mut det = compile(
+        &config,
+        "-- window: tumble 1s\n",
+        "SELECT k, count(*) AS c FROM s GROUP BY k",
+    )
+    .await
+    .unwrap();
+    let t0 = 1_767_600_000_000;
+    let input: Vec<Ev> = (0..65_536)
+        .map(|i| Ev {
+            ts: t0 + i * 1000,
+            k: "k".into(),
+            v: None,
+            x: 0.0,
+            name: "a".into(),
+        })
+        .collect();
+    let mut decoder = StreamDecoder::for_stream(&config.streams[0], &[], false, 64).unwrap();
+    let mut raw = RawBatch::new(0);
+    for (i, e) in input.iter().enumerate() {
+        raw.push(
+            e.json().as_bytes(),
+            Origin {
+                source: 0,
+                partition: 0,
+                offset: i as i64,
+                timestamp_ms: 0,
+            },
+        );
+    }
+    let decoded = decoder.decode(&raw);
+    let mut ctx = EvalContext {
+        now_ms: 0,
+        pseudonymiser: Pseudonymiser::new(b"k"),
+        partition: 0,
+        watermark_ms: t0,
+    };
+    let err = det
+        .evaluate(0, &decoded.batch, &ctx, &mut Vec::new())
+        .unwrap_err();
+    assert!(
+        err.message.contains("at most 65535 panes"),
+        "{}",
+        err.message
+    );
+    // What it holds is whole: the key's 65,535 panes checkpoint and restore.
+    let mut entries = Vec::new();
+    det.checkpoint(&mut entries);
+    let value = entries
+        .iter()
+        .find_map(|e| e.value.as_ref().filter(|_| e.key[0] == 1));
+    let panes = u32::from_le_bytes(value.unwrap()[1..5].try_into().unwrap());
+    assert_eq!(panes, 65_535);
+    let mut fresh = compile(
+        &config,
+        "-- window: tumble 1s\n",
+        "SELECT k, count(*) AS c FROM s GROUP BY k",
+    )
+    .await
+    .unwrap();
+    fresh.restore(&entries).unwrap();
+    assert_eq!(fresh.state().window_keys, 1);
+    ctx.watermark_ms = t0 + 3_000;
+    let mut alerts = Vec::new();
+    fresh.advance(0, &ctx, &mut alerts).unwrap();
+    assert_eq!(alerts.len(), 3, "the first three seconds close");
+}

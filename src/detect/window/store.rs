@@ -64,6 +64,8 @@ pub(super) struct Rec;
 impl Rec {
     /// Most bytes a key may have.
     pub const MAX_KEY: usize = 0xFFFF;
+    /// Most pane records (or sessions) a key may have.
+    pub const MAX_PANES: usize = 0xFFFF;
 
     pub fn key_len(rec: &[u64]) -> usize {
         ((rec[0] >> 8) & 0xFFFF) as usize
@@ -78,7 +80,7 @@ impl Rec {
     }
 
     pub fn set_panes(rec: &mut [u64], n: usize) {
-        debug_assert!(n <= 0xFFFF);
+        assert!(n <= Self::MAX_PANES, "pane count checked before");
         rec[0] = (rec[0] & !(0xFFFF << 24)) | ((n as u64) << 24);
     }
 
