@@ -17,16 +17,17 @@
 //! events whose time falls in it, not on batch boundaries or arrival order within the allowed
 //! lateness.
 //!
-//! State layout, chosen to stay small at millions of keys: one `Vec<u64>` per key holding a
-//! meta word, the key's bytes (partition + Arrow row encoding of the group values), the pane
-//! records (a header and one or two words per aggregate) and the count-distinct entries
-//! (sorted words of pane tag, aggregate and a 44-bit hash of the value; two distinct values
-//! of one key and pane collide with probability about n²/2⁴⁵). Keys are found through a map
-//! from a 64-bit hash of their bytes, the bytes checked on every hit. Strings kept by
-//! `min`/`max` live in one arena per detector.
+//! State layout, chosen to stay small at millions of keys and to be read in memory order:
+//! per key one *record* of words in a slab of same-sized records ([`store`]): a meta word, the
+//! key's bytes (partition + Arrow row encoding of the group values), the pane records (a
+//! header and one or two words per aggregate) and the count-distinct entries (sorted words of
+//! aggregate, a 44-bit hash of the value and pane tag; two distinct values of one key and
+//! pane collide with probability about n²/2⁴⁵). Keys are found through an open-addressing
+//! table of their 64-bit hash's top half and their record, the bytes checked on every hit; a
+//! batch asks for its rows' table slots and records a few rows before it updates them. Strings
+//! kept by `min`/`max` live in one arena per detector.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -45,6 +46,10 @@ use datafusion::prelude::SessionContext;
 
 use super::StateEntry;
 use crate::config::WindowLimits;
+
+mod store;
+
+use store::{Cursor, DIRTY, LIVE, MAX_RECORD_WORDS, PERSISTED, Rec, Ref, Store};
 
 /// How a rule's events are grouped in event time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,6 +192,8 @@ pub struct WindowPlan {
     /// Number of group columns (the first of `pre`'s output).
     keys: usize,
     aggs: Vec<Agg>,
+    /// Number of count-distinct aggregates.
+    distinct: usize,
     /// Words of a pane record: header, presence word (only with sums, mins or maxes), slots.
     record: usize,
     /// Whether records have a presence word (at `header`).
@@ -504,6 +511,7 @@ impl WindowPlan {
             pre,
             keys,
             aggs,
+            distinct: distinct as usize,
             record,
             presence,
             header,
@@ -530,39 +538,36 @@ impl WindowPlan {
     }
 }
 
-/// Identity hasher for maps keyed by an already well-mixed 64-bit hash.
-#[derive(Default)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, _bytes: &[u8]) {
-        unreachable!("only u64 keys")
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
-/// A stable 64-bit hash of bytes (the same across processes and versions: it is stored in
-/// checkpoints).
+/// A stable 64-bit hash of bytes (the same across processes and versions: count-distinct
+/// entries store it in checkpoints).
 pub fn hash_bytes(bytes: &[u8]) -> u64 {
-    const K: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut h: u64 = 0x243F_6A88_85A3_08D3 ^ (bytes.len() as u64).wrapping_mul(K);
     let mut chunks = bytes.chunks_exact(8);
+    let mut h = hash_start(bytes.len());
     for c in &mut chunks {
-        let w = u64::from_le_bytes(c.try_into().expect("8 bytes"));
-        h = (h ^ w).wrapping_mul(K).rotate_left(29);
+        h = hash_word(h, u64::from_le_bytes(c.try_into().expect("8 bytes")));
     }
     let rest = chunks.remainder();
     if !rest.is_empty() {
         let mut w = [0u8; 8];
         w[..rest.len()].copy_from_slice(rest);
-        h = (h ^ u64::from_le_bytes(w)).wrapping_mul(K).rotate_left(29);
+        h = hash_word(h, u64::from_le_bytes(w));
     }
     mix(h)
+}
+
+/// [`hash_bytes`] of `len` bytes held in little-endian `words`, zero-padded (a record's key).
+fn hash_words(len: usize, words: &[u64]) -> u64 {
+    mix(words.iter().fold(hash_start(len), |h, &w| hash_word(h, w)))
+}
+
+const HASH_K: u64 = 0x9E37_79B9_7F4A_7C15;
+
+fn hash_start(len: usize) -> u64 {
+    0x243F_6A88_85A3_08D3 ^ (len as u64).wrapping_mul(HASH_K)
+}
+
+fn hash_word(h: u64, w: u64) -> u64 {
+    (h ^ w).wrapping_mul(HASH_K).rotate_left(29)
 }
 
 /// Final avalanche (splitmix64's).
@@ -574,71 +579,20 @@ fn mix(mut h: u64) -> u64 {
     h ^ (h >> 31)
 }
 
+/// A count-distinct entry: aggregate (bits 60-63), 44-bit hash of the value (16-59), pane tag
+/// (0-15: a hop pane's number modulo 2^16, or a session's tag). Sorted, the entries of one
+/// value are adjacent, so a window's distinct count is one pass that counts the values with
+/// an entry in the window's panes.
 const HASH_BITS: u64 = (1 << 44) - 1;
-const DIRTY: u64 = 1;
-const PERSISTED: u64 = 2;
 
-/// Meta word: flags (bits 0-7), key byte length (8-31), pane records (32-47).
-fn key_len(meta: u64) -> usize {
-    ((meta >> 8) & 0xFF_FFFF) as usize
-}
-fn pane_count(meta: u64) -> usize {
-    ((meta >> 32) & 0xFFFF) as usize
-}
-fn key_words(len: usize) -> usize {
-    len.div_ceil(8)
+fn entry(distinct: u64, hash: u64, tag: u64) -> u64 {
+    (distinct << 60) | ((hash & HASH_BITS) << 16) | (tag & 0xFFFF)
 }
 
-/// Views of one key's words.
-struct Blob;
-
-impl Blob {
-    fn create(key: &[u8]) -> Vec<u64> {
-        let mut v = Vec::with_capacity(1 + key_words(key.len()) + 4);
-        v.push(((key.len() as u64) << 8) | DIRTY);
-        for c in key.chunks(8) {
-            let mut w = [0u8; 8];
-            w[..c.len()].copy_from_slice(c);
-            v.push(u64::from_le_bytes(w));
-        }
-        v
-    }
-
-    /// The input partition (the key's first four bytes).
-    fn partition(v: &[u64]) -> i32 {
-        let b = v[1].to_le_bytes();
-        i32::from_be_bytes([b[0], b[1], b[2], b[3]])
-    }
-
-    fn key(v: &[u64]) -> Vec<u8> {
-        let len = key_len(v[0]);
-        let mut out = Vec::with_capacity(len);
-        for w in &v[1..1 + key_words(len)] {
-            out.extend_from_slice(&w.to_le_bytes());
-        }
-        out.truncate(len);
-        out
-    }
-
-    fn key_eq(v: &[u64], key: &[u8]) -> bool {
-        let len = key_len(v[0]);
-        len == key.len()
-            && v[1..1 + key_words(len)]
-                .iter()
-                .zip(key.chunks(8))
-                .all(|(w, c)| {
-                    let b = w.to_le_bytes();
-                    b[..c.len()] == *c
-                })
-    }
-
-    fn panes_start(v: &[u64]) -> usize {
-        1 + key_words(key_len(v[0]))
-    }
-
-    fn set_panes(v: &mut [u64], n: usize) {
-        v[0] = (v[0] & !(0xFFFF << 32)) | ((n as u64) << 32);
-    }
+/// The hash of a record's key (what [`Store`] places it by).
+fn key_hash(rec: &[u64]) -> u64 {
+    let len = Rec::key_len(rec);
+    hash_words(len, &rec[1..1 + Rec::key_words(len)])
 }
 
 /// Strings held by `min`/`max`, referred to by index from pane slots (`u64::MAX`: none).
@@ -693,34 +647,47 @@ impl Arena {
 
 /// Window state of one detector, with the fired windows per partition.
 pub struct WindowState {
-    /// Key blobs by the hash of their key bytes (collisions resolved by probing).
-    keys: HashMap<u64, Vec<u64>, BuildHasherDefault<IdHasher>>,
+    /// Keys' records and the table that finds them.
+    store: Store,
     /// Strings held by `min`/`max`.
     arena: Arena,
     /// Per partition: the last window (hop: last pane number; session: unused) emitted.
     fired: HashMap<i32, i64>,
     /// Fired windows of partitions first seen later start here.
     fired_all: i64,
-    /// Sessions: no session closes before this watermark (a lower bound).
-    next_close: i64,
+    /// Sessions: key hashes filed by a time at or before which one of the key's open sessions
+    /// may close (see [`Due`]).
+    due: Due,
     /// Partitions whose `fired` changed since the last checkpoint.
     fired_dirty: Vec<i32>,
     /// Keys removed since the last checkpoint that a checkpoint had written: tombstones.
     tombstones: Vec<(i32, Vec<u8>)>,
-    /// Bytes of blobs (capacity), kept up to date.
-    blob_bytes: usize,
     limits: WindowLimits,
     /// Totals: events too late for every window they fall in, keys evicted by the bounds.
     pub late: u64,
     /// Keys evicted to stay within `limits`.
     pub evicted: u64,
+    /// Per batch in [`WindowState::ingest`]: the rows to add.
+    scratch_rows: Vec<Pending>,
     scratch_key: Vec<u8>,
-    scratch_hashes: Vec<u64>,
-    /// Per key in [`WindowState::fire`]: its pane numbers, the window ends they close, and
-    /// the tags of the panes merged into one window.
+    scratch_key_words: Vec<u64>,
+    /// Per key in [`WindowState::fire`]: its pane numbers and the window ends they close.
     scratch_panes: Vec<i64>,
     scratch_ends: Vec<i64>,
-    scratch_tags: Vec<u64>,
+    /// A record's words, in [`WindowState::restore`].
+    scratch_words: Vec<u64>,
+    /// A chunk of a close's results, in [`WindowState::emit`].
+    scratch_fired: FiredSet,
+}
+
+/// A row of a batch to add: where, its key (first word in the batch's packed keys, length
+/// in bytes) and the key's hash, its pane (hop) or time (session).
+#[derive(Clone, Copy)]
+struct Pending {
+    row: u32,
+    key: (u32, u32),
+    hash: u64,
+    at: i64,
 }
 
 /// A window result before `HAVING`: key bytes (with partition), bounds, merged record.
@@ -743,15 +710,18 @@ struct FiredSet {
 }
 
 impl FiredSet {
-    /// Appends the key bytes of `blob`; returns their range.
-    fn push_key(&mut self, blob: &[u64]) -> (usize, usize) {
-        let len = key_len(blob[0]);
+    fn clear(&mut self) {
+        self.rows.clear();
+        self.keys.clear();
+        self.records.clear();
+        self.distinct.clear();
+    }
+
+    /// Appends the key bytes of `rec`; returns their range.
+    fn push_key(&mut self, rec: &[u64]) -> (usize, usize) {
         let from = self.keys.len();
-        for w in &blob[1..1 + key_words(len)] {
-            self.keys.extend_from_slice(&w.to_le_bytes());
-        }
-        self.keys.truncate(from + len);
-        (from, from + len)
+        Rec::push_key(rec, &mut self.keys);
+        (from, self.keys.len())
     }
 
     /// Appends an empty record; returns its index.
@@ -771,6 +741,138 @@ impl FiredSet {
     }
 }
 
+/// Session windows: which keys a close must visit. A key is filed (by its hash) at a time at
+/// or before the first close of its open sessions — when a session is created that closes
+/// before the key's others, and again at each visit that leaves sessions open — so a close
+/// visits the keys filed up to the watermark instead of every key. A session extended since
+/// its key was filed is found not due at that visit and filed again; a key gone since is not
+/// found. Without it every batch whose watermark passed the earliest session end cost a pass
+/// over every key.
+#[derive(Default)]
+struct Due {
+    /// (time, key hash) by time bucket (`time >> DUE_BUCKET_BITS`): a tree of few nodes, so
+    /// filing does not miss the cache the way a tree keyed by the millisecond did.
+    by_bucket: std::collections::BTreeMap<i64, Vec<(i64, u64)>>,
+    /// Entries' capacity, for [`Due::bytes`].
+    capacity: usize,
+}
+
+/// Due entries are bucketed by 1,024 ms.
+const DUE_BUCKET_BITS: u32 = 10;
+
+impl Due {
+    fn file(&mut self, time: i64, hash: u64) {
+        let v = self.by_bucket.entry(time >> DUE_BUCKET_BITS).or_default();
+        let before = v.capacity();
+        v.push((time, hash));
+        self.capacity += v.capacity() - before;
+    }
+
+    /// The hashes filed at or before `time`, taken out (in `out`, cleared first).
+    fn take_until(&mut self, time: i64, out: &mut Vec<u64>) {
+        out.clear();
+        let bucket = time >> DUE_BUCKET_BITS;
+        let later = match bucket.checked_add(1) {
+            Some(b) => self.by_bucket.split_off(&b),
+            None => Default::default(),
+        };
+        let due = std::mem::replace(&mut self.by_bucket, later);
+        for (b, mut v) in due {
+            if b == bucket {
+                // The watermark's own bucket: what is filed after it stays.
+                out.extend(v.iter().filter(|e| e.0 <= time).map(|e| e.1));
+                v.retain(|e| e.0 > time);
+                if !v.is_empty() {
+                    self.by_bucket.insert(b, v);
+                    continue;
+                }
+            } else {
+                out.extend(v.iter().map(|e| e.1));
+            }
+            self.capacity -= v.capacity();
+        }
+    }
+
+    /// True when something is filed in a bucket the watermark `time` reached.
+    fn maybe_due(&self, time: i64) -> bool {
+        self.by_bucket
+            .keys()
+            .next()
+            .is_some_and(|&b| b <= time >> DUE_BUCKET_BITS)
+    }
+
+    /// Bytes held: the entries' vectors, and about 40 bytes of tree per bucket.
+    fn bytes(&self) -> usize {
+        self.capacity * 16 + self.by_bucket.len() * 40
+    }
+}
+
+/// A window close in progress (see [`WindowState::fire`]).
+struct Close {
+    watermark_ms: i64,
+    /// Hop windows: the last pane of the last window the watermark closes.
+    last: i64,
+    /// The next key to visit.
+    cur: Cursor,
+    /// The partition of the previous key and its last fired window.
+    last_partition: Option<(i32, i64)>,
+    /// Keys left without panes in the current chunk (key hash, record), removed at its end.
+    emptied: Vec<(u64, Ref)>,
+    /// Keys using under half their record, moved to a smaller one at the end.
+    shrunk: Vec<Ref>,
+    /// Sessions: the hashes of the keys to visit (those filed at or before the watermark),
+    /// how many were visited, and the records of the current one's hash.
+    due: Vec<u64>,
+    due_at: usize,
+    due_refs: Vec<Ref>,
+}
+
+/// Results of a close per chunk this many at a time: the buffers stay small and warm
+/// instead of growing to a row per key. Tests use chunks of a few rows, so every close they
+/// check against the reference query crosses chunk boundaries.
+const CLOSE_CHUNK: usize = if cfg!(test) { 7 } else { 16_384 };
+
+/// What `HAVING` kept of a close's chunks: their output rows and each row's window and key.
+#[derive(Default)]
+struct Kept {
+    batches: Vec<RecordBatch>,
+    bounds: Vec<(i64, i64)>,
+    keys: Vec<u8>,
+    key_ends: Vec<(usize, usize)>,
+}
+
+impl Kept {
+    /// The rows in (window end, key) order, with `window_start` and `window_end`.
+    fn finish(self, plan: &WindowPlan) -> DfResult<Option<RecordBatch>> {
+        let Some(first) = self.batches.first() else {
+            return Ok(None);
+        };
+        let batch = datafusion::arrow::compute::concat_batches(&first.schema(), &self.batches)?;
+        let key = |j: u32| {
+            let (a, b) = self.key_ends[j as usize];
+            &self.keys[a..b]
+        };
+        let mut order: Vec<u32> = (0..self.bounds.len() as u32).collect();
+        order.sort_by(|&x, &y| {
+            (self.bounds[x as usize].1, key(x)).cmp(&(self.bounds[y as usize].1, key(y)))
+        });
+        let take_idx = UInt32Array::from(order);
+        let mut cols = datafusion::arrow::compute::take_arrays(batch.columns(), &take_idx, None)?;
+        for end in [false, true] {
+            cols.push(Arc::new(TimestampMillisecondArray::from_iter_values(
+                take_idx.values().iter().map(|&j| {
+                    let (s, e) = self.bounds[j as usize];
+                    if end { e } else { s }
+                }),
+            )));
+        }
+        Ok(Some(RecordBatch::try_new(
+            Arc::clone(&plan.out_schema),
+            cols,
+        )?))
+    }
+}
+
 /// One row's worth of canonical argument columns.
 enum ArgCol<'a> {
     None,
@@ -780,54 +882,57 @@ enum ArgCol<'a> {
     Any(&'a ArrayRef),
 }
 
+/// How many rows ahead a batch asks for its keys' records (and twice that for their table
+/// slots): enough misses in flight to hide a miss's latency, few enough that the lines are
+/// still in cache when the row is reached.
+const AHEAD: usize = 8;
+
+fn too_large(what: &str) -> DataFusionError {
+    DataFusionError::Execution(format!(
+        "{what}; a window key holds at most {} bytes of key and {} MiB of state",
+        Rec::MAX_KEY,
+        MAX_RECORD_WORDS >> 17
+    ))
+}
+
 impl WindowState {
     /// Empty state bounded by `limits`.
     pub fn new(limits: WindowLimits) -> WindowState {
         WindowState {
-            keys: HashMap::default(),
+            store: Store::new(),
             arena: Arena::default(),
             fired: HashMap::new(),
             fired_all: i64::MIN,
-            next_close: i64::MIN,
+            due: Due::default(),
             fired_dirty: Vec::new(),
             tombstones: Vec::new(),
-            blob_bytes: 0,
             limits,
             late: 0,
             evicted: 0,
+            scratch_rows: Vec::new(),
             scratch_key: Vec::new(),
-            scratch_hashes: Vec::new(),
+            scratch_key_words: Vec::new(),
             scratch_panes: Vec::new(),
             scratch_ends: Vec::new(),
-            scratch_tags: Vec::new(),
+            scratch_words: Vec::new(),
+            scratch_fired: FiredSet::default(),
         }
     }
 
     /// Keys held.
     pub fn len(&self) -> usize {
-        self.keys.len()
+        self.store.len()
     }
 
     /// True when no key is held.
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+        self.store.len() == 0
     }
 
-    /// Bytes held: the key map's table, the blobs and the string arena.
+    /// Bytes held: the key table, every page of records (free records included), the string
+    /// arena and the sessions' due index.
     pub fn bytes(&self) -> usize {
-        let table = self.keys.capacity() * (8 + std::mem::size_of::<Vec<u64>>() + 1);
-        table + self.blob_bytes + self.arena.bytes()
-    }
-
-    fn slot_of(&self, hash: u64, key: &[u8]) -> (u64, bool) {
-        let mut h = hash;
-        loop {
-            match self.keys.get(&h) {
-                None => return (h, false),
-                Some(v) if Blob::key_eq(v, key) => return (h, true),
-                Some(_) => h = h.wrapping_add(0x9E37_79B9_7F4A_7C15),
-            }
-        }
+        self.store.bytes() + self.arena.bytes() + self.due.bytes()
     }
 
     fn fired_of(&mut self, partition: i32) -> i64 {
@@ -863,11 +968,19 @@ impl WindowState {
             })
             .collect();
         let fired = self.fired_of(partition);
+        let mut key = std::mem::take(&mut self.scratch_key);
+        let mut pending = std::mem::take(&mut self.scratch_rows);
+        pending.clear();
+        // Every row's key packed in words, as records hold them.
+        let mut words = std::mem::take(&mut self.scratch_key_words);
+        words.clear();
+        // First the rows to add and their keys' hashes, so the lookups can be asked for
+        // ahead of the updates.
         for (row, time) in times.iter().enumerate() {
             let Some(t) = *time else {
                 continue; // decoders reject events without a time; a join could null it
             };
-            let pane = match plan.spec {
+            let at = match plan.spec {
                 WindowSpec::Hop { size_ms, hop_ms } => {
                     let p = t.div_euclid(hop_ms);
                     if p + size_ms / hop_ms - 1 <= fired {
@@ -879,38 +992,89 @@ impl WindowState {
                 }
                 WindowSpec::Session { .. } => t,
             };
-            let mut key = std::mem::take(&mut self.scratch_key);
             key.clear();
             key.extend_from_slice(&partition.to_be_bytes());
             key.extend_from_slice(rows.row(row).as_ref());
-            let (slot, found) = self.slot_of(hash_bytes(&key), &key);
-            let blob = self.keys.entry(slot).or_insert_with(|| Blob::create(&key));
-            let before = if found { blob.capacity() } else { 0 };
-            let rec = match plan.spec {
-                WindowSpec::Hop { .. } => hop_record(plan, blob, pane),
+            if key.len() > Rec::MAX_KEY {
+                return Err(too_large(&format!("a group key of {} bytes", key.len())));
+            }
+            let from = words.len();
+            words.extend(key.chunks(8).map(|c| {
+                let mut b = [0u8; 8];
+                b[..c.len()].copy_from_slice(c);
+                u64::from_le_bytes(b)
+            }));
+            pending.push(Pending {
+                row: row as u32,
+                key: (from as u32, key.len() as u32),
+                hash: hash_words(key.len(), &words[from..]),
+                at,
+            });
+        }
+        // A row adds at most a pane record and an entry per count-distinct.
+        let grow = plan.record + plan.distinct;
+        for i in 0..pending.len() {
+            if let Some(p) = pending.get(i + 2 * AHEAD) {
+                self.store.prefetch_slot(p.hash);
+            }
+            if let Some(p) = pending.get(i + AHEAD) {
+                self.store.prefetch_record(p.hash);
+            }
+            let Pending { row, key, hash, at } = pending[i];
+            let (len, from) = (key.1 as usize, key.0 as usize);
+            let key = &words[from..from + Rec::key_words(len)];
+            let (slot, r) = match self.store.find(hash, len, key) {
+                Ok(found) => found,
+                Err(_) => self
+                    .store
+                    .insert(hash, len, key, grow)
+                    .ok_or_else(|| too_large("a new key"))?,
+            };
+            let used = Rec::used(self.store.rec(r));
+            let r = self
+                .store
+                .grow(slot, r, used + grow)
+                .ok_or_else(|| too_large(&format!("a key of {used} words")))?;
+            let rec = self.store.rec_mut(r);
+            if Rec::pane_count(rec) == Rec::MAX_PANES {
+                // Its meta word counts 16 bits of panes (a hop of 1 s with a day of lateness
+                // could get there).
+                return Err(DataFusionError::Execution(format!(
+                    "a window key holds at most {} panes or sessions; use a longer hop or gap, \
+                     or less allowed lateness",
+                    Rec::MAX_PANES
+                )));
+            }
+            let pos = match plan.spec {
+                WindowSpec::Hop { .. } => hop_record(plan, rec, at),
                 WindowSpec::Session { gap_ms } => {
-                    // The session `t` joins closes no earlier than `t + gap`.
-                    self.next_close = self.next_close.min(t.saturating_add(gap_ms));
-                    session_record(plan, &mut self.arena, blob, t, gap_ms)
+                    let (pos, new) = session_record(plan, &mut self.arena, rec, at, gap_ms);
+                    // A new session closes no earlier than `at + gap`; filed unless an
+                    // other session of the key may close before (then the key is filed
+                    // already, and visited again then).
+                    let close = at.saturating_add(gap_ms);
+                    if new && first_close(plan, rec, gap_ms, Some(pos)).is_none_or(|c| c > close) {
+                        self.due.file(close, hash);
+                    }
+                    pos
                 }
             };
-            update(plan, &mut self.arena, blob, rec, row, &args);
-            blob[0] |= DIRTY;
-            self.blob_bytes = self.blob_bytes + blob.capacity() * 8 - before * 8;
-            self.scratch_key = key;
+            update(plan, &mut self.arena, rec, pos, row as usize, &args);
+            rec[0] |= DIRTY;
         }
+        self.scratch_key = key;
+        self.scratch_key_words = words;
+        self.scratch_rows = pending;
         self.enforce_limits(plan);
         Ok(())
     }
 
-    /// Emits every window the watermark `watermark_ms` closes, in (end, key) order, and drops
-    /// the panes no open window needs. Returns at once when the watermark closes nothing
+    /// Starts closing what the watermark `watermark_ms` closes; `None` when it closes nothing
     /// (the common case: most batches do not cross a window end), so a batch does not cost a
     /// pass over every key.
-    fn fire(&mut self, plan: &WindowPlan, watermark_ms: i64) -> FiredSet {
-        let mut out = FiredSet::default();
+    fn close_begin(&mut self, plan: &WindowPlan, watermark_ms: i64) -> Option<Close> {
         if watermark_ms == i64::MIN {
-            return out;
+            return None;
         }
         // Last pane of the last hop window that ends at or before the watermark.
         let last = match plan.spec {
@@ -919,83 +1083,131 @@ impl WindowState {
                 // Keys of a partition without an entry start at `fired_all`.
                 let oldest = self.fired.values().copied().fold(self.fired_all, i64::min);
                 if last <= oldest {
-                    return out;
+                    return None;
                 }
                 last
             }
             WindowSpec::Session { .. } => {
-                if watermark_ms < self.next_close {
-                    return out;
+                if !self.due.maybe_due(watermark_ms) {
+                    return None;
                 }
                 0
             }
         };
-        let mut emptied = Vec::new();
-        let mut next_close = i64::MAX;
-        let r = plan.record;
-        // As in `checkpoint`: a chunk's first words are read ahead so their misses overlap.
-        let mut chunk: Vec<(u64, &mut Vec<u64>)> = Vec::with_capacity(32);
-        let mut entries = self.keys.iter_mut();
+        let mut due = Vec::new();
+        if let WindowSpec::Session { .. } = plan.spec {
+            self.due.take_until(watermark_ms, &mut due);
+            if due.is_empty() {
+                return None;
+            }
+        }
+        Some(Close {
+            watermark_ms,
+            last,
+            cur: Cursor::default(),
+            last_partition: None,
+            emptied: Vec::new(),
+            shrunk: Vec::new(),
+            due,
+            due_at: 0,
+            due_refs: Vec::new(),
+        })
+    }
+
+    /// The next key a close visits: hop windows, every key in memory order; sessions, the
+    /// keys filed as due (their records asked for a few keys ahead).
+    fn next_visit(&self, plan: &WindowPlan, close: &mut Close) -> Option<Ref> {
+        if let WindowSpec::Hop { .. } = plan.spec {
+            return self.store.next_live(&mut close.cur);
+        }
         loop {
-            chunk.clear();
-            chunk.extend(entries.by_ref().take(32).map(|(&s, b)| (s, b)));
-            if chunk.is_empty() {
-                break;
+            if let Some(r) = close.due_refs.pop() {
+                return Some(r);
             }
-            let mut warm = 0u64;
-            for (_, blob) in chunk.iter() {
-                warm ^= blob[0] ^ blob[blob.len() - 1];
+            let &hash = close.due.get(close.due_at)?;
+            if let Some(&h) = close.due.get(close.due_at + 2 * AHEAD) {
+                self.store.prefetch_slot(h);
             }
-            std::hint::black_box(warm);
-            for (slot, blob) in chunk.iter_mut() {
-                let (slot, blob): (u64, &mut Vec<u64>) = (*slot, blob);
-                let before = blob.capacity();
-                let start = Blob::panes_start(blob);
-                let mut changed = false;
-                match plan.spec {
-                    WindowSpec::Hop { size_ms, hop_ms } => {
-                        let panes = size_ms / hop_ms;
-                        let partition = Blob::partition(blob);
-                        let fired = *self.fired.entry(partition).or_insert(self.fired_all);
-                        if fired >= last {
-                            continue;
+            if let Some(&h) = close.due.get(close.due_at + AHEAD) {
+                self.store.prefetch_record(h);
+            }
+            close.due_at += 1;
+            // Every key of that hash (a key evicted or gone since has none).
+            self.store.tagged(hash, &mut close.due_refs);
+            close
+                .due_refs
+                .retain(|&r| key_hash(self.store.rec(r)) == hash);
+        }
+    }
+
+    /// Fires the windows `close` closes of the next keys into `out`, and drops the panes no
+    /// open window needs, until `out` holds at least `rows` results or every key to visit was
+    /// (then returns true).
+    fn fire(
+        &mut self,
+        plan: &WindowPlan,
+        close: &mut Close,
+        out: &mut FiredSet,
+        rows: usize,
+    ) -> bool {
+        let (watermark_ms, last) = (close.watermark_ms, close.last);
+        let r = plan.record;
+        let grow = plan.record + plan.distinct;
+        let done = loop {
+            if out.rows.len() >= rows {
+                break false;
+            }
+            let Some(at_ref) = self.next_visit(plan, close) else {
+                break true;
+            };
+            let capacity = self.store.capacity(at_ref);
+            let rec = self.store.rec_mut(at_ref);
+            let start = Rec::panes_start(rec);
+            let mut changed = false;
+            match plan.spec {
+                WindowSpec::Hop { size_ms, hop_ms } => {
+                    let panes = size_ms / hop_ms;
+                    let partition = Rec::partition(rec);
+                    let fired = match close.last_partition {
+                        Some((p, f)) if p == partition => f,
+                        _ => {
+                            let f = *self.fired.entry(partition).or_insert(self.fired_all);
+                            close.last_partition = Some((partition, f));
+                            f
                         }
-                        let n = pane_count(blob[0]);
-                        let pane_ids = &mut self.scratch_panes;
-                        pane_ids.clear();
-                        pane_ids.extend((0..n).map(|i| blob[start + i * r] as i64));
-                        let ends = &mut self.scratch_ends;
-                        ends.clear();
-                        ends.extend(
-                            pane_ids
-                                .iter()
-                                .flat_map(|&p| (p..p + panes).filter(|&e| e > fired && e <= last)),
-                        );
-                        ends.sort_unstable();
-                        ends.dedup();
-                        let key = out.push_key(blob);
-                        let tags = &mut self.scratch_tags;
+                    };
+                    if fired >= last {
+                        continue;
+                    }
+                    let n = Rec::pane_count(rec);
+                    let pane_ids = &mut self.scratch_panes;
+                    pane_ids.clear();
+                    pane_ids.extend((0..n).map(|i| rec[start + i * r] as i64));
+                    let ends = &mut self.scratch_ends;
+                    ends.clear();
+                    for &p in pane_ids.iter() {
+                        ends.extend(p.max(fired + 1)..(p + panes).min(last + 1));
+                    }
+                    ends.sort_unstable();
+                    ends.dedup();
+                    if !ends.is_empty() {
+                        let key = out.push_key(rec);
                         for &e in ends.iter() {
                             let at = out.push_record(plan, &[0]);
-                            tags.clear();
                             for (i, &p) in pane_ids.iter().enumerate() {
                                 if p > e - panes && p <= e {
                                     merge_record(
                                         plan,
                                         &mut self.arena,
                                         &mut out.records[at * r..(at + 1) * r],
-                                        &blob[start + i * r..start + (i + 1) * r],
+                                        &rec[start + i * r..start + (i + 1) * r],
                                     );
-                                    tags.push((p as u64) & 0xFFFF);
                                 }
                             }
-                            distinct_counts(
-                                plan,
-                                blob,
-                                tags,
-                                &mut self.scratch_hashes,
-                                &mut out.distinct,
-                            );
+                            // Panes e - panes + 1 ..= e, by their tags.
+                            let in_window =
+                                |tag: u64| (e as u64).wrapping_sub(tag) & 0xFFFF < panes as u64;
+                            distinct_counts(plan, rec, in_window, &mut out.distinct);
                             out.rows.push(Fired {
                                 start: (e - panes + 1) * hop_ms,
                                 end: (e + 1) * hop_ms,
@@ -1003,184 +1215,212 @@ impl WindowState {
                                 at,
                             });
                         }
-                        // Drop panes no unfired window needs, with their distinct entries.
-                        let keep_from = last - panes + 2;
-                        for i in (0..n).rev() {
-                            if pane_ids[i] >= keep_from {
-                                continue;
-                            }
-                            let at = start + i * r;
-                            self.arena.release_record(plan, &blob[at..at + r]);
-                            blob.drain(at..at + r);
-                            let left = pane_count(blob[0]) - 1;
-                            Blob::set_panes(blob, left);
-                            let tag = (pane_ids[i] as u64) & 0xFFFF;
-                            blob.retain_from(start + left * r, |e| e >> 48 != tag);
-                            changed = true;
-                        }
                     }
-                    WindowSpec::Session { gap_ms } => {
-                        let mut i = 0;
-                        while i < pane_count(blob[0]) {
+                    // Drop panes no unfired window needs, with their distinct entries.
+                    let keep_from = last - panes + 2;
+                    let dropped = pane_ids.iter().take_while(|&&p| p < keep_from).count();
+                    if dropped > 0 {
+                        for i in 0..dropped {
                             let at = start + i * r;
-                            let (s, e, tag) = (blob[at] as i64, blob[at + 1] as i64, blob[at + 2]);
-                            let close = e.saturating_add(gap_ms);
-                            if close > watermark_ms {
-                                next_close = next_close.min(close);
-                                i += 1;
-                                continue;
-                            }
-                            let key = out.push_key(blob);
-                            let row = out.push_record(plan, &[0, 0, 0]);
-                            merge_record(
-                                plan,
-                                &mut self.arena,
-                                &mut out.records[row * r..(row + 1) * r],
-                                &blob[at..at + r],
-                            );
-                            self.arena.release_record(plan, &blob[at..at + r]);
-                            distinct_counts(
-                                plan,
-                                blob,
-                                &[tag],
-                                &mut self.scratch_hashes,
-                                &mut out.distinct,
-                            );
-                            out.rows.push(Fired {
-                                start: s,
-                                end: close,
-                                key,
-                                at: row,
-                            });
-                            blob.drain(at..at + r);
-                            let n = pane_count(blob[0]) - 1;
-                            Blob::set_panes(blob, n);
-                            blob.retain_from(start + n * r, |x| x >> 48 != tag);
-                            changed = true;
+                            self.arena.release_record(plan, &rec[at..at + r]);
                         }
+                        Rec::remove(rec, start, dropped * r);
+                        Rec::set_panes(rec, n - dropped);
+                        let (lo, hi) = (pane_ids[0] as u64, pane_ids[dropped - 1] as u64);
+                        let gone = |tag: u64| tag.wrapping_sub(lo) & 0xFFFF <= hi.wrapping_sub(lo);
+                        let from = Rec::entries_start(rec, r);
+                        Rec::retain_from(rec, from, |e| !gone(e & 0xFFFF));
+                        changed = true;
                     }
                 }
-                if changed {
-                    blob[0] |= DIRTY;
-                    self.blob_bytes = self.blob_bytes + blob.capacity() * 8 - before * 8;
-                    if pane_count(blob[0]) == 0 {
-                        emptied.push(slot);
+                WindowSpec::Session { gap_ms } => {
+                    let mut i = 0;
+                    while i < Rec::pane_count(rec) {
+                        let at = start + i * r;
+                        let (s, e, tag) = (rec[at] as i64, rec[at + 1] as i64, rec[at + 2]);
+                        let end = e.saturating_add(gap_ms);
+                        if end > watermark_ms {
+                            i += 1;
+                            continue;
+                        }
+                        let key = out.push_key(rec);
+                        let row = out.push_record(plan, &[0, 0, 0]);
+                        merge_record(
+                            plan,
+                            &mut self.arena,
+                            &mut out.records[row * r..(row + 1) * r],
+                            &rec[at..at + r],
+                        );
+                        self.arena.release_record(plan, &rec[at..at + r]);
+                        distinct_counts(plan, rec, |t| t == tag, &mut out.distinct);
+                        out.rows.push(Fired {
+                            start: s,
+                            end,
+                            key,
+                            at: row,
+                        });
+                        Rec::remove(rec, at, r);
+                        let n = Rec::pane_count(rec) - 1;
+                        Rec::set_panes(rec, n);
+                        let from = Rec::entries_start(rec, r);
+                        Rec::retain_from(rec, from, |x| x & 0xFFFF != tag);
+                        changed = true;
+                    }
+                    // Its open sessions were extended since it was filed: filed again by the
+                    // first that may close.
+                    if let Some(t) = first_close(plan, rec, gap_ms, None) {
+                        self.due.file(t, key_hash(rec));
                     }
                 }
             }
-        }
-        for slot in emptied {
-            let blob = self.keys.remove(&slot).expect("listed");
-            self.blob_bytes -= blob.capacity() * 8;
-            if blob[0] & PERSISTED != 0 {
-                let key = Blob::key(&blob);
-                let partition = i32::from_be_bytes(key[..4].try_into().expect("partition"));
-                self.tombstones.push((partition, key[4..].to_vec()));
+            if changed {
+                rec[0] |= DIRTY;
+                if Rec::pane_count(rec) == 0 {
+                    // Removed at the end of the chunk (removal moves no other record, and
+                    // the pass skips freed ones), its tombstone and hash taken now, while
+                    // the record is in cache.
+                    if rec[0] & PERSISTED != 0 {
+                        let key = Rec::key(rec);
+                        self.tombstones
+                            .push((Rec::partition(rec), key[4..].to_vec()));
+                    }
+                    close.emptied.push((key_hash(rec), at_ref));
+                } else if (Rec::used(rec) + grow) * 2 < capacity {
+                    close.shrunk.push(at_ref);
+                }
             }
-            self.remove_slot(slot);
+        };
+        // The keys left without panes, their table slots asked for a few keys ahead.
+        for i in 0..close.emptied.len() {
+            if let Some(&(h, _)) = close.emptied.get(i + AHEAD) {
+                self.store.prefetch_slot(h);
+            }
+            let (hash, at_ref) = close.emptied[i];
+            self.store.remove(hash, at_ref);
         }
+        close.emptied.clear();
+        done
+    }
+
+    /// Ends a close once [`WindowState::fire`] visited every key: moves records that shrank a
+    /// lot to smaller classes (not during the pass: a hop close walking memory would meet
+    /// them again), gives back pages, and records the windows fired.
+    fn close_end(&mut self, plan: &WindowPlan, close: Close) {
+        let grow = plan.record + plan.distinct;
+        for at_ref in close.shrunk {
+            let hash = key_hash(self.store.rec(at_ref));
+            self.store.shrink(hash, at_ref, grow);
+        }
+        self.store.compact(false, key_hash);
         match plan.spec {
             WindowSpec::Hop { .. } => {
+                let last = close.last;
                 for f in self.fired.values_mut() {
                     *f = (*f).max(last);
                 }
                 self.fired_all = self.fired_all.max(last);
                 self.fired_dirty = self.fired.keys().copied().collect();
             }
-            WindowSpec::Session { .. } => self.next_close = next_close,
-        }
-        out
-    }
-
-    /// Removes the (absent) entry at `slot`, moving back entries probed past it.
-    fn remove_slot(&mut self, slot: u64) {
-        let mut hole = slot;
-        let mut next = slot.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        while let Some(v) = self.keys.get(&next) {
-            // An entry displaced from `hole`'s chain moves into the hole.
-            let home = hash_bytes(&Blob::key(v));
-            let mut h = home;
-            let mut passes_hole = false;
-            while h != next {
-                if h == hole {
-                    passes_hole = true;
-                    break;
-                }
-                h = h.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            }
-            if !passes_hole {
-                break;
-            }
-            let v = self.keys.remove(&next).expect("present");
-            self.keys.insert(hole, v);
-            hole = next;
-            next = next.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            WindowSpec::Session { .. } => {}
         }
     }
 
-    /// Past `max_keys` or `max_bytes`, evicts an eighth of the keys, those whose newest pane
-    /// is oldest (one pass, amortised over the keys admitted since).
+    /// Past `max_keys` or `max_bytes`, gives back free pages first; if still past, evicts an
+    /// eighth of the keys, those whose newest pane is oldest (one pass, amortised over the keys
+    /// admitted since).
     fn enforce_limits(&mut self, plan: &WindowPlan) {
-        if self.keys.len() <= self.limits.max_keys && self.bytes() <= self.limits.max_bytes {
+        if self.store.len() <= self.limits.max_keys && self.bytes() <= self.limits.max_bytes {
             return;
         }
-        let target = (self.keys.len() - self.keys.len() / 8).min(self.limits.max_keys * 7 / 8);
-        let mut by_age: Vec<(i64, u64)> = self
-            .keys
-            .iter()
-            .map(|(&slot, v)| {
-                let n = pane_count(v[0]);
-                let newest = if n == 0 {
-                    i64::MIN
-                } else {
-                    let at = Blob::panes_start(v) + (n - 1) * plan.record;
-                    match plan.spec {
-                        WindowSpec::Hop { .. } => v[at] as i64,
-                        WindowSpec::Session { .. } => v[at + 1] as i64,
-                    }
-                };
-                (newest, slot)
-            })
-            .collect();
-        let evict = self.keys.len() - target.max(1).min(self.keys.len());
+        if self.store.len() <= self.limits.max_keys {
+            self.store.compact(true, key_hash);
+            if self.bytes() <= self.limits.max_bytes {
+                return;
+            }
+        }
+        let len = self.store.len();
+        let target = (len - len / 8).min(self.limits.max_keys * 7 / 8);
+        let evict = len - target.max(1).min(len);
         if evict == 0 {
             return;
         }
-        by_age.select_nth_unstable(evict - 1);
-        for &(_, slot) in &by_age[..evict] {
-            let Some(blob) = self.keys.remove(&slot) else {
-                continue;
+        let mut by_age: Vec<(i64, Ref)> = Vec::with_capacity(len);
+        let mut cur = Cursor::default();
+        while let Some(at_ref) = self.store.next_live(&mut cur) {
+            let rec = self.store.rec(at_ref);
+            let n = Rec::pane_count(rec);
+            let newest = if n == 0 {
+                i64::MIN
+            } else {
+                let at = Rec::panes_start(rec) + (n - 1) * plan.record;
+                match plan.spec {
+                    WindowSpec::Hop { .. } => rec[at] as i64,
+                    WindowSpec::Session { .. } => rec[at + 1] as i64,
+                }
             };
-            self.blob_bytes -= blob.capacity() * 8;
-            let start = Blob::panes_start(&blob);
-            for i in 0..pane_count(blob[0]) {
-                let rec = blob[start + i * plan.record..start + (i + 1) * plan.record].to_vec();
-                self.arena.release_record(plan, &rec);
-            }
-            if blob[0] & PERSISTED != 0 {
-                let key = Blob::key(&blob);
-                let partition = i32::from_be_bytes(key[..4].try_into().expect("partition"));
-                self.tombstones.push((partition, key[4..].to_vec()));
-            }
-            self.remove_slot(slot);
+            by_age.push((newest, at_ref));
+        }
+        by_age.select_nth_unstable(evict - 1);
+        for &(_, at_ref) in &by_age[..evict] {
+            self.remove(plan, at_ref);
             self.evicted += 1;
         }
+        self.store.compact(true, key_hash);
     }
 
-    /// Fires what `watermark_ms` closes and turns it into rows shaped like the aggregate's
-    /// output, then applies `HAVING` and the projection. Returns the rule's output.
-    pub fn emit(&mut self, plan: &WindowPlan, watermark_ms: i64) -> DfResult<Option<RecordBatch>> {
-        let fired = self.fire(plan, watermark_ms);
-        if fired.rows.is_empty() {
-            return Ok(None);
+    /// Removes a key: frees its strings, leaves a tombstone if a checkpoint wrote it.
+    fn remove(&mut self, plan: &WindowPlan, at_ref: Ref) {
+        let rec = self.store.rec(at_ref);
+        let start = Rec::panes_start(rec);
+        for i in 0..Rec::pane_count(rec) {
+            self.arena.release_record(
+                plan,
+                &rec[start + i * plan.record..start + (i + 1) * plan.record],
+            );
         }
+        if rec[0] & PERSISTED != 0 {
+            let key = Rec::key(rec);
+            self.tombstones
+                .push((Rec::partition(rec), key[4..].to_vec()));
+        }
+        self.store.remove(key_hash(rec), at_ref);
+    }
+
+    /// Fires what `watermark_ms` closes, a chunk of results at a time, and turns each chunk
+    /// into rows shaped like the aggregate's output, then applies `HAVING` and the
+    /// projection. Returns the rule's output, ordered by window end, then key.
+    pub fn emit(&mut self, plan: &WindowPlan, watermark_ms: i64) -> DfResult<Option<RecordBatch>> {
+        let Some(mut close) = self.close_begin(plan, watermark_ms) else {
+            return Ok(None);
+        };
+        let mut fired = std::mem::take(&mut self.scratch_fired);
+        let mut kept = Kept::default();
+        let mut result = Ok(());
+        loop {
+            fired.clear();
+            let done = self.fire(plan, &mut close, &mut fired, CLOSE_CHUNK);
+            // After an error the close still runs to its end, so the state stays whole.
+            if result.is_ok() && !fired.rows.is_empty() {
+                result = self.results(plan, &fired, &mut kept);
+            }
+            for f in &fired.rows {
+                self.arena.release_record(plan, fired.record(plan, f));
+            }
+            if done {
+                break;
+            }
+        }
+        self.close_end(plan, close);
+        self.scratch_fired = fired;
+        result?;
+        kept.finish(plan)
+    }
+
+    /// `HAVING` and `SELECT` over one chunk of results; what they keep goes to `kept`.
+    fn results(&self, plan: &WindowPlan, fired: &FiredSet, kept: &mut Kept) -> DfResult<()> {
         let rows = &fired.rows;
         let mut aggregates: Vec<ArrayRef> = Vec::with_capacity(plan.aggs.len());
-        let n_distinct = plan
-            .aggs
-            .iter()
-            .filter(|a| a.kind == AggKind::CountDistinct)
-            .count();
+        let n_distinct = plan.distinct;
         let mut distinct_i = 0;
         for a in &plan.aggs {
             let s = a.slot;
@@ -1231,9 +1471,6 @@ impl WindowState {
             };
             aggregates.push(cast(&col, &a.out_type)?);
         }
-        for f in rows {
-            self.arena.release_record(plan, fired.record(plan, f));
-        }
         let schema = Arc::clone(&plan.agg_schema);
         // Which result each row is, carried through `HAVING` to order the survivors.
         let mut index = UInt32Array::from_iter_values(0..rows.len() as u32);
@@ -1252,7 +1489,7 @@ impl WindowState {
             let mask: &BooleanArray = mask.as_boolean();
             index = filter(&index, mask)?.as_primitive().clone();
             if index.is_empty() {
-                return Ok(None);
+                return Ok(());
             }
             for c in &mut aggregates {
                 *c = filter(c, mask)?;
@@ -1301,28 +1538,17 @@ impl WindowState {
                 }
             }
         }
-        if batch.num_rows() == 0 {
-            return Ok(None);
+        if batch.num_rows() > 0 {
+            for &i in index.values() {
+                let f = &rows[i as usize];
+                kept.bounds.push((f.start, f.end));
+                let from = kept.keys.len();
+                kept.keys.extend_from_slice(fired.key(f));
+                kept.key_ends.push((from, kept.keys.len()));
+            }
+            kept.batches.push(batch);
         }
-        // Deterministic order: by window end, then key bytes (only the rows `HAVING` kept).
-        let mut order: Vec<u32> = (0..index.len() as u32).collect();
-        let of = |j: u32| &rows[index.value(j as usize) as usize];
-        order.sort_by(|&x, &y| {
-            let (a, b) = (of(x), of(y));
-            (a.end, fired.key(a)).cmp(&(b.end, fired.key(b)))
-        });
-        let take_idx = UInt32Array::from(order);
-        let mut cols = datafusion::arrow::compute::take_arrays(batch.columns(), &take_idx, None)?;
-        cols.push(Arc::new(TimestampMillisecondArray::from_iter_values(
-            take_idx.values().iter().map(|&j| of(j).start),
-        )));
-        cols.push(Arc::new(TimestampMillisecondArray::from_iter_values(
-            take_idx.values().iter().map(|&j| of(j).end),
-        )));
-        Ok(Some(RecordBatch::try_new(
-            Arc::clone(&plan.out_schema),
-            cols,
-        )?))
+        Ok(())
     }
 
     /// Appends the entries changed since the last call: tombstones of keys gone, each
@@ -1352,47 +1578,34 @@ impl WindowState {
             .iter()
             .any(|a| matches!(a.kind, AggKind::MinS | AggKind::MaxS));
         let mut strings: Vec<u64> = Vec::new();
-        // Blobs are scattered over the heap: the first touch of each is a cache miss. Reading
-        // a chunk's first words in a loop of its own lets the CPU overlap those misses, which
-        // the encoding loop (one allocation per entry) would otherwise take one at a time.
-        const CHUNK: usize = 32;
-        let mut chunk: Vec<&mut Vec<u64>> = Vec::with_capacity(CHUNK);
-        let mut values = self.keys.values_mut();
-        loop {
-            chunk.clear();
-            chunk.extend(values.by_ref().take(CHUNK));
-            if chunk.is_empty() {
-                break;
+        let mut cur = Cursor::default();
+        while let Some(at_ref) = self.store.next_live(&mut cur) {
+            let rec = self.store.rec_mut(at_ref);
+            if rec[0] & DIRTY == 0 {
+                continue;
             }
-            let mut warm = 0u64;
-            for blob in chunk.iter() {
-                warm ^= blob[0] ^ blob[blob.len() - 1];
-            }
-            std::hint::black_box(warm);
-            for blob in chunk.iter_mut() {
-                if blob[0] & DIRTY == 0 {
-                    continue;
-                }
-                blob[0] = (blob[0] & !DIRTY) | PERSISTED;
-                let len = key_len(blob[0]);
-                let mut key = Vec::with_capacity(len - 3);
-                key.push(1);
-                let mut bytes = blob[1..1 + key_words(len)]
-                    .iter()
-                    .flat_map(|w| w.to_le_bytes());
-                let partition: [u8; 4] = std::array::from_fn(|_| bytes.next().expect("partition"));
-                key.extend(bytes.take(len - 4));
-                out.push(StateEntry {
-                    partition: i32::from_be_bytes(partition),
-                    key,
-                    value: Some(encode(plan, &self.arena, blob, has_strings, &mut strings)),
-                });
-            }
+            rec[0] = (rec[0] & !DIRTY) | PERSISTED;
+            let rec = &*rec;
+            let len = Rec::key_len(rec);
+            let mut key = Vec::with_capacity(len - 3);
+            key.push(1);
+            let mut bytes = rec[1..1 + Rec::key_words(len)]
+                .iter()
+                .flat_map(|w| w.to_le_bytes());
+            let partition: [u8; 4] = std::array::from_fn(|_| bytes.next().expect("partition"));
+            key.extend(bytes.take(len - 4));
+            out.push(StateEntry {
+                partition: i32::from_be_bytes(partition),
+                key,
+                value: Some(encode(plan, &self.arena, rec, has_strings, &mut strings)),
+            });
         }
     }
 
     /// Restores entries written by [`WindowState::checkpoint`].
     pub fn restore(&mut self, plan: &WindowPlan, entries: &[StateEntry]) -> Result<(), String> {
+        self.store.reserve(entries.len());
+        let mut key = Vec::new();
         for e in entries {
             match (e.key.first(), &e.value) {
                 (Some(0), Some(v)) => {
@@ -1406,41 +1619,72 @@ impl WindowState {
                     self.fired_all = self.fired_all.max(fired);
                 }
                 (Some(1), value) => {
-                    let mut key = e.partition.to_be_bytes().to_vec();
+                    key.clear();
+                    key.extend_from_slice(&e.partition.to_be_bytes());
                     key.extend_from_slice(&e.key[1..]);
-                    let (slot, found) = self.slot_of(hash_bytes(&key), &key);
-                    if found {
-                        let old = self.keys.remove(&slot).expect("found");
-                        self.blob_bytes -= old.capacity() * 8;
-                        self.remove_slot(slot);
+                    if key.len() > Rec::MAX_KEY {
+                        return Err(format!("window state key of {} bytes", key.len()));
                     }
-                    let Some(value) = value else { continue };
-                    let mut blob = Blob::create(&key);
-                    self.decode_into(plan, value, &mut blob)?;
-                    blob[0] = (blob[0] & !DIRTY) | PERSISTED;
-                    let (slot, _) = self.slot_of(hash_bytes(&key), &key);
-                    self.blob_bytes += blob.capacity() * 8;
-                    self.keys.insert(slot, blob);
+                    let mut words = std::mem::take(&mut self.scratch_words);
+                    Rec::pack(&key, &mut words);
+                    let hash = hash_words(key.len(), &words);
+                    if let Ok((_, old)) = self.store.find(hash, key.len(), &words) {
+                        // Replaced by what the changelog holds for it: no tombstone.
+                        let tombstones = self.tombstones.len();
+                        self.remove(plan, old);
+                        self.tombstones.truncate(tombstones);
+                    }
+                    let Some(value) = value else {
+                        self.scratch_words = words;
+                        continue;
+                    };
+                    // The record: meta word (below), key words, then what the value holds.
+                    words.insert(0, 0);
+                    let panes = self.decode_into(plan, value, &mut words)?;
+                    if words.len() > MAX_RECORD_WORDS {
+                        return Err("window state entry too large".into());
+                    }
+                    words[0] = ((words.len() as u64) << 40)
+                        | ((panes as u64) << 24)
+                        | ((key.len() as u64) << 8)
+                        | LIVE
+                        | PERSISTED;
+                    self.store
+                        .insert_record(hash, &words)
+                        .ok_or("window state entry too large")?;
+                    self.scratch_words = words;
                 }
                 _ => return Err(format!("unknown window state entry {:?}", e.key.first())),
             }
         }
-        // Restored sessions may close at any time: look at them on the next emit.
-        self.next_close = i64::MIN;
+        if let WindowSpec::Session { gap_ms } = plan.spec {
+            // Restored keys are filed by their first session's close.
+            self.due = Due::default();
+            let mut cur = Cursor::default();
+            while let Some(at_ref) = self.store.next_live(&mut cur) {
+                let rec = self.store.rec(at_ref);
+                if let Some(t) = first_close(plan, rec, gap_ms, None) {
+                    self.due.file(t, key_hash(rec));
+                }
+            }
+        }
         self.enforce_limits(plan);
         Ok(())
     }
 
+    /// Appends a key's pane records and entries from checkpoint value `v` to `words`; returns
+    /// the number of pane records. Version 1 (entries sorted by pane tag first) is converted.
     fn decode_into(
         &mut self,
         plan: &WindowPlan,
         v: &[u8],
-        blob: &mut Vec<u64>,
-    ) -> Result<(), String> {
+        words: &mut Vec<u64>,
+    ) -> Result<usize, String> {
         let bad = || "truncated window state entry".to_string();
-        if v.first() != Some(&1) {
-            return Err("window state entry of an unknown version".into());
-        }
+        let version = match v.first() {
+            Some(&x @ (1 | 2)) => x,
+            _ => return Err("window state entry of an unknown version".into()),
+        };
         let u32_at = |at: usize| -> Result<usize, String> {
             Ok(
                 u32::from_le_bytes(v.get(at..at + 4).ok_or_else(bad)?.try_into().expect("4"))
@@ -1448,29 +1692,28 @@ impl WindowState {
             )
         };
         let (n, len) = (u32_at(1)?, u32_at(5)?);
-        let mut at = 9;
-        let mut words = Vec::with_capacity(len);
-        for _ in 0..len {
-            words.push(u64::from_le_bytes(
-                v.get(at..at + 8).ok_or_else(bad)?.try_into().expect("8"),
-            ));
-            at += 8;
+        let body = words.len();
+        let raw = v.get(9..9 + len * 8).ok_or_else(bad)?;
+        words.extend(
+            raw.chunks_exact(8)
+                .map(|c| u64::from_le_bytes(c.try_into().expect("8"))),
+        );
+        if n * plan.record > len || n > 0xFFFF {
+            return Err(bad());
         }
         let mut strings = Vec::new();
+        let mut at = 9 + len * 8;
         while at < v.len() {
             let l = u32_at(at)?;
             let s = std::str::from_utf8(v.get(at + 4..at + 4 + l).ok_or_else(bad)?)
                 .map_err(|_| "window state string is not UTF-8")?;
-            strings.push(s.to_string());
+            strings.push(s);
             at += 4 + l;
-        }
-        if n * plan.record > words.len() {
-            return Err(bad());
         }
         for i in 0..n {
             for a in &plan.aggs {
                 if matches!(a.kind, AggKind::MinS | AggKind::MaxS) {
-                    let w = &mut words[i * plan.record + a.slot];
+                    let w = &mut words[body + i * plan.record + a.slot];
                     if *w != u64::MAX {
                         let s = strings.get(*w as usize).ok_or_else(bad)?;
                         *w = self.arena.alloc(s);
@@ -1478,39 +1721,32 @@ impl WindowState {
                 }
             }
         }
-        blob.extend_from_slice(&words);
-        Blob::set_panes(blob, n);
-        Ok(())
+        let entries = &mut words[body + n * plan.record..];
+        if version == 1 {
+            // Tag (bits 48-63), aggregate (44-47), hash (0-43).
+            for e in entries.iter_mut() {
+                *e = entry((*e >> 44) & 0xF, *e & HASH_BITS, *e >> 48);
+            }
+        }
+        if !entries.is_sorted() {
+            entries.sort_unstable();
+        }
+        Ok(n)
     }
 
     /// Forgets the keys and fired windows of `partitions`.
     pub fn release(&mut self, plan: &WindowPlan, partitions: &[i32]) {
-        let gone: Vec<u64> = self
-            .keys
-            .iter()
-            .filter(|(_, v)| {
-                let k = Blob::key(v);
-                partitions.contains(&i32::from_be_bytes(k[..4].try_into().expect("partition")))
-            })
-            .map(|(&s, _)| s)
-            .collect();
-        // Remove all first, then no probing chain needs repair among removed entries; repair
-        // the survivors' chains by reinserting them.
-        for slot in &gone {
-            let blob = self.keys.remove(slot).expect("listed");
-            self.blob_bytes -= blob.capacity() * 8;
-            let start = Blob::panes_start(&blob);
-            for i in 0..pane_count(blob[0]) {
-                let rec = blob[start + i * plan.record..start + (i + 1) * plan.record].to_vec();
-                self.arena.release_record(plan, &rec);
+        let mut gone = Vec::new();
+        let mut cur = Cursor::default();
+        while let Some(at_ref) = self.store.next_live(&mut cur) {
+            if partitions.contains(&Rec::partition(self.store.rec(at_ref))) {
+                gone.push(at_ref);
             }
         }
-        let all: Vec<(u64, Vec<u64>)> = self.keys.drain().collect();
-        for (_, blob) in all {
-            let key = Blob::key(&blob);
-            let (slot, _) = self.slot_of(hash_bytes(&key), &key);
-            self.keys.insert(slot, blob);
+        for at_ref in gone {
+            self.remove(plan, at_ref);
         }
+        self.store.compact(true, key_hash);
         self.tombstones.retain(|(p, _)| !partitions.contains(p));
         for p in partitions {
             self.fired.remove(p);
@@ -1524,23 +1760,28 @@ impl WindowState {
 fn encode(
     plan: &WindowPlan,
     arena: &Arena,
-    blob: &[u64],
+    rec: &[u64],
     has_strings: bool,
     strings: &mut Vec<u64>,
 ) -> Vec<u8> {
-    let start = Blob::panes_start(blob);
-    let n = pane_count(blob[0]);
-    let words = &blob[start..];
+    let start = Rec::panes_start(rec);
+    let n = Rec::pane_count(rec);
+    let words = &rec[start..Rec::used(rec)];
     strings.clear();
-    let mut string_bytes = 0;
     let mut out = Vec::with_capacity(9 + words.len() * 8);
-    out.push(1u8);
+    out.push(2u8);
     out.extend_from_slice(&(n as u32).to_le_bytes());
     out.extend_from_slice(&(words.len() as u32).to_le_bytes());
+    if !has_strings {
+        for &w in words {
+            out.extend_from_slice(&w.to_le_bytes());
+        }
+        return out;
+    }
+    let mut string_bytes = 0;
     for (j, &w) in words.iter().enumerate() {
         // String slots of pane records hold arena indices: written as their rank instead.
-        let is_string = has_strings
-            && j < n * plan.record
+        let is_string = j < n * plan.record
             && w != u64::MAX
             && plan.aggs.iter().any(|a| {
                 matches!(a.kind, AggKind::MinS | AggKind::MaxS) && j % plan.record == a.slot
@@ -1574,57 +1815,21 @@ fn init_record(plan: &WindowPlan, rec: &mut [u64], header: &[u64]) {
     }
 }
 
-/// Inserts an empty record with `header` at `pos` of `blob`, without a temporary vector.
-fn insert_record(plan: &WindowPlan, blob: &mut Vec<u64>, pos: usize, header: &[u64]) {
-    blob.splice(pos..pos, std::iter::repeat_n(0, plan.record));
-    init_record(plan, &mut blob[pos..pos + plan.record], header);
+/// Inserts an empty pane record with `header` at `pos` of `rec` (which has room for it).
+fn insert_record(plan: &WindowPlan, rec: &mut [u64], pos: usize, header: &[u64]) {
+    Rec::insert(rec, pos, plan.record);
+    init_record(plan, &mut rec[pos..pos + plan.record], header);
+    Rec::set_panes(rec, Rec::pane_count(rec) + 1);
 }
 
-/// Moves the distinct entries of session tag `from` to tag `to`, keeping them sorted and
-/// unique.
-fn retag(blob: &mut Vec<u64>, plan: &WindowPlan, from: u64, to: u64) {
-    let start = Blob::panes_start(blob) + pane_count(blob[0]) * plan.record;
-    let mut moved = false;
-    for e in &mut blob[start..] {
-        if *e >> 48 == from {
-            *e = (to << 48) | (*e & ((1 << 48) - 1));
-            moved = true;
-        }
-    }
-    if moved {
-        let mut rest = blob.split_off(start);
-        rest.sort_unstable();
-        rest.dedup();
-        blob.extend(rest);
-    }
-}
-
-/// `Vec::retain` on the tail from `start`.
-trait RetainFrom {
-    fn retain_from(&mut self, start: usize, keep: impl FnMut(u64) -> bool);
-}
-
-impl RetainFrom for Vec<u64> {
-    fn retain_from(&mut self, start: usize, mut keep: impl FnMut(u64) -> bool) {
-        let mut w = start;
-        for r in start..self.len() {
-            if keep(self[r]) {
-                self[w] = self[r];
-                w += 1;
-            }
-        }
-        self.truncate(w);
-    }
-}
-
-/// Index of the record of hop pane `pane` in `blob`, created if absent (records are kept
+/// Index of the record of hop pane `pane` in `rec`, created if absent (records are kept
 /// sorted by pane).
-fn hop_record(plan: &WindowPlan, blob: &mut Vec<u64>, pane: i64) -> usize {
-    let start = Blob::panes_start(blob);
-    let n = pane_count(blob[0]);
+fn hop_record(plan: &WindowPlan, rec: &mut [u64], pane: i64) -> usize {
+    let start = Rec::panes_start(rec);
+    let n = Rec::pane_count(rec);
     let mut at = n;
     for i in (0..n).rev() {
-        let p = blob[start + i * plan.record] as i64;
+        let p = rec[start + i * plan.record] as i64;
         if p == pane {
             return start + i * plan.record;
         }
@@ -1634,81 +1839,109 @@ fn hop_record(plan: &WindowPlan, blob: &mut Vec<u64>, pane: i64) -> usize {
         at = i;
     }
     let pos = start + at * plan.record;
-    insert_record(plan, blob, pos, &[pane as u64]);
-    Blob::set_panes(blob, n + 1);
+    insert_record(plan, rec, pos, &[pane as u64]);
     pos
 }
 
-/// Index of the session record `t` falls in, merging the sessions it bridges.
+/// Index of the session record `t` falls in, merging the sessions it bridges (sessions are
+/// kept sorted by start), and whether it is a new session.
 fn session_record(
     plan: &WindowPlan,
     arena: &mut Arena,
-    blob: &mut Vec<u64>,
+    rec: &mut [u64],
     t: i64,
     gap: i64,
-) -> usize {
-    let start = Blob::panes_start(blob);
+) -> (usize, bool) {
+    let start = Rec::panes_start(rec);
     let r = plan.record;
-    let mut n = pane_count(blob[0]);
-    let hits: Vec<usize> = (0..n)
-        .filter(|&i| {
-            let (s, e) = (blob[start + i * r] as i64, blob[start + i * r + 1] as i64);
-            t >= s - gap && t <= e + gap
-        })
-        .collect();
-    let Some(&first) = hits.first() else {
+    let hit = |rec: &[u64], i: usize| {
+        let (s, e) = (rec[start + i * r] as i64, rec[start + i * r + 1] as i64);
+        t >= s - gap && t <= e + gap
+    };
+    let n = Rec::pane_count(rec);
+    let Some(first) = (0..n).find(|&i| hit(rec, i)) else {
         // A new session: the lowest tag no open session of this key uses.
-        let tags: Vec<u64> = (0..n).map(|i| blob[start + i * r + 2]).collect();
-        let tag = (0..).find(|t| !tags.contains(t)).expect("a free tag");
-        let at = (0..n)
-            .find(|&i| blob[start + i * r] as i64 > t)
-            .unwrap_or(n);
+        let tag = (0u64..)
+            .find(|&tag| (0..n).all(|i| rec[start + i * r + 2] != tag))
+            .expect("a free tag");
+        let at = (0..n).find(|&i| rec[start + i * r] as i64 > t).unwrap_or(n);
         let pos = start + at * r;
-        insert_record(plan, blob, pos, &[t as u64, t as u64, tag]);
-        Blob::set_panes(blob, n + 1);
-        return pos;
+        insert_record(plan, rec, pos, &[t as u64, t as u64, tag]);
+        return (pos, true);
     };
     let base = start + first * r;
-    // Merge later hits into the first, from the last so indexes stay valid.
-    for &i in hits[1..].iter().rev() {
+    // Later sessions `t` also reaches merge into the first.
+    let mut i = first + 1;
+    while i < Rec::pane_count(rec) {
+        if !hit(rec, i) {
+            i += 1;
+            continue;
+        }
         let other = start + i * r;
-        let rec: Vec<u64> = blob[other..other + r].to_vec();
-        let (s, e) = (rec[0] as i64, rec[1] as i64);
-        let tag = rec[2];
-        let into_tag = blob[base + 2];
-        merge_record(plan, arena, &mut blob[base..base + r], &rec);
-        arena.release_record(plan, &rec);
-        blob[base] = (blob[base] as i64).min(s) as u64;
-        blob[base + 1] = (blob[base + 1] as i64).max(e) as u64;
-        blob.drain(other..other + r);
-        n -= 1;
-        Blob::set_panes(blob, n);
-        retag(blob, plan, tag, into_tag);
+        let (s, e, tag) = (rec[other] as i64, rec[other + 1] as i64, rec[other + 2]);
+        let into_tag = rec[base + 2];
+        let (into, from) = rec.split_at_mut(other);
+        merge_record(plan, arena, &mut into[base..base + r], &from[..r]);
+        arena.release_record(plan, &from[..r]);
+        rec[base] = (rec[base] as i64).min(s) as u64;
+        rec[base + 1] = (rec[base + 1] as i64).max(e) as u64;
+        Rec::remove(rec, other, r);
+        Rec::set_panes(rec, Rec::pane_count(rec) - 1);
+        retag(plan, rec, tag, into_tag);
     }
-    blob[base] = (blob[base] as i64).min(t) as u64;
-    blob[base + 1] = (blob[base + 1] as i64).max(t) as u64;
-    base
+    rec[base] = (rec[base] as i64).min(t) as u64;
+    rec[base + 1] = (rec[base + 1] as i64).max(t) as u64;
+    (base, false)
 }
 
-/// Adds row `row` to the record at `rec` (and its distinct values).
+/// The earliest time one of the key's open sessions closes (end + gap), leaving out the one
+/// at `except`.
+fn first_close(plan: &WindowPlan, rec: &[u64], gap: i64, except: Option<usize>) -> Option<i64> {
+    let start = Rec::panes_start(rec);
+    (0..Rec::pane_count(rec))
+        .map(|i| start + i * plan.record)
+        .filter(|&at| Some(at) != except)
+        .map(|at| (rec[at + 1] as i64).saturating_add(gap))
+        .min()
+}
+
+/// Moves the distinct entries of session tag `from` to tag `to`, keeping them sorted and
+/// unique.
+fn retag(plan: &WindowPlan, rec: &mut [u64], from: u64, to: u64) {
+    let start = Rec::entries_start(rec, plan.record);
+    let used = Rec::used(rec);
+    let mut moved = false;
+    for e in &mut rec[start..used] {
+        if *e & 0xFFFF == from {
+            *e = (*e & !0xFFFF) | to;
+            moved = true;
+        }
+    }
+    if moved {
+        Rec::sort_dedup_from(rec, start);
+    }
+}
+
+/// Adds row `row` to the pane record at `pos` of `rec` (and its distinct values); `rec` has
+/// room for an entry per count-distinct aggregate.
 fn update(
     plan: &WindowPlan,
     arena: &mut Arena,
-    blob: &mut Vec<u64>,
-    rec: usize,
+    rec: &mut [u64],
+    pos: usize,
     row: usize,
     args: &[ArgCol],
 ) {
-    let presence = rec + plan.header;
+    let presence = pos + plan.header;
     let tag = match plan.spec {
-        WindowSpec::Hop { .. } => blob[rec] & 0xFFFF,
-        WindowSpec::Session { .. } => blob[rec + 2] & 0xFFFF,
+        WindowSpec::Hop { .. } => rec[pos] & 0xFFFF,
+        WindowSpec::Session { .. } => rec[pos + 2] & 0xFFFF,
     };
     for (a, col) in plan.aggs.iter().zip(args) {
-        let s = rec + a.slot;
+        let s = pos + a.slot;
         match (a.kind, col) {
-            (AggKind::CountRows, _) => blob[s] += 1,
-            (AggKind::Count, ArgCol::Any(c)) => blob[s] += u64::from(c.is_valid(row)),
+            (AggKind::CountRows, _) => rec[s] += 1,
+            (AggKind::Count, ArgCol::Any(c)) => rec[s] += u64::from(c.is_valid(row)),
             (AggKind::CountDistinct, col) => {
                 let h = match col {
                     ArgCol::I(c) if c.is_valid(row) => mix(c.value(row) as u64),
@@ -1716,41 +1949,43 @@ fn update(
                     ArgCol::S(c) if c.is_valid(row) => hash_bytes(c.value(row).as_bytes()),
                     _ => continue,
                 };
-                let entry = (tag << 48) | (a.distinct << 44) | (h & HASH_BITS);
-                let start = Blob::panes_start(blob) + pane_count(blob[0]) * plan.record;
-                if let Err(at) = blob[start..].binary_search(&entry) {
-                    blob.insert(start + at, entry);
+                let e = entry(a.distinct, h, tag);
+                let start = Rec::entries_start(rec, plan.record);
+                let used = Rec::used(rec);
+                if let Err(at) = rec[start..used].binary_search(&e) {
+                    Rec::insert(rec, start + at, 1);
+                    rec[start + at] = e;
                 }
             }
             (AggKind::SumI | AggKind::MinI | AggKind::MaxI, ArgCol::I(c)) if c.is_valid(row) => {
                 let v = c.value(row);
-                let seen = blob[presence] & (1 << a.bit) != 0;
-                let old = blob[s] as i64;
-                blob[s] = match a.kind {
+                let seen = rec[presence] & (1 << a.bit) != 0;
+                let old = rec[s] as i64;
+                rec[s] = match a.kind {
                     AggKind::SumI => old.wrapping_add(v),
                     AggKind::MinI if seen => old.min(v),
                     AggKind::MaxI if seen => old.max(v),
                     _ => v,
                 } as u64;
-                blob[presence] |= 1 << a.bit;
+                rec[presence] |= 1 << a.bit;
             }
             (AggKind::SumF | AggKind::MinF | AggKind::MaxF, ArgCol::F(c)) if c.is_valid(row) => {
                 let v = c.value(row);
-                let seen = blob[presence] & (1 << a.bit) != 0;
-                let old = f64::from_bits(blob[s]);
-                blob[s] = match a.kind {
+                let seen = rec[presence] & (1 << a.bit) != 0;
+                let old = f64::from_bits(rec[s]);
+                rec[s] = match a.kind {
                     AggKind::SumF => old + v,
                     AggKind::MinF if seen => old.min(v),
                     AggKind::MaxF if seen => old.max(v),
                     _ => v,
                 }
                 .to_bits();
-                blob[presence] |= 1 << a.bit;
+                rec[presence] |= 1 << a.bit;
             }
             (AggKind::MinS | AggKind::MaxS, ArgCol::S(c)) if c.is_valid(row) => {
                 let v = c.value(row);
-                let replace = blob[s] == u64::MAX || {
-                    let old = arena.get(blob[s]);
+                let replace = rec[s] == u64::MAX || {
+                    let old = arena.get(rec[s]);
                     if a.kind == AggKind::MinS {
                         v < old
                     } else {
@@ -1758,13 +1993,13 @@ fn update(
                     }
                 };
                 if replace {
-                    arena.release(blob[s]);
-                    blob[s] = arena.alloc(v);
+                    arena.release(rec[s]);
+                    rec[s] = arena.alloc(v);
                 }
             }
             (AggKind::Avg, ArgCol::F(c)) if c.is_valid(row) => {
-                blob[s] = (f64::from_bits(blob[s]) + c.value(row)).to_bits();
-                blob[s + 1] += 1;
+                rec[s] = (f64::from_bits(rec[s]) + c.value(row)).to_bits();
+                rec[s + 1] += 1;
             }
             _ => {}
         }
@@ -1835,31 +2070,23 @@ fn merge_record(plan: &WindowPlan, arena: &mut Arena, into: &mut [u64], from: &[
 #[path = "window_tests.rs"]
 mod tests;
 
-/// Distinct values of each count-distinct aggregate among the entries of panes `tags`.
+/// Distinct values of each count-distinct aggregate among the entries whose pane tag
+/// `in_window` accepts, appended to `out` (one per count-distinct aggregate).
 fn distinct_counts(
     plan: &WindowPlan,
-    blob: &[u64],
-    tags: &[u64],
-    scratch: &mut Vec<u64>,
+    rec: &[u64],
+    in_window: impl Fn(u64) -> bool,
     out: &mut Vec<u64>,
 ) {
-    let n_distinct = plan
-        .aggs
-        .iter()
-        .filter(|a| a.kind == AggKind::CountDistinct)
-        .count();
-    let start = Blob::panes_start(blob) + pane_count(blob[0]) * plan.record;
-    let entries = &blob[start..];
-    out.extend((0..n_distinct as u64).map(|d| {
-        scratch.clear();
-        scratch.extend(
-            entries
-                .iter()
-                .filter(|e| tags.contains(&(*e >> 48)) && (*e >> 44) & 0xF == d)
-                .map(|e| e & HASH_BITS),
-        );
-        scratch.sort_unstable();
-        scratch.dedup();
-        scratch.len() as u64
-    }));
+    let base = out.len();
+    out.resize(base + plan.distinct, 0);
+    let entries = &rec[Rec::entries_start(rec, plan.record)..Rec::used(rec)];
+    // Entries of one value are adjacent: count a value at its first entry in the window.
+    let mut counted = u64::MAX;
+    for &e in entries {
+        if e >> 16 != counted && in_window(e & 0xFFFF) {
+            counted = e >> 16;
+            out[base + (e >> 60) as usize] += 1;
+        }
+    }
 }
