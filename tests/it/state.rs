@@ -8,7 +8,7 @@
 //! readers (its Fetch answers no aborted transactions and the end offset as the last stable
 //! one), so what these tests check is the de-duplication guarantee: the *set* of alert ids.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -113,8 +113,8 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     out
 }
 
-/// The alert ids of `palisade replay` over `palisade simulate --output` (same seed).
-fn replay_ids(dir: &Path) -> BTreeSet<String> {
+/// The alerts of `palisade replay` over `palisade simulate --output` (same seed), by id.
+fn replay_ids(dir: &Path) -> BTreeMap<String, String> {
     let city = dir.join("city.jsonl");
     let alerts = dir.join("alerts.jsonl");
     let out = bin()
@@ -155,7 +155,7 @@ fn replay_ids(dir: &Path) -> BTreeSet<String> {
         "the login correlation fires in the city: {bursts}"
     );
     text.lines()
-        .filter_map(|l| alert_id(l.as_bytes()))
+        .filter_map(|l| Some((alert_id(l.as_bytes())?, l.to_string())))
         .collect()
 }
 
@@ -228,13 +228,21 @@ fn instance(dir: &Path, brokers: &str, group: &str, name: &str) -> (Child, Lines
     (child, stderr)
 }
 
+/// What [`alert_ids_until`] read off the alerts topic.
+struct Read {
+    ids: BTreeSet<String>,
+    records: usize,
+    /// Each id's alert as it was written, to show which rule an unexpected id came from.
+    alerts: BTreeMap<String, String>,
+}
+
 /// Reads the alerts topic (`read_committed`) until `done` holds for the ids seen or the
-/// deadline passes; returns the ids and how many records.
+/// deadline passes.
 fn alert_ids_until(
     brokers: &str,
     timeout: Duration,
     mut done: impl FnMut(&BTreeSet<String>) -> bool,
-) -> (BTreeSet<String>, usize) {
+) -> Read {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", format!("reader-{}", free_port()))
@@ -250,16 +258,23 @@ fn alert_ids_until(
     consumer.assign(&tpl).unwrap();
     let deadline = Instant::now() + timeout;
     let mut ids = BTreeSet::new();
+    let mut alerts = BTreeMap::new();
     let mut records = 0;
     while Instant::now() < deadline && !done(&ids) {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
             records += 1;
-            if let Some(id) = m.payload().and_then(alert_id) {
-                ids.insert(id);
+            let payload = m.payload().unwrap_or_default();
+            if let Some(id) = alert_id(payload) {
+                ids.insert(id.clone());
+                alerts.insert(id, String::from_utf8_lossy(payload).into_owned());
             }
         }
     }
-    (ids, records)
+    Read {
+        ids,
+        records,
+        alerts,
+    }
 }
 
 /// The cluster, with the topics palisade reads and writes (3 partitions each).
@@ -308,7 +323,8 @@ fn live_equals_replay_on(
     let (brokers, group) = (brokers.to_string(), group.to_string());
     let dir = tempfile::tempdir().unwrap();
     rules(dir.path(), set);
-    let expected = replay_ids(dir.path());
+    let replayed = replay_ids(dir.path());
+    let expected: BTreeSet<String> = replayed.keys().cloned().collect();
     assert!(expected.len() > 5, "the city raises alerts: {expected:?}");
     let out = bin()
         .args([
@@ -334,10 +350,10 @@ fn live_equals_replay_on(
     let mut killed = false;
     for share in kills {
         let want = (expected.len() as f64 * share) as usize;
-        let (some, _) = alert_ids_until(&brokers, Duration::from_secs(120), |ids| {
+        let some = alert_ids_until(&brokers, Duration::from_secs(120), |ids| {
             ids.len() >= want.max(1)
         });
-        assert!(!some.is_empty(), "alerts before the kill");
+        assert!(!some.ids.is_empty(), "alerts before the kill");
         instances[0].0.kill().unwrap(); // SIGKILL
         instances[0].0.wait().unwrap();
         killed = true;
@@ -346,16 +362,16 @@ fn live_equals_replay_on(
             killed = false;
         }
     }
-    let (ids, records) = alert_ids_until(&brokers, Duration::from_secs(180), |ids| {
+    let read = alert_ids_until(&brokers, Duration::from_secs(180), |ids| {
         expected.is_subset(ids)
     });
     // Extra alerts would show by now.
-    let (ids, _) = if ids == expected {
-        let (more, _) = alert_ids_until(&brokers, Duration::from_secs(3), |_| false);
-        (more, records)
+    let read = if read.ids == expected {
+        alert_ids_until(&brokers, Duration::from_secs(3), |_| false)
     } else {
-        (ids, records)
+        read
     };
+    let (ids, records) = (&read.ids, read.records);
     let mut logs = String::new();
     for (i, (child, stderr)) in instances.iter_mut().enumerate() {
         if killed && i == 0 {
@@ -375,13 +391,18 @@ fn live_equals_replay_on(
         assert!(status.success(), "instance {i} exited with {status}: {log}");
         logs.push_str(&log);
     }
+    let extra: Vec<&String> = ids
+        .difference(&expected)
+        .map(|id| &read.alerts[id])
+        .collect();
     assert_eq!(
-        ids.difference(&expected).collect::<Vec<_>>(),
+        extra,
         Vec::<&String>::new(),
         "alerts replay does not give ({records} records read)\n{logs}"
     );
+    let missing: Vec<&String> = expected.difference(ids).map(|id| &replayed[id]).collect();
     assert_eq!(
-        expected.difference(&ids).collect::<Vec<_>>(),
+        missing,
         Vec::<&String>::new(),
         "alerts missing from the topic ({records} records read)\n{logs}"
     );

@@ -163,7 +163,10 @@ struct RuleState {
     /// Entities gone since the last checkpoint (partition, entity).
     tombstones: Vec<(i32, String)>,
     last_sweep_ms: i64,
-    last_heartbeat_scan_ms: i64,
+    /// Missing heartbeat: the earliest time a series not yet flagged silent goes silent
+    /// (a lower bound: samples move it later, the scan that passes it finds the true one;
+    /// `i64::MIN` after a restore).
+    next_silence_ms: i64,
     /// Consistency: the earliest pending deadline (0 after a restore: the first row scans
     /// and finds it).
     next_deadline_ms: i64,
@@ -788,6 +791,13 @@ fn univariate(
             };
             let s = &mut e.series[i];
             let mut fired: [Option<(&'static str, f64, f64)>; 5] = [None; 5];
+            // A gap longer than the heartbeat that no scan saw (the watermark did not pass
+            // it before this sample came) is the same missing heartbeat: whether it alerts
+            // does not depend on when scans ran.
+            let gap = spec.heartbeat_ms.and_then(|hb| {
+                (!fresh && s.alarms & SILENT == 0 && t - s.last_ms > hb)
+                    .then_some((s.last_ms, s.first_ms))
+            });
             // Missing heartbeat ends when data arrives.
             s.alarms &= !SILENT;
             let bucket = spec.seasonal.map(|n| {
@@ -905,44 +915,93 @@ fn univariate(
                     out.push(alert(c, meta, ctx, &name, t, evidence));
                 }
             }
-        }
-    }
-    // Missing heartbeat: a series is silent once the stream's watermark has passed its last
-    // sample by the period. The watermark, not this batch's newest time: a live run catching
-    // up reads partitions unevenly, and a series whose partition is behind is not silent.
-    // (Offline contexts that track no watermark pass `i64::MAX`: the batch's time decides.)
-    // Noticed when a record of the stream arrives; scanned at most four times a period.
-    if let Some(hb) = spec.heartbeat_ms {
-        let newest = cols.time.iter().flatten().max().copied();
-        let now = newest.unwrap_or(ctx.now_ms).min(ctx.watermark_ms);
-        if now != i64::MIN && now - c.state.last_heartbeat_scan_ms >= hb / 4 {
-            c.state.last_heartbeat_scan_ms = now;
-            let mut silent = Vec::new();
-            for (name, e) in &mut c.state.entities {
-                for s in &mut e.series {
-                    if now - s.last_ms > hb && s.alarms & SILENT == 0 {
-                        s.alarms |= SILENT;
-                        e.dirty = true;
-                        silent.push((name.clone(), s.metric, s.last_ms, s.first_ms));
-                    }
+            if let Some(hb) = spec.heartbeat_ms {
+                c.state.next_silence_ms = c.state.next_silence_ms.min(t.saturating_add(hb));
+                if let Some((last, first)) = gap {
+                    let name = name.to_string();
+                    let evidence = silence_evidence(c, metric, last, first, hb);
+                    out.push(alert(c, meta, ctx, &name, last + hb, evidence));
                 }
             }
-            silent.sort();
-            for (name, metric, last, first) in silent {
-                let evidence = serde_json::json!({
-                    "check": "heartbeat",
-                    "metric": c.metric_name(metric),
-                    "score": (now - last) / 1000,
-                    "threshold": hb / 1000,
-                    "expected": [0, hb / 1000],
-                    "last_seen": format_time_ms(last),
-                    "attribution": [{"feature": c.metric_name(metric), "share": 1.0}],
-                    "baseline_age_s": (now - first) / 1000,
-                });
-                out.push(alert(c, meta, ctx, &name, last + hb, evidence));
+        }
+    }
+    if let Some(hb) = spec.heartbeat_ms
+        && let Some(now) = horizon(cols, ctx)
+    {
+        heartbeat_scan(c, meta, hb, now, ctx, out);
+    }
+}
+
+/// The event time up to which the stream is complete after a batch (`None` before its first
+/// event): the stream's watermark, not the batch's newest time, since a live run catching up
+/// reads partitions unevenly and a series whose partition is behind has not gone quiet.
+/// Offline contexts that track no watermark pass `i64::MAX`: the batch's newest time
+/// decides (their input is in order).
+fn horizon(cols: &Columns, ctx: &EvalContext) -> Option<i64> {
+    let newest = cols.time.iter().flatten().max().copied();
+    let now = newest.unwrap_or(ctx.now_ms).min(ctx.watermark_ms);
+    (now != i64::MIN).then_some(now)
+}
+
+/// Missing heartbeat: flags the series whose last sample is more than `hb` before `now`
+/// (the stream's horizon) and alerts once for each. The scan runs only when `now` has passed
+/// the earliest time a series could have gone silent. A series that resumes before any scan
+/// saw its gap alerts when its next sample arrives, with the same alert: which of the two
+/// finds a gap depends on how the input was cut and interleaved, the alert does not.
+fn heartbeat_scan(
+    c: &mut Compiled,
+    meta: &RuleMeta,
+    hb: i64,
+    now: i64,
+    ctx: &EvalContext,
+    out: &mut Vec<Alert>,
+) {
+    if now <= c.state.next_silence_ms {
+        return;
+    }
+    let mut next = i64::MAX;
+    let mut silent = Vec::new();
+    for (name, e) in &mut c.state.entities {
+        for s in &mut e.series {
+            if s.alarms & SILENT != 0 {
+                continue;
+            }
+            if now - s.last_ms > hb {
+                s.alarms |= SILENT;
+                e.dirty = true;
+                silent.push((name.clone(), s.metric, s.last_ms, s.first_ms));
+            } else {
+                next = next.min(s.last_ms.saturating_add(hb));
             }
         }
     }
+    c.state.next_silence_ms = next;
+    silent.sort();
+    for (name, metric, last, first) in silent {
+        let evidence = silence_evidence(c, metric, last, first, hb);
+        out.push(alert(c, meta, ctx, &name, last + hb, evidence));
+    }
+}
+
+/// The evidence of a missing heartbeat, as of the moment the series went silent (its last
+/// sample plus the period), so the alert is the same whenever it was noticed.
+fn silence_evidence(
+    c: &Compiled,
+    metric: u16,
+    last: i64,
+    first: i64,
+    hb: i64,
+) -> serde_json::Value {
+    serde_json::json!({
+        "check": "heartbeat",
+        "metric": c.metric_name(metric),
+        "score": hb / 1000,
+        "threshold": hb / 1000,
+        "expected": [0, hb / 1000],
+        "last_seen": format_time_ms(last),
+        "attribution": [{"feature": c.metric_name(metric), "share": 1.0}],
+        "baseline_age_s": (last + hb - first) / 1000,
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1274,17 +1333,10 @@ fn consistency(
     let metrics = cols.metric.as_ref().map(|m| m.as_string::<i32>());
     let values: Vec<&Float64Array> = cols.values.iter().map(|v| v.as_primitive()).collect();
     for row in 0..entities.len() {
-        let t = cols.time[row].unwrap_or(ctx.now_ms);
-        // Deadlines are checked row by row against event time (any row of the stream, so an
-        // asset that went silent after its command is noticed too): the alerts do not depend
-        // on how the stream is cut into batches. The map is scanned only when the earliest
-        // deadline has passed.
-        if t > c.state.next_deadline_ms {
-            overdue(c, meta, spec, ctx, t, out);
-        }
         if entities.is_null(row) || !cols.kept(row) {
             continue;
         }
+        let t = cols.time[row].unwrap_or(ctx.now_ms);
         let value = |v: &Float64Array| (!v.is_null(row)).then(|| v.value(row));
         // Long layout: the row is the command or the response, by its metric. Wide: the row
         // holds both, the command read first (a row that starts the pump and already shows
@@ -1306,15 +1358,25 @@ fn consistency(
         if command.is_none() && response.is_none() {
             continue;
         }
-        let e = c
-            .state
-            .entity(entities.value(row), t, ctx.partition, &c.rule, evicted);
+        let name = entities.value(row);
+        let e = c.state.entity(name, t, ctx.partition, &c.rule, evicted);
         e.last_ms = e.last_ms.max(t);
+        let first_ms = e.first_ms;
         let s = e.cmd.get_or_insert(Command {
             on: false,
             pending_ms: None,
             last_response: f64::NAN,
         });
+        // A row of the asset past its deadline settles the deadline before the row counts
+        // (the asset's rows arrive in order). Other assets' deadlines wait for the stream's
+        // horizon, below: in a live run their partitions may be behind this row's.
+        let missed = s
+            .pending_ms
+            .filter(|since| t - since > spec.within_ms)
+            .map(|since| (since, s.last_response));
+        if missed.is_some() {
+            s.pending_ms = None;
+        }
         if let Some(x) = command {
             let on = x > spec.command_above;
             // The rising edge starts the deadline; switching off withdraws it.
@@ -1335,10 +1397,19 @@ fn consistency(
             let next = &mut c.state.next_deadline_ms;
             *next = (*next).min(since + spec.within_ms);
         }
+        if let Some((since, last)) = missed {
+            out.push(no_response(c, meta, spec, ctx, name, since, last, first_ms));
+        }
+    }
+    // Assets that went quiet after their command: settled once the stream's horizon has
+    // passed their deadline, when no row of theirs can still come before it.
+    if let Some(now) = horizon(cols, ctx) {
+        overdue(c, meta, spec, ctx, now, out);
     }
 }
 
-/// Raises the commands whose deadline has passed at `now` and finds the next deadline.
+/// Raises the commands whose deadline `now` has passed (once it passed the earliest) and
+/// finds the next deadline.
 fn overdue(
     c: &mut Compiled,
     meta: &RuleMeta,
@@ -1347,6 +1418,9 @@ fn overdue(
     now: i64,
     out: &mut Vec<Alert>,
 ) {
+    if now <= c.state.next_deadline_ms {
+        return;
+    }
     let mut late = Vec::new();
     let mut next = i64::MAX;
     for (name, e) in &mut c.state.entities {
@@ -1363,20 +1437,38 @@ fn overdue(
     c.state.next_deadline_ms = next;
     late.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
     for (since, name, last, first_ms) in late {
-        let evidence = serde_json::json!({
-            "check": "consistency",
-            "command": spec.command,
-            "command_time": format_time_ms(since),
-            "response": spec.response,
-            "last_response": if last.is_finite() { serde_json::json!(round(last)) } else { serde_json::Value::Null },
-            "score": (now - since) / 1000,
-            "threshold": spec.within_ms / 1000,
-            "expected": format!("{} above {} within {} s", spec.response, spec.response_above, spec.within_ms / 1000),
-            "attribution": [{"feature": spec.response, "share": 1.0}],
-            "baseline_age_s": (since - first_ms) / 1000,
-        });
-        out.push(alert(c, meta, ctx, &name, since + spec.within_ms, evidence));
+        out.push(no_response(
+            c, meta, spec, ctx, &name, since, last, first_ms,
+        ));
     }
+}
+
+/// The alert for a command at `since` whose response did not come within the rule's time.
+/// Its evidence is as of the deadline, so it is the same whichever row or scan noticed it.
+#[allow(clippy::too_many_arguments)]
+fn no_response(
+    c: &Compiled,
+    meta: &RuleMeta,
+    spec: &ConsistencySpec,
+    ctx: &EvalContext,
+    name: &str,
+    since: i64,
+    last: f64,
+    first_ms: i64,
+) -> Alert {
+    let evidence = serde_json::json!({
+        "check": "consistency",
+        "command": spec.command,
+        "command_time": format_time_ms(since),
+        "response": spec.response,
+        "last_response": if last.is_finite() { serde_json::json!(round(last)) } else { serde_json::Value::Null },
+        "score": spec.within_ms / 1000,
+        "threshold": spec.within_ms / 1000,
+        "expected": format!("{} above {} within {} s", spec.response, spec.response_above, spec.within_ms / 1000),
+        "attribution": [{"feature": spec.response, "share": 1.0}],
+        "baseline_age_s": (since - first_ms) / 1000,
+    });
+    alert(c, meta, ctx, name, since + spec.within_ms, evidence)
 }
 
 impl Detector for BaselineDetector {
@@ -1435,19 +1527,46 @@ impl Detector for BaselineDetector {
                 }
                 Model::Consistency(spec) => consistency(c, meta, &spec, &cols, ctx, evicted, out),
             }
-            let now = cols
-                .time
-                .iter()
-                .flatten()
-                .max()
-                .copied()
-                .unwrap_or(ctx.now_ms);
-            if now - c.state.last_sweep_ms >= (c.rule.ttl_ms / 8).min(60_000) {
+            // Expiry by the horizon too: a partition ahead of the others must not expire
+            // the entities of one that is behind.
+            if let Some(now) = horizon(&cols, ctx)
+                && now - c.state.last_sweep_ms >= (c.rule.ttl_ms / 8).min(60_000)
+            {
                 c.state.expire(now, &c.rule, evicted);
             }
             c.spent += start.elapsed();
         }
         failure.map_or(Ok(()), Err)
+    }
+
+    /// The stream's watermark moved without a batch (its partitions went idle): deadlines
+    /// and heartbeats it passed are settled, as a batch would settle them. The end of a
+    /// replay (`i64::MAX`) settles nothing: the input ended, not the assets' telemetry.
+    fn advance(
+        &mut self,
+        stream: usize,
+        ctx: &EvalContext,
+        out: &mut Vec<Alert>,
+    ) -> Result<(), DetectError> {
+        let now = ctx.watermark_ms;
+        if now == i64::MIN || now == i64::MAX {
+            return Ok(());
+        }
+        for c in self.rules.iter_mut().filter(|c| c.stream.index == stream) {
+            let start = std::time::Instant::now();
+            let meta = &self.metas[c.meta];
+            match c.rule.model.clone() {
+                Model::Univariate(spec) => {
+                    if let Some(hb) = spec.heartbeat_ms {
+                        heartbeat_scan(c, meta, hb, now, ctx, out);
+                    }
+                }
+                Model::Consistency(spec) => overdue(c, meta, &spec, ctx, now, out),
+                _ => {}
+            }
+            c.spent += start.elapsed();
+        }
+        Ok(())
     }
 
     fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
@@ -1578,6 +1697,7 @@ impl Detector for BaselineDetector {
             e.dirty = false;
             // A restored pending command: the next row looks for its deadline.
             c.state.next_deadline_ms = i64::MIN;
+            c.state.next_silence_ms = i64::MIN;
             c.state.entities.insert(entity, e);
         }
         Ok(())
