@@ -651,9 +651,14 @@ pub struct WindowState {
     store: Store,
     /// Strings held by `min`/`max`.
     arena: Arena,
-    /// Per partition: the last window (hop: last pane number; session: unused) emitted.
+    /// Per partition: the last window (hop: last pane number; session: unused) emitted. A
+    /// partition without an entry has had none emitted: another partition's progress says
+    /// nothing of it (a partition taken over from an instance that died before closing any
+    /// of its windows, or one read from further back than the others, still has them all to
+    /// fire).
     fired: HashMap<i32, i64>,
-    /// Fired windows of partitions first seen later start here.
+    /// The last window emitted over all partitions (nothing to close up to it when no key is
+    /// held).
     fired_all: i64,
     /// Sessions: key hashes filed by a time at or before which one of the key's open sessions
     /// may close (see [`Due`]).
@@ -936,8 +941,7 @@ impl WindowState {
     }
 
     fn fired_of(&mut self, partition: i32) -> i64 {
-        let all = self.fired_all;
-        *self.fired.entry(partition).or_insert(all)
+        *self.fired.entry(partition).or_insert(i64::MIN)
     }
 
     /// Adds the rows of `pre` (the pre-aggregation batch) of `partition`.
@@ -1080,8 +1084,8 @@ impl WindowState {
         let last = match plan.spec {
             WindowSpec::Hop { hop_ms, .. } => {
                 let last = watermark_ms.div_euclid(hop_ms) - 1;
-                // Keys of a partition without an entry start at `fired_all`.
-                let oldest = self.fired.values().copied().fold(self.fired_all, i64::min);
+                // Every partition holding keys has an entry (`fired_of` at ingest, restore).
+                let oldest = self.fired.values().copied().min().unwrap_or(self.fired_all);
                 if last <= oldest {
                     return None;
                 }
@@ -1171,7 +1175,7 @@ impl WindowState {
                     let fired = match close.last_partition {
                         Some((p, f)) if p == partition => f,
                         _ => {
-                            let f = *self.fired.entry(partition).or_insert(self.fired_all);
+                            let f = *self.fired.entry(partition).or_insert(i64::MIN);
                             close.last_partition = Some((partition, f));
                             f
                         }
@@ -1619,6 +1623,9 @@ impl WindowState {
                     self.fired_all = self.fired_all.max(fired);
                 }
                 (Some(1), value) => {
+                    // Keys of a partition whose fired windows were never written have had
+                    // none emitted (its owner died before its first close).
+                    self.fired.entry(e.partition).or_insert(i64::MIN);
                     key.clear();
                     key.extend_from_slice(&e.partition.to_be_bytes());
                     key.extend_from_slice(&e.key[1..]);
