@@ -202,6 +202,7 @@ pub async fn run_live(
         config.state.instance_id.clone()
     };
     let (producer, mode) = state::producer(&config, &changelog, &instance).await?;
+    let producer = state::SharedProducer::new(producer);
     for m in [DeliveryMode::ExactlyOnce, DeliveryMode::AtLeastOnce] {
         metrics
             .delivery_mode
@@ -267,12 +268,35 @@ pub async fn run_live(
                     break;
                 }
                 // What this run produced since its last checkpoint is redone by the owners.
-                KafkaStateStore::abort(&producer, mode, &metrics);
+                KafkaStateStore::abort(&producer.get(), mode, &metrics);
             }
             Err(e) if stopping => {
-                KafkaStateStore::abort(&producer, mode, &metrics);
+                KafkaStateStore::abort(&producer.get(), mode, &metrics);
                 server.stop().await;
                 return Err(e);
+            }
+            Err(e) if producer.is_wedged() => {
+                // Its transaction cannot be ended by this producer: a new one with the same
+                // transactional id fences it (aborting its transaction) and takes over.
+                tracing::error!(error = %e, "transactional producer wedged; replacing it and resuming from the last checkpoint");
+                health.set("kafka", false, format!("replacing the producer: {e}"));
+                metrics.producer_replacements.inc();
+                loop {
+                    match state::producer(&config, &changelog, &instance).await {
+                        Ok((p, _)) => {
+                            producer.replace(p);
+                            break;
+                        }
+                        Err(e) if *shutdown.borrow() => {
+                            server.stop().await;
+                            return Err(e.into());
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "the new producer could not start; retrying");
+                            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                        }
+                    }
+                }
             }
             Err(e) => {
                 // A failed checkpoint or restore: start over from the last checkpoint.
@@ -282,13 +306,13 @@ pub async fn run_live(
                     false,
                     format!("resuming from the last checkpoint: {e}"),
                 );
-                KafkaStateStore::abort(&producer, mode, &metrics);
+                KafkaStateStore::abort(&producer.get(), mode, &metrics);
                 tokio::time::sleep(std::time::Duration::from_millis(500)).await;
             }
         }
     }
     // The last checkpoint committed and opened an empty transaction: close it.
-    KafkaStateStore::abort(&producer, mode, &metrics);
+    KafkaStateStore::abort(&producer.get(), mode, &metrics);
     // Flush the producer, drain the notification buffers.
     let finished = sink.0.lock().await.finish().await;
     health.set("kafka", false, "stopping");
@@ -365,7 +389,7 @@ async fn run_assignment(
     parts: &LiveParts,
     consumer: &Arc<kafka::PalisadeConsumer>,
     sources: &Arc<Vec<String>>,
-    (producer, mode, changelog): (&rdkafka::producer::FutureProducer, DeliveryMode, &str),
+    (producer, mode, changelog): (&state::SharedProducer, DeliveryMode, &str),
     current: &mut Option<(DetectorSet, Option<RuleFiles>)>,
     owned: &mut Vec<i32>,
     rules: &[PathBuf],
@@ -447,7 +471,7 @@ async fn run_assignment(
     owned.clone_from(&partitions);
     metrics.rules_loaded.set(detectors.len() as i64);
     let store = KafkaStateStore::new(
-        producer.clone(),
+        producer,
         Arc::clone(consumer),
         mode,
         changelog.to_string(),

@@ -101,6 +101,9 @@ pub struct Metrics {
     /// Transactions aborted (rebalance, fencing, failed commit): their work is redone from
     /// the last checkpoint.
     pub transaction_aborts: IntCounter,
+    /// Transactional producers replaced because a transaction call never returned
+    /// ([`crate::state::SharedProducer`]).
+    pub producer_replacements: IntCounter,
     /// Rejoins of the consumer group because this instance's assignment no longer fitted the
     /// group's members (see [`crate::source::group`]): partitions nobody was reading.
     pub group_rejoins: IntCounter,
@@ -400,6 +403,14 @@ impl Metrics {
         registry
             .register(Box::new(transaction_aborts.clone()))
             .expect("registered once");
+        let producer_replacements = IntCounter::new(
+            "palisade_producer_replacements_total",
+            "Transactional producers replaced because a transaction call never returned (librdkafka wedged); work resumes from the last checkpoint.",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(producer_replacements.clone()))
+            .expect("registered once");
         let group_rejoins = IntCounter::new(
             "palisade_group_rejoins_total",
             "Consumer group rejoins because this instance's assignment did not fit the group's members.",
@@ -475,6 +486,7 @@ impl Metrics {
             restore_entries,
             delivery_mode,
             transaction_aborts,
+            producer_replacements,
             group_rejoins,
             state_bytes_per_key,
             registry,

@@ -327,6 +327,11 @@ impl Pipeline {
                     .with_label_values(&[stream, d.kind.as_str()])
                     .inc();
             }
+            tracing::trace!(
+                alerts = batch.alerts.len(),
+                records = batch.records,
+                "delivering a batch"
+            );
             if (!batch.alerts.is_empty() || !batch.dead.is_empty() || !batch.shuffled.is_empty())
                 && let Err(e) = sink.deliver(&batch).await
             {
@@ -790,6 +795,11 @@ fn compute_loop(
             if out.blocking_send(p).is_err() {
                 return detectors; // the deliver task stopped
             }
+        }
+        // The deliver task stopped (a failed checkpoint ends the run) and waits for this
+        // thread: noticed here too, since ticks and batches without output send nothing.
+        if out.is_closed() {
+            return detectors;
         }
         if finished {
             break;

@@ -45,7 +45,7 @@ pub fn producer(config: &Config) -> Result<FutureProducer, rdkafka::error::Kafka
 
 /// Alerts and dead letters to Kafka.
 pub struct KafkaSink {
-    producer: FutureProducer,
+    producer: crate::state::SharedProducer,
     alerts_topic: String,
     dead_letter_topic: String,
     /// Topic names by source index, for dead-letter headers.
@@ -63,7 +63,7 @@ impl KafkaSink {
     /// A sink writing to the configured topics.
     pub fn new(
         config: &Config,
-        producer: FutureProducer,
+        producer: crate::state::SharedProducer,
         sources: Arc<Vec<String>>,
         metrics: Arc<Metrics>,
         health: Arc<Health>,
@@ -144,6 +144,7 @@ impl Sink for KafkaSink {
             }
             let mut attempt = 0u32;
             loop {
+                let producer = self.producer.get();
                 let sends = pending.iter().map(|m| {
                     let mut record = FutureRecord::to(m.topic)
                         .payload(m.value.as_ref())
@@ -154,7 +155,7 @@ impl Sink for KafkaSink {
                     if let Some(p) = m.partition {
                         record = record.partition(p);
                     }
-                    self.producer.send(record, Timeout::Never)
+                    producer.send(record, Timeout::Never)
                 });
                 let results = join_all(sends).await;
                 let mut last_error = None;
@@ -196,7 +197,7 @@ impl Sink for KafkaSink {
     fn finish(&mut self) -> BoxFuture<'_, Result<(), SinkError>> {
         Box::pin(async move {
             // Every send was awaited already; flush is a formality that bounds shutdown.
-            let producer = self.producer.clone();
+            let producer = self.producer.get();
             let _ = tokio::task::spawn_blocking(move || {
                 rdkafka::producer::Producer::flush(&producer, Duration::from_secs(10))
             })

@@ -315,6 +315,11 @@ async fn source_loop(
             return true;
         }
         for batch in full {
+            tracing::trace!(
+                records = batch.len(),
+                partition = batch.partition,
+                "source: batch cut"
+            );
             if tx.send(batch).await.is_err() {
                 return false; // the pipeline stopped
             }

@@ -31,7 +31,8 @@
 //! marker: state and position come from the same checkpoint, whatever the group offsets say.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use futures::future::{BoxFuture, join_all};
@@ -52,6 +53,52 @@ use crate::source::kafka::{PalisadeConsumer, client_config};
 /// Key prefix of offset markers (no detector key starts with a zero byte then `p`: those
 /// start with the detector name's length).
 pub const OFFSETS_KEY: &[u8] = b"\0palisade.offsets\0";
+
+/// How long a transaction call (send the offsets, commit, begin the next) may take.
+const TXN_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long past [`TXN_CALL_TIMEOUT`] a transaction call may go on before its producer is
+/// declared wedged.
+const TXN_WEDGE_GRACE: Duration = Duration::from_secs(15);
+
+/// The producer of a live run's alerts, dead letters, changelog entries and offsets, shared
+/// by the Kafka sink and the state store, and replaced when it wedges: librdkafka's
+/// `send_offsets_to_transaction` can block past its timeout for good when the group
+/// coordinator went away and came back (confluentinc/librdkafka#5456, #5511; seen here when
+/// every broker of the mock cluster went down mid-transaction). A wedged producer cannot be
+/// unblocked; a new one with the same `transactional.id` fences it and takes over.
+#[derive(Clone)]
+pub struct SharedProducer {
+    inner: Arc<(RwLock<FutureProducer>, AtomicBool)>,
+}
+
+impl SharedProducer {
+    pub fn new(producer: FutureProducer) -> SharedProducer {
+        SharedProducer {
+            inner: Arc::new((RwLock::new(producer), AtomicBool::new(false))),
+        }
+    }
+
+    /// The current producer (a handle: cheap to clone).
+    pub fn get(&self) -> FutureProducer {
+        self.inner.0.read().expect("producer lock").clone()
+    }
+
+    /// Puts `producer` in place of a wedged one.
+    pub fn replace(&self, producer: FutureProducer) {
+        *self.inner.0.write().expect("producer lock") = producer;
+        self.inner.1.store(false, Ordering::SeqCst);
+    }
+
+    /// Whether a transaction call of the current producer never returned.
+    pub fn is_wedged(&self) -> bool {
+        self.inner.1.load(Ordering::SeqCst)
+    }
+
+    fn mark_wedged(&self) {
+        self.inner.1.store(true, Ordering::SeqCst);
+    }
+}
 
 /// How alerts are delivered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -258,6 +305,7 @@ pub fn read_changelog(
 /// module docs); in exactly-once mode also owns the transaction the sink produces into.
 pub struct KafkaStateStore {
     producer: FutureProducer,
+    shared: SharedProducer,
     consumer: Arc<PalisadeConsumer>,
     mode: DeliveryMode,
     topic: String,
@@ -273,18 +321,20 @@ impl KafkaStateStore {
     /// A store for one run of the pipeline (between two rebalances). In exactly-once mode
     /// the transaction the run's outputs go into is begun here.
     pub fn new(
-        producer: FutureProducer,
+        shared: &SharedProducer,
         consumer: Arc<PalisadeConsumer>,
         mode: DeliveryMode,
         topic: String,
         sources: Arc<Vec<String>>,
         metrics: Arc<Metrics>,
     ) -> Result<KafkaStateStore, KafkaError> {
+        let producer = shared.get();
         if mode == DeliveryMode::ExactlyOnce {
             producer.begin_transaction()?;
         }
         Ok(KafkaStateStore {
             producer,
+            shared: shared.clone(),
             consumer,
             mode,
             topic,
@@ -309,10 +359,11 @@ impl KafkaStateStore {
         &mut self,
         entries: &[StateEntry],
         positions: &[Position],
-    ) -> Result<(), KafkaError> {
+    ) -> Result<(), WriteError> {
         for p in positions {
             self.known.insert((p.source, p.partition), p.offset + 1);
         }
+        tracing::debug!(entries = entries.len(), "checkpoint: writing entries");
         let sends = entries.iter().map(|e| {
             let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic)
                 .partition(e.partition)
@@ -365,21 +416,24 @@ impl KafkaStateStore {
                 let offsets = tpl.clone();
                 let producer = self.producer.clone();
                 let metadata = self.consumer.group_metadata();
-                tokio::task::spawn_blocking(move || -> Result<(), KafkaError> {
+                let call = tokio::task::spawn_blocking(move || -> Result<(), KafkaError> {
                     if let Some(metadata) = metadata
                         && tpl.count() > 0
                     {
-                        producer.send_offsets_to_transaction(
-                            &tpl,
-                            &metadata,
-                            Duration::from_secs(30),
-                        )?;
+                        producer.send_offsets_to_transaction(&tpl, &metadata, TXN_CALL_TIMEOUT)?;
                     }
-                    producer.commit_transaction(Duration::from_secs(30))?;
+                    producer.commit_transaction(TXN_CALL_TIMEOUT)?;
                     producer.begin_transaction()
-                })
-                .await
-                .expect("transaction commit panicked")?;
+                });
+                let bound = TXN_CALL_TIMEOUT + TXN_WEDGE_GRACE;
+                tracing::debug!("checkpoint: committing the transaction");
+                match tokio::time::timeout(bound, call).await {
+                    Ok(joined) => joined.expect("transaction commit panicked")?,
+                    Err(_) => {
+                        self.shared.mark_wedged();
+                        return Err(WriteError::Wedged(bound));
+                    }
+                }
                 // The same offsets again, outside the transaction: a no-op where the broker
                 // stored them with it, and the group's lag is right where it did not (the
                 // mock cluster accepts TxnOffsetCommit but keeps nothing). Markers rule.
@@ -401,6 +455,18 @@ impl KafkaStateStore {
         }
         Ok(())
     }
+}
+
+/// Why a checkpoint was not written.
+#[derive(Debug, thiserror::Error)]
+enum WriteError {
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    #[error(
+        "a transaction call did not return within {0:?} (librdkafka can block for good after \
+         its group coordinator went away: confluentinc/librdkafka#5456); the producer is replaced"
+    )]
+    Wedged(Duration),
 }
 
 impl StateStore for KafkaStateStore {

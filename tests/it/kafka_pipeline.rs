@@ -301,3 +301,59 @@ async fn offsets_wait_for_alert_acknowledgement_so_a_crash_loses_nothing_body() 
             .unwrap();
     assert_eq!((committed, end), (3, 3));
 }
+
+/// A sink whose every delivery fails for good (as a checkpoint that cannot be written does).
+struct Failing;
+
+impl Sink for Failing {
+    fn deliver<'a>(&'a mut self, _: &'a Processed) -> BoxFuture<'a, Result<(), SinkError>> {
+        Box::pin(async { Err(SinkError::Checkpoint("the broker is gone".into())) })
+    }
+}
+
+#[tokio::test]
+async fn a_failed_delivery_ends_a_live_run_while_its_source_stays_open() {
+    // The run must end with the error so the caller can resume from the last checkpoint;
+    // the compute thread, fed only idle ticks by an open source, has to notice too.
+    let config = Arc::new(config_for("unused"));
+    let rules = rules_dir(&[("rogue.sql", ROGUE_RULE)]);
+    let scada = config.stream_index("scada").unwrap();
+    let pipeline = Pipeline {
+        config: Arc::clone(&config),
+        detectors: app::load_detectors(&config, &[rules.path().to_path_buf()])
+            .await
+            .unwrap(),
+        metrics: Arc::new(palisade::metrics::Metrics::new()),
+        sink: Box::new(Failing),
+        committer: Arc::new(palisade::pipeline::NoCommit),
+        echo: Echo::Off,
+        clock: Clock::Wall,
+        pseudonymiser: app::pseudonymiser(&config),
+        reload: None,
+        alerting: None,
+        checkpoints: None,
+        routes: Vec::new(),
+        backlog: None,
+    };
+    let (raw_tx, raw_rx) = mpsc::channel(4);
+    let mut batch = palisade::source::RawBatch::new(scada);
+    batch.push(
+        scada_event(1, "laptop-7", "setpoint_write").as_bytes(),
+        palisade::source::Origin {
+            source: 0,
+            partition: 0,
+            offset: 0,
+            timestamp_ms: 0,
+        },
+    );
+    raw_tx.send(batch).await.unwrap();
+    // `raw_tx` stays open: a live source that has nothing more to say.
+    let outcome = tokio::time::timeout(Duration::from_secs(30), pipeline.run(raw_rx))
+        .await
+        .expect("the run ends once its delivery failed");
+    assert!(
+        matches!(outcome, Err(SinkError::Checkpoint(_))),
+        "{outcome:?}"
+    );
+    drop(raw_tx);
+}
