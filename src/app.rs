@@ -420,11 +420,22 @@ async fn run_assignment(
             changelog.to_string(),
             partitions.clone(),
         );
-        tokio::task::spawn_blocking(move || {
+        tracing::info!(partitions = ?partitions, "restoring state from the changelog");
+        let read = tokio::task::spawn_blocking(move || {
             state::read_changelog(&config, &topic, &partitions, mode)
-        })
-        .await
-        .expect("changelog reader panicked")?
+        });
+        // The reader gives up after 2 minutes of its own; a client call that blocks past
+        // its timeout must not hold the run for ever either (the run starts again).
+        match tokio::time::timeout(std::time::Duration::from_secs(180), read).await {
+            Ok(joined) => joined.expect("changelog reader panicked")?,
+            Err(_) => {
+                return Err(AppError::Kafka(
+                    rdkafka::error::KafkaError::MessageConsumption(
+                        rdkafka::types::RDKafkaErrorCode::OperationTimedOut,
+                    ),
+                ));
+            }
+        }
     };
     if restored.incomplete > 0 {
         tracing::info!(

@@ -221,6 +221,21 @@ pub fn read_changelog(
         // restore of a million keys) rather than idling.
         .set("fetch.queue.backoff.ms", "5");
     let consumer: BaseConsumer = c.create()?;
+    let result = read_to_end(&consumer, topic, partitions);
+    // Closing a consumer that has a group id can wait on the group's coordinator (for good,
+    // when it does not answer): closed off the restore's path.
+    let _ = std::thread::Builder::new()
+        .name("palisade-restore-close".into())
+        .spawn(move || drop(consumer));
+    result
+}
+
+/// [`read_changelog`] with its consumer.
+fn read_to_end(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partitions: &[i32],
+) -> Result<Restored, KafkaError> {
     let mut tpl = TopicPartitionList::new();
     let mut open: HashSet<i32> = HashSet::new();
     for &p in partitions {
