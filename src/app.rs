@@ -404,6 +404,9 @@ async fn run_assignment(
         sink,
         routes,
     } = parts;
+    // Before the assignment is read: a rebalance from here on ends this run (see
+    // `kafka::run_until_rebalance`).
+    let epoch = consumer.context().rebalances();
     let assignment = consumer.assignment()?;
     let mut partitions: Vec<i32> = assignment
         .elements()
@@ -512,6 +515,7 @@ async fn run_assignment(
         tx,
         stop_rx,
         Arc::clone(&ending),
+        epoch,
     ));
     let (reload_tx, reload_rx) = std::sync::mpsc::sync_channel(1);
     let watcher = tokio::spawn(watch_rules(

@@ -1319,6 +1319,7 @@ impl WindowState {
         match plan.spec {
             WindowSpec::Hop { .. } => {
                 let last = close.last;
+                tracing::debug!(last, watermark = close.watermark_ms, fired = ?self.fired, "windows closed");
                 for f in self.fired.values_mut() {
                     *f = (*f).max(last);
                 }
@@ -1676,6 +1677,7 @@ impl WindowState {
             }
         }
         self.enforce_limits(plan);
+        tracing::debug!(fired = ?self.fired, entries = entries.len(), "window state restored");
         Ok(())
     }
 

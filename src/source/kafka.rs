@@ -21,7 +21,7 @@ use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, watch};
 
-use super::{Backlog, Batcher, Origin, Position, RawBatch};
+use super::{Backlog, Batcher, Origin, PartitionReading, Position, RawBatch};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::pipeline::{Committer, ENDING_REBALANCE, ENDING_SHUTDOWN};
@@ -67,7 +67,7 @@ impl SourceContext {
 
 impl ClientContext for SourceContext {
     fn stats(&self, stats: Statistics) {
-        let mut pending = Vec::new();
+        let mut readings = Vec::new();
         for (topic, t) in &stats.topics {
             for (partition, p) in &t.partitions {
                 // -1 is librdkafka's internal unassigned partition.
@@ -77,16 +77,18 @@ impl ClientContext for SourceContext {
                 // Records fetched but not yet handed to palisade, or not yet fetched below
                 // the readable end (the last stable offset, as the consumer reads
                 // committed records).
-                let end = if p.ls_offset >= 0 {
-                    p.ls_offset
-                } else {
-                    p.hi_offset
-                };
-                if p.fetch_state == "active"
-                    && (p.fetchq_cnt > 0 || (p.next_offset >= 0 && end > p.next_offset))
-                {
-                    pending.push((topic.clone(), *partition));
-                }
+                readings.push(PartitionReading {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    fetching: p.fetch_state == "active",
+                    queued: p.fetchq_cnt,
+                    next_offset: p.next_offset,
+                    end: if p.ls_offset >= 0 {
+                        p.ls_offset
+                    } else {
+                        p.hi_offset
+                    },
+                });
                 // Negative lag is "unknown".
                 if p.consumer_lag >= 0 {
                     self.metrics
@@ -96,7 +98,7 @@ impl ClientContext for SourceContext {
                 }
             }
         }
-        self.backlog.publish(pending);
+        self.backlog.observe(&readings, std::time::Instant::now());
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
@@ -129,6 +131,9 @@ impl ConsumerContext for SourceContext {
         }
     }
 }
+
+/// How often a run that keeps state checks for a rebalance while no record arrives.
+const REBALANCE_CHECK: Duration = Duration::from_millis(250);
 
 /// The consumer type palisade uses.
 pub type PalisadeConsumer = StreamConsumer<SourceContext>;
@@ -188,7 +193,19 @@ pub async fn run(
     tx: mpsc::Sender<RawBatch>,
     shutdown: watch::Receiver<bool>,
 ) {
-    source_loop(consumer, config, sources, &[], health, tx, shutdown, None).await;
+    let epoch = consumer.context().rebalances();
+    source_loop(
+        consumer,
+        config,
+        sources,
+        &[],
+        health,
+        tx,
+        shutdown,
+        None,
+        epoch,
+    )
+    .await;
 }
 
 /// Like [`run`], but also ends at the next rebalance, *without* flushing the open batches
@@ -197,6 +214,9 @@ pub async fn run(
 /// batches channel closes. Returns true for a rebalance. `route_topics` are the internal
 /// topics of the run's routes, in route order, with their stream (see
 /// [`crate::repartition`]); their records become route batches, their markers batch marks.
+/// `epoch` is [`SourceContext::rebalances`] as read *before* the run read its assignment: a
+/// rebalance in between ends the run at once, rather than leaving it on an assignment it
+/// never restored.
 #[allow(clippy::too_many_arguments)]
 pub async fn run_until_rebalance(
     consumer: Arc<PalisadeConsumer>,
@@ -207,6 +227,7 @@ pub async fn run_until_rebalance(
     tx: mpsc::Sender<RawBatch>,
     shutdown: watch::Receiver<bool>,
     ending: Arc<AtomicU8>,
+    epoch: u64,
 ) -> bool {
     source_loop(
         consumer,
@@ -217,6 +238,7 @@ pub async fn run_until_rebalance(
         tx,
         shutdown,
         Some(ending),
+        epoch,
     )
     .await
 }
@@ -231,8 +253,8 @@ async fn source_loop(
     tx: mpsc::Sender<RawBatch>,
     mut shutdown: watch::Receiver<bool>,
     ending: Option<Arc<AtomicU8>>,
+    epoch: u64,
 ) -> bool {
-    let epoch = consumer.context().rebalances();
     // topic -> (lane, source index); looked up once per record, no allocation. A lane is
     // a stream, or (after the streams) a route.
     let streams = config.streams.len();
@@ -263,6 +285,18 @@ async fn source_loop(
             _ = shutdown.wait_for(|stop| *stop) => break,
             _ = async { tokio::time::sleep_until(deadline.expect("guarded").into()).await }, if deadline.is_some() => {
                 batcher.expired(std::time::Instant::now())
+            }
+            // A rebalance is noticed even when no record arrives: a run left on its old
+            // assignment would never restore the new one (seen with tansu: an instance given
+            // partitions at their end, then others, read nothing for minutes).
+            _ = tokio::time::sleep(REBALANCE_CHECK), if ending.is_some() => {
+                if consumer.context().rebalances() != epoch {
+                    if let Some(ending) = &ending {
+                        ending.store(ENDING_REBALANCE, Ordering::SeqCst);
+                    }
+                    return true;
+                }
+                Vec::new()
             }
             received = consumer.recv() => match received {
                 // A rebalance happened inside this poll: what was received belongs to the

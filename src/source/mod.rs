@@ -30,9 +30,58 @@ pub struct Backlog {
     generation: AtomicU64,
     /// (topic, partition), sorted.
     pending: Mutex<Vec<(String, i32)>>,
+    /// Per partition: the consumer's next offset at the last reading, and since when.
+    progress: Mutex<std::collections::HashMap<(String, i32), (i64, Instant)>>,
 }
 
+/// What the statistics say of one assigned partition.
+#[derive(Debug, Clone)]
+pub struct PartitionReading {
+    pub topic: String,
+    pub partition: i32,
+    /// The consumer is fetching it.
+    pub fetching: bool,
+    /// Records fetched and not yet handed over.
+    pub queued: i64,
+    /// The next offset the consumer will hand over (negative: unknown).
+    pub next_offset: i64,
+    /// The readable end: the last stable offset (committed reads), else the high watermark.
+    pub end: i64,
+}
+
+/// How long a partition may sit below its readable end without the consumer's position
+/// moving, with nothing queued, before it counts as idle rather than slow: a broker can
+/// report an end that no fetch reaches (seen with tansu 0.6), which would otherwise hold
+/// the stream's watermark for good.
+pub const BACKLOG_STALL: std::time::Duration = std::time::Duration::from_secs(15);
+
 impl Backlog {
+    /// Publishes the partitions with undelivered records from one reading of the
+    /// statistics at `now`: records queued, or a position below the end that has moved
+    /// within [`BACKLOG_STALL`].
+    pub fn observe(&self, readings: &[PartitionReading], now: Instant) {
+        let mut progress = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+        let mut pending = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for r in readings {
+            let key = (r.topic.clone(), r.partition);
+            let since = match progress.get(&key) {
+                Some(&(next, since)) if next == r.next_offset => since,
+                _ => now,
+            };
+            progress.insert(key.clone(), (r.next_offset, since));
+            seen.insert(key.clone());
+            let below_end = r.next_offset >= 0 && r.end > r.next_offset;
+            let moving = now.saturating_duration_since(since) < BACKLOG_STALL;
+            if r.fetching && (r.queued > 0 || (below_end && moving)) {
+                pending.push(key);
+            }
+        }
+        progress.retain(|k, _| seen.contains(k));
+        drop(progress);
+        self.publish(pending);
+    }
+
     /// Replaces the set of partitions with undelivered records.
     pub fn publish(&self, mut pending: Vec<(String, i32)>) {
         pending.sort_unstable();
@@ -416,5 +465,38 @@ mod tests {
         let rest = batcher.drain();
         assert_eq!(rest.len(), 1);
         assert_eq!((rest[0].partition, rest[0].record(0)), (0, &b"a"[..]));
+    }
+
+    fn reading(partition: i32, queued: i64, next_offset: i64, end: i64) -> PartitionReading {
+        PartitionReading {
+            topic: "t".into(),
+            partition,
+            fetching: true,
+            queued,
+            next_offset,
+            end,
+        }
+    }
+
+    #[test]
+    fn a_partition_below_its_end_is_backlogged_while_its_position_moves() {
+        let b = Backlog::default();
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + std::time::Duration::from_secs(s);
+        // Partition 0 is read steadily; partition 1 sits below an end no fetch reaches.
+        b.observe(&[reading(0, 0, 10, 100), reading(1, 0, 50, 51)], at(0));
+        assert_eq!(b.pending(), vec![("t".into(), 0), ("t".into(), 1)]);
+        b.observe(&[reading(0, 0, 40, 100), reading(1, 0, 50, 51)], at(10));
+        assert_eq!(b.pending(), vec![("t".into(), 0), ("t".into(), 1)]);
+        // Stalled past BACKLOG_STALL with nothing queued: idle, not slow.
+        b.observe(&[reading(0, 0, 70, 100), reading(1, 0, 50, 51)], at(20));
+        assert_eq!(b.pending(), vec![("t".into(), 0)]);
+        // Records queued always count (a consumer held back by the pipeline), and a
+        // position that moves again is a backlog again.
+        b.observe(&[reading(0, 5, 70, 100), reading(1, 0, 51, 60)], at(40));
+        assert_eq!(b.pending(), vec![("t".into(), 0), ("t".into(), 1)]);
+        // At its end: nothing pending.
+        b.observe(&[reading(0, 0, 100, 100), reading(1, 0, 60, 60)], at(45));
+        assert!(b.pending().is_empty());
     }
 }
