@@ -475,8 +475,17 @@ fn compute_loop(
         backlog,
     } = stages;
     detectors.set_repartitioned(!routes.is_empty());
+    // Event-time progress of the partitions restored: their watermarks start from it.
+    let mut restored_progress: Vec<(usize, i32, i64)> = Vec::new();
     let (interval, ending) = match checkpoints {
-        Some((interval, ending, restore)) => {
+        Some((interval, ending, mut restore)) => {
+            restore.retain(|e| match progress_of(config, e) {
+                Some(p) => {
+                    restored_progress.push(p);
+                    false
+                }
+                None => true,
+            });
             if !restore.is_empty() {
                 let start = std::time::Instant::now();
                 match detectors.restore(&restore) {
@@ -511,6 +520,17 @@ fn compute_loop(
         Clock::Wall => Watermarks::new(config).hold_for_discovery(),
         Clock::EventTime => Watermarks::new(config),
     };
+    // A partition taken over resumes its previous owner's event-time progress: a window
+    // restored with it closes when the watermark passes it, even if the partition has
+    // nothing more to read (it starts the discovery hold, like a first batch).
+    for &(stream, partition, progress) in &restored_progress {
+        watermarks.observe(stream, partition, Some(progress), 0);
+    }
+    // Progress last written per (stream, partition), so checkpoints carry only changes.
+    let mut progress_written: std::collections::HashMap<(usize, i32), i64> = restored_progress
+        .iter()
+        .map(|&(s, p, t)| ((s, p), t))
+        .collect();
     // A route's watermark comes from its markers, over (partition, source partition).
     let lanes: Vec<usize> = routes
         .iter()
@@ -788,7 +808,9 @@ fn compute_loop(
                 && ending.load(Ordering::SeqCst) != ENDING_REBALANCE
             {
                 last_checkpoint = std::time::Instant::now();
-                last.checkpoint = Some(take_checkpoint(&mut detectors, &mut entries_out, metrics));
+                let mut entries = take_checkpoint(&mut detectors, &mut entries_out, metrics);
+                progress_entries(config, &watermarks, &mut progress_written, &mut entries);
+                last.checkpoint = Some(entries);
             }
         }
         for p in processed {
@@ -809,7 +831,8 @@ fn compute_loop(
     if let Some(ending) = ending
         && ending.load(Ordering::SeqCst) == ENDING_SHUTDOWN
     {
-        let entries = take_checkpoint(&mut detectors, &mut entries_out, metrics);
+        let mut entries = take_checkpoint(&mut detectors, &mut entries_out, metrics);
+        progress_entries(config, &watermarks, &mut progress_written, &mut entries);
         let _ = out.blocking_send(Processed {
             stream: 0,
             records: 0,
@@ -824,6 +847,43 @@ fn compute_loop(
         });
     }
     detectors
+}
+
+/// Changelog key prefix of a partition's event-time progress (then the stream's name). No
+/// detector key starts with a zero byte then `p` (those start with the name's length), and
+/// the restore reader skips only `\0palisade.` keys.
+const PROGRESS_KEY: &[u8] = b"\0progress\0";
+
+/// Appends the event-time progress of every partition that moved since it was last written.
+fn progress_entries(
+    config: &Config,
+    watermarks: &Watermarks,
+    written: &mut std::collections::HashMap<(usize, i32), i64>,
+    out: &mut Vec<StateEntry>,
+) {
+    for (stream, s) in config.streams.iter().enumerate() {
+        for (partition, progress) in watermarks.partitions(stream) {
+            if written.get(&(stream, partition)) == Some(&progress) {
+                continue;
+            }
+            written.insert((stream, partition), progress);
+            let mut key = PROGRESS_KEY.to_vec();
+            key.extend_from_slice(s.name().as_bytes());
+            out.push(StateEntry {
+                partition,
+                key,
+                value: Some(progress.to_le_bytes().to_vec()),
+            });
+        }
+    }
+}
+
+/// A progress entry's (stream, partition, event time); `None` for any other entry.
+fn progress_of(config: &Config, e: &StateEntry) -> Option<(usize, i32, i64)> {
+    let name = e.key.strip_prefix(PROGRESS_KEY)?;
+    let stream = config.stream_index(std::str::from_utf8(name).ok()?)?;
+    let bytes: [u8; 8] = e.value.as_deref()?.try_into().ok()?;
+    Some((stream, e.partition, i64::from_le_bytes(bytes)))
 }
 
 /// The state changed since the last checkpoint, with its size per key for the gauge.

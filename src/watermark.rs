@@ -131,6 +131,14 @@ impl Watermarks {
         self
     }
 
+    /// Each partition of `stream` heard from, with the highest event time seen on it.
+    pub fn partitions(&self, stream: usize) -> impl Iterator<Item = (i32, i64)> + '_ {
+        self.streams[stream]
+            .partitions
+            .iter()
+            .map(|p| (p.partition, p.max_event_ms))
+    }
+
     /// The watermark of `stream` in ms since the epoch; `i64::MIN` before its first event.
     pub fn watermark(&self, stream: usize) -> i64 {
         self.streams[stream].watermark_ms

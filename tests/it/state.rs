@@ -426,10 +426,6 @@ fn three_instances_give_the_alerts_of_replay_even_when_one_is_killed() {
 }
 
 #[test]
-#[ignore = "intermittent (about 1 run in 4 under load): after tansu's group churn the surviving \
-            instances' netflow watermark can stay held, so the first window of the partition \
-            taken over never closes; issue 4 stays open until it is found. Run it with \
-            `cargo test --test it on_tansu -- --ignored`"]
 fn on_tansu_three_instances_give_the_alerts_of_replay_even_when_one_is_killed() {
     // tansu 0.6 does not complete transactions: the at-least-once path, whose duplicates
     // carry the same ids (the comparison is of id sets). Two tansu behaviours made this test
@@ -438,8 +434,11 @@ fn on_tansu_three_instances_give_the_alerts_of_replay_even_when_one_is_killed() 
     // (the group check rejoins: `source::group`); and the failed transaction probe left an
     // open transaction on changelog partition 0 that pinned its last stable offset at 0, so
     // a `read_committed` restore saw none of that partition's state (at least once, the
-    // changelog is read `read_uncommitted`). `PALISADE_TEST_RUST_LOG` and
-    // `PALISADE_TEST_VERBOSE` show what differs when it fails.
+    // changelog is read `read_uncommitted`). And it showed what the mock cluster had not: a
+    // survivor taking over a partition its previous owner had read to the end got no record
+    // of it, so its watermark never moved and the windows restored with it never closed
+    // (checkpoints now carry each partition's event-time progress). `PALISADE_TEST_RUST_LOG`
+    // and `PALISADE_TEST_VERBOSE` show what differs when it fails.
     let broker = Tansu::start();
     let group = format!("tansu-state-{}", free_port());
     let logs = live_equals_replay_on(&broker.addr, &group, 3, &[0.3], false, RuleSet::Keyed);
