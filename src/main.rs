@@ -459,17 +459,34 @@ fn parse_duration_ms(text: &str) -> Result<i64, String> {
     Ok(total)
 }
 
-async fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
-    let start_ms = chrono::DateTime::parse_from_rfc3339(&args.start)
-        .with_context(|| format!("--start `{}` is not an RFC 3339 time", args.start))?
+/// The simulator's options from the flags `simulate` and `eval --dataset city` share.
+fn sim_options(
+    seed: u64,
+    start: &str,
+    duration_ms: i64,
+    scenarios: &str,
+    streams: &[String],
+) -> anyhow::Result<SimOptions> {
+    let start_ms = chrono::DateTime::parse_from_rfc3339(start)
+        .with_context(|| format!("--start `{start}` is not an RFC 3339 time"))?
         .timestamp_millis();
-    let sim = SimOptions {
-        seed: args.seed,
+    Ok(SimOptions {
+        seed,
         start_ms,
-        duration_ms: Some(args.duration),
-        scenarios: parse_scenarios(&args.scenarios)?,
-        streams: (!args.streams.is_empty()).then(|| args.streams.clone()),
-    };
+        duration_ms: Some(duration_ms),
+        scenarios: parse_scenarios(scenarios)?,
+        streams: (!streams.is_empty()).then(|| streams.to_vec()),
+    })
+}
+
+async fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
+    let sim = sim_options(
+        args.seed,
+        &args.start,
+        args.duration,
+        &args.scenarios,
+        &args.streams,
+    )?;
     let written = if let Some(path) = &args.output {
         app::simulate_to_file(path, args.incidents.as_deref(), sim)?
     } else {
@@ -614,16 +631,13 @@ async fn eval(args: EvalArgs) -> anyhow::Result<ExitCode> {
             palisade::eval::skab(data, args.only.as_deref(), &mut out)?;
         }
         Dataset::City => {
-            let start_ms = chrono::DateTime::parse_from_rfc3339(&args.start)
-                .with_context(|| format!("--start `{}` is not an RFC 3339 time", args.start))?
-                .timestamp_millis();
-            let sim = SimOptions {
-                seed: args.seed,
-                start_ms,
-                duration_ms: Some(args.duration),
-                scenarios: parse_scenarios(&args.scenarios)?,
-                streams: (!args.streams.is_empty()).then(|| args.streams.clone()),
-            };
+            let sim = sim_options(
+                args.seed,
+                &args.start,
+                args.duration,
+                &args.scenarios,
+                &args.streams,
+            )?;
             let config = Arc::new(load_config(args.config.as_ref(), None)?);
             let detectors = app::load_detectors(&config, &args.rules).await?;
             let pseudonymiser = app::pseudonymiser(&config);

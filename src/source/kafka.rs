@@ -278,6 +278,9 @@ async fn source_loop(
         *config.pipeline.batch_rows.get_ref(),
         linger,
     );
+    // One timer for the whole run, not one per received record.
+    let mut rebalance_check = tokio::time::interval(REBALANCE_CHECK);
+    rebalance_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let deadline = batcher.next_deadline();
         let full = tokio::select! {
@@ -289,7 +292,7 @@ async fn source_loop(
             // A rebalance is noticed even when no record arrives: a run left on its old
             // assignment would never restore the new one (seen with tansu: an instance given
             // partitions at their end, then others, read nothing for minutes).
-            _ = tokio::time::sleep(REBALANCE_CHECK), if ending.is_some() => {
+            _ = rebalance_check.tick(), if ending.is_some() => {
                 if consumer.context().rebalances() != epoch {
                     if let Some(ending) = &ending {
                         ending.store(ENDING_REBALANCE, Ordering::SeqCst);

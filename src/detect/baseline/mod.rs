@@ -436,6 +436,8 @@ struct Columns {
     term: Option<ArrayRef>,
     /// The rows the rule's `where` selects (`None`: every row).
     keep: Option<Vec<bool>>,
+    /// The stream's [`horizon`] after this batch, computed once per rule and batch.
+    horizon: Option<i64>,
 }
 
 impl Columns {
@@ -517,6 +519,7 @@ fn read_columns(c: &Compiled, batch: &RecordBatch) -> Result<Columns, String> {
         metric,
         term,
         keep,
+        horizon: None,
     })
 }
 
@@ -926,7 +929,7 @@ fn univariate(
         }
     }
     if let Some(hb) = spec.heartbeat_ms
-        && let Some(now) = horizon(cols, ctx)
+        && let Some(now) = cols.horizon
     {
         heartbeat_scan(c, meta, hb, now, ctx, out);
     }
@@ -1403,7 +1406,7 @@ fn consistency(
     }
     // Assets that went quiet after their command: settled once the stream's horizon has
     // passed their deadline, when no row of theirs can still come before it.
-    if let Some(now) = horizon(cols, ctx) {
+    if let Some(now) = cols.horizon {
         overdue(c, meta, spec, ctx, now, out);
     }
 }
@@ -1495,7 +1498,7 @@ impl Detector for BaselineDetector {
         for c in self.rules.iter_mut().filter(|c| c.stream.index == stream) {
             let start = std::time::Instant::now();
             let meta = &self.metas[c.meta];
-            let cols = match read_columns(c, batch) {
+            let mut cols = match read_columns(c, batch) {
                 Ok(cols) => cols,
                 Err(message) => {
                     failure.get_or_insert(DetectError {
@@ -1505,6 +1508,7 @@ impl Detector for BaselineDetector {
                     continue;
                 }
             };
+            cols.horizon = horizon(&cols, ctx);
             let evicted = &mut self.evicted;
             match c.rule.model.clone() {
                 Model::Univariate(spec) => {
@@ -1529,7 +1533,7 @@ impl Detector for BaselineDetector {
             }
             // Expiry by the horizon too: a partition ahead of the others must not expire
             // the entities of one that is behind.
-            if let Some(now) = horizon(&cols, ctx)
+            if let Some(now) = cols.horizon
                 && now - c.state.last_sweep_ms >= (c.rule.ttl_ms / 8).min(60_000)
             {
                 c.state.expire(now, &c.rule, evicted);
